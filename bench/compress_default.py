@@ -1,0 +1,108 @@
+"""Benchmark: `effkit compress` on the embedded default, as a user runs it, against issue #2's targets.
+
+Runs the real command in a fresh process (TensorFlow import and training included), then reads its report.json:
+
+- wall time of the whole command                               target <= 90 s
+- variants made, all ok                                        target >= 10
+- recommended variant: gzip bytes vs float32 TFLite raw bytes  target >= 10x smaller, with <= 1.0 pp top-1 loss
+- int8 TFLite batch-1 p50 / float32 TFLite p50 (same run)      target <= 0.6
+
+Usage: python bench/compress_default.py [--out DIR] [--keep]
+Exit code 0 when every target is met, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGETS = {"wall_seconds": 90.0, "variants": 10, "size_ratio": 10.0, "accuracy_drop_pp": 1.0, "int8_latency": 0.6}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="output folder (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the output folder")
+    args = parser.parse_args()
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="effkit-bench-")) / "run"
+
+    effkit = Path(sys.executable).with_name("effkit")
+    command = [str(effkit) if effkit.exists() else sys.executable, *([] if effkit.exists() else ["-m", "effkit"])]
+    started = time.perf_counter()
+    result = subprocess.run([*command, "compress", "--out", str(out), "--quiet"], capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if result.returncode not in (0, 3):
+        print(result.stderr, file=sys.stderr)
+        print(f"effkit compress failed with exit code {result.returncode}")
+        return 1
+
+    report = json.loads((out / "report.json").read_text())
+    variants = {v["name"]: v for v in report["variants"]}
+    ok = [v for v in report["variants"] if v["status"] == "ok"]
+    float32 = variants["baseline-tflite-none"]
+    int8 = variants["baseline-tflite-int8"]
+    chosen = variants.get(report["recommended"] or "")
+    checks = [
+        ("wall time of effkit compress", wall, f"<= {TARGETS['wall_seconds']:.0f} s", wall <= TARGETS["wall_seconds"]),
+        (
+            "variants ok / made",
+            f"{len(ok)}/{len(variants)}",
+            f">= {TARGETS['variants']} all ok",
+            len(ok) == len(variants) >= TARGETS["variants"],
+        ),
+    ]
+    if chosen:
+        ratio = float32["size_bytes"] / chosen["gzip_bytes"]
+        drop = -chosen["top1_delta_pp"]
+        checks += [
+            (
+                f"recommended {chosen['name']}: float32 TFLite raw / its gzip",
+                ratio,
+                f">= {TARGETS['size_ratio']:.0f}x",
+                ratio >= TARGETS["size_ratio"],
+            ),
+            (
+                "recommended: top-1 drop (pp)",
+                drop,
+                f"<= {TARGETS['accuracy_drop_pp']}",
+                drop <= TARGETS["accuracy_drop_pp"],
+            ),
+        ]
+    else:
+        checks.append(("recommended variant", "none", "one within tolerance", False))
+    latency_ratio = int8["latency_ms"]["p50"] / float32["latency_ms"]["p50"]
+    checks.append(
+        (
+            "int8 / float32 TFLite p50 (batch 1, 1 thread)",
+            latency_ratio,
+            f"<= {TARGETS['int8_latency']}",
+            latency_ratio <= TARGETS["int8_latency"],
+        )
+    )
+
+    print(
+        f"effkit compress (embedded default) on {report['environment']['cpu']}, {report['environment']['cores']} cores"
+    )
+    print(
+        f"baseline keras top-1 {report['baseline']['top1'] * 100:.2f}%; float32 TFLite {float32['size_bytes']:,} B, "
+        f"p50 {float32['latency_ms']['p50'] * 1e3:.1f} us; int8 p50 {int8['latency_ms']['p50'] * 1e3:.1f} us"
+    )
+    width = max(len(name) for name, *_ in checks)
+    for name, value, target, passed in checks:
+        shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+        print(f"  {'PASS' if passed else 'FAIL'}  {name.ljust(width)}  {shown:>10}  (target {target})")
+    if args.keep or args.out:
+        print(f"output kept in {out}")
+    else:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    return 0 if all(passed for *_, passed in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The `effkit` command: parse, call the library, print. Heavy imports happen inside each command.
+
+Exit codes: 0 all variants ok; 2 bad input (one line on stderr); 3 some variants failed or mismatched; 1 internal
+error; 130 interrupted. `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from .config import CompressConfig, Format, LatencyConfig, PruneConfig, Quant, parse_enum_list, parse_sparsities
+from .errors import EffkitError, first_line
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_VARIANTS_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _configure_logging(quiet=args.quiet, debug=args.debug)
+    try:
+        return args.command(args)
+    except EffkitError as error:
+        if args.debug:
+            raise
+        print(f"effkit: error: {first_line(error)}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("effkit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if args.debug:
+            raise
+        print(
+            f"effkit: internal error: {type(error).__name__}: {first_line(error)} (rerun with --debug)", file=sys.stderr
+        )
+        return EXIT_INTERNAL
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = CompressConfig()
+    parser = argparse.ArgumentParser(
+        prog="effkit",
+        description="Prune, quantize and export Keras classifiers to TFLite (LiteRT) and ONNX, "
+        "and measure accuracy, size and latency of every variant.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    compress = commands.add_parser(
+        "compress",
+        help="prune, quantize, export and measure a classifier",
+        description="Prune, quantize and export a Keras classifier, measure every variant on the same test split "
+        "in LiteRT / ONNX Runtime, and write report.json and report.md. Without MODEL, trains the reference "
+        "digits_cnn on the embedded digits data first.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    compress.add_argument("model", nargs="?", help="a .keras (Keras 3 or tf_keras), .h5 or SavedModel folder")
+    compress.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (embedded) or an .npz with x_train, y_train, x_test, y_test (x_val, y_val optional)",
+    )
+    compress.add_argument("--out", help="output folder (default: effkit-out/<model name>, numbered if it exists)")
+    compress.add_argument(
+        "--sparsity",
+        default=",".join(str(s) for s in defaults.sparsities),
+        help="target sparsities to prune to, comma-separated; '' for none",
+    )
+    compress.add_argument(
+        "--quant",
+        default=",".join(q.value for q in defaults.quantizations),
+        help=f"quantizations: {', '.join(q.value for q in Quant)} (float32 'none' always runs)",
+    )
+    compress.add_argument(
+        "--formats", default=",".join(f.value for f in defaults.formats), help="export formats: tflite, onnx"
+    )
+    compress.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        default=defaults.max_accuracy_drop,
+        help="largest top-1 drop (percentage points) a recommended variant may have",
+    )
+    compress.add_argument("--threads", type=int, default=LatencyConfig.threads, help="runtime threads for latency")
+    compress.add_argument("--batch", type=int, default=LatencyConfig.batch, help="batch size for latency")
+    compress.add_argument("--prune-epochs", type=int, default=PruneConfig.epochs, help="fine-tune epochs per sparsity")
+    compress.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=defaults.calibration_samples,
+        help="training samples used to calibrate int8",
+    )
+    compress.add_argument("--seed", type=int, default=defaults.seed, help="seed for splits, training and sampling")
+    compress.add_argument(
+        "--unsafe-load",
+        action="store_true",
+        help="allow model files whose loading runs stored code (Lambda layers); trusted files only",
+    )
+    _common(compress)
+    compress.set_defaults(command=_compress)
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress lines, only the final table and errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug lines")
+
+
+def _configure_logging(*, quiet: bool, debug: bool) -> None:
+    started = time.perf_counter()
+
+    class Elapsed(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return f"[{time.perf_counter() - started:6.1f}s] {record.getMessage()}"
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(Elapsed())
+    logger = logging.getLogger("effkit")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    config = CompressConfig(
+        sparsities=parse_sparsities(args.sparsity),
+        quantizations=parse_enum_list(Quant, args.quant, what="quantization"),
+        formats=parse_enum_list(Format, args.formats, what="format"),
+        max_accuracy_drop=args.max_accuracy_drop,
+        calibration_samples=args.calibration_samples,
+        seed=args.seed,
+        prune=PruneConfig(epochs=args.prune_epochs),
+        latency=LatencyConfig(batch=args.batch, threads=args.threads),
+    )
+    config.validate()
+
+    from .pipeline import compress
+    from .report import summary, table
+
+    report = compress(args.model, args.data, config=config, out_dir=args.out, safe_mode=not args.unsafe_load)
+    print(table(report))
+    print()
+    print(summary(report).replace("**", ""))
+    not_ok = [v for v in report.variants if not v.ok]
+    for variant in not_ok:
+        print(f"effkit: {variant.name} {variant.status}: {variant.error}", file=sys.stderr)
+    return EXIT_VARIANTS_FAILED if not_ok else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

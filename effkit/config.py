@@ -1,0 +1,162 @@
+"""The pipeline's settings as plain dataclasses. No framework imports here.
+
+A setting enters once (CLI option, Python keyword or suite file), lives here under one name, and is read by
+the stage that needs it. Enums are `StrEnum`s so that CLI values, config values and JSON values are the same
+strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from .errors import ConfigError
+
+
+class Format(StrEnum):
+    KERAS = "keras"
+    TFLITE = "tflite"
+    ONNX = "onnx"
+
+
+class Quant(StrEnum):
+    NONE = "none"
+    DYNAMIC = "dynamic"
+    FLOAT16 = "float16"
+    INT8 = "int8"
+
+
+class Backend(StrEnum):
+    KERAS = "keras"
+    CONVERTER = "converter"
+    TF2ONNX = "tf2onnx"
+
+
+def parse_enum(enum_type: type[StrEnum], value: str, *, what: str) -> StrEnum:
+    """`Quant("int3")` with a message that lists what is known."""
+    try:
+        return enum_type(value.strip().lower())
+    except ValueError:
+        known = ", ".join(member.value for member in enum_type)
+        raise ConfigError(f"unknown {what} {value!r}; known: {known}") from None
+
+
+def parse_enum_list(enum_type: type[StrEnum], text: str, *, what: str) -> tuple:
+    """A comma-separated CLI value such as `dynamic,float16,int8`."""
+    items = [item for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"no {what} given")
+    return tuple(dict.fromkeys(parse_enum(enum_type, item, what=what) for item in items))
+
+
+def parse_sparsities(text: str) -> tuple[float, ...]:
+    """`0.5,0.8` -> (0.5, 0.8); an empty string means no pruning."""
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise ConfigError(f"sparsity {item!r} is not a number; expected values in [0, 1) like 0.5,0.8") from None
+    return tuple(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """Magnitude pruning and its fine-tune (tfmot PolynomialDecay)."""
+
+    epochs: int = 20
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    lr_decay_rate: float = 0.9  # exponential decay per epoch
+    ramp_fraction: float = 0.5  # share of the fine-tune over which sparsity rises to its target
+    patience: int = 3  # early stopping on validation loss, counted after the target sparsity is reached
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"prune epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"prune batch size must be >= 1, got {self.batch_size}")
+        if not 0.0 < self.ramp_fraction <= 1.0:
+            raise ConfigError(f"prune ramp fraction must be in (0, 1], got {self.ramp_fraction}")
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    """One latency protocol for every runtime: warm-up, then at least `min_runs` and `min_seconds`."""
+
+    batch: int = 1
+    threads: int = 1
+    warmup_runs: int = 10
+    warmup_seconds: float = 0.2
+    min_runs: int = 200
+    min_seconds: float = 0.5
+    max_seconds: float = 10.0  # a very slow artifact stops here, with fewer runs recorded
+
+    def validate(self) -> None:
+        if self.batch < 1 or self.threads < 1:
+            raise ConfigError(f"latency batch and threads must be >= 1, got batch={self.batch} threads={self.threads}")
+        if self.min_runs < 1:
+            raise ConfigError(f"latency min runs must be >= 1, got {self.min_runs}")
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """Everything `effkit compress` can be told."""
+
+    sparsities: tuple[float, ...] = (0.5, 0.8)
+    quantizations: tuple[Quant, ...] = (Quant.NONE, Quant.DYNAMIC, Quant.FLOAT16, Quant.INT8)
+    formats: tuple[Format, ...] = (Format.TFLITE, Format.ONNX)
+    max_accuracy_drop: float = 1.0  # percentage points; bounds which variant is recommended
+    calibration_samples: int = 200  # representative samples from the training split for int8
+    seed: int = 0
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+    def __post_init__(self) -> None:
+        # Normalise so that a config built from Python strings equals one built by the CLI.
+        object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
+        object.__setattr__(self, "quantizations", tuple(Quant(q) for q in self.quantizations))
+        object.__setattr__(self, "formats", tuple(Format(f) for f in self.formats))
+
+    def validate(self) -> None:
+        for sparsity in self.sparsities:
+            if not 0.0 <= sparsity < 1.0:
+                raise ConfigError(f"sparsity {sparsity} is outside [0, 1)")
+        if not self.quantizations:
+            raise ConfigError("no quantization given")
+        if not self.formats:
+            raise ConfigError("no export format given")
+        if Format.KERAS in self.formats:
+            raise ConfigError("format 'keras' is the reference and always measured; choose from: tflite, onnx")
+        if self.max_accuracy_drop < 0:
+            raise ConfigError(f"max accuracy drop must be >= 0 percentage points, got {self.max_accuracy_drop}")
+        if self.calibration_samples < 1:
+            raise ConfigError(f"calibration samples must be >= 1, got {self.calibration_samples}")
+        self.prune.validate()
+        self.latency.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["sparsities"] = list(self.sparsities)
+        data["quantizations"] = [q.value for q in self.quantizations]
+        data["formats"] = [f.value for f in self.formats]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompressConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        values = dict(data)
+        if "prune" in values:
+            values["prune"] = PruneConfig(**values["prune"])
+        if "latency" in values:
+            values["latency"] = LatencyConfig(**values["latency"])
+        for name in ("sparsities", "quantizations", "formats"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)

@@ -1,0 +1,518 @@
+"""The one place that chooses between Keras 3 and tf_keras (Keras 2), and bridges models between them.
+
+tensorflow-model-optimization works only with tf_keras, while users increasingly bring Keras 3 `.keras` files.
+effkit therefore runs its pipeline on tf_keras models and rebuilds Keras 3 models as tf_keras ones here: the Keras 3
+config is translated (see `_Translator`), the model rebuilt by tf_keras and the weights copied layer by layer. The
+caller verifies the bridge numerically with `max_output_diff` on real data.
+
+`TF_USE_LEGACY_KERAS=1` must be set before TensorFlow is imported, so importing this module sets it; every other
+effkit module gets TensorFlow and Keras through the functions below.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, ModelError, first_line
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ INFO/WARNING lines drown effkit's progress
+
+KERAS_2 = 2
+KERAS_3 = 3
+BRIDGE_TOLERANCE = 1e-4  # max abs output difference allowed between a Keras 3 model and its tf_keras rebuild
+
+log = logging.getLogger(__name__)
+
+
+def tensorflow():
+    """TensorFlow, imported with tf_keras as its Keras and with its own logging quieted."""
+    import tensorflow as tf
+
+    tf.get_logger().setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # absl ships with TensorFlow; tolerate its absence anyway
+        pass
+    return tf
+
+
+def tf_keras():
+    """Keras 2 (tf_keras): what tfmot, the TFLite converter and effkit's pipeline work with."""
+    tensorflow()
+    import tf_keras
+
+    return tf_keras
+
+
+def keras3():
+    """Keras 3, for loading and saving users' Keras 3 files."""
+    tensorflow()
+    import keras
+
+    return keras
+
+
+def keras_module(generation: int):
+    """`keras3()` or `tf_keras()` by generation number (3 or 2)."""
+    if generation == KERAS_3:
+        return keras3()
+    if generation == KERAS_2:
+        return tf_keras()
+    raise ModelError(f"unknown Keras generation {generation}; known: 2 (tf_keras), 3 (keras)")
+
+
+def tfmot():
+    """tensorflow-model-optimization, which only accepts tf_keras models."""
+    tf_keras()
+    import tensorflow_model_optimization
+
+    return tensorflow_model_optimization
+
+
+def is_tf_keras_model(model: Any) -> bool:
+    return type(model).__module__.startswith("tf_keras")
+
+
+def generation_of(model: Any) -> int:
+    """2 for a tf_keras model, 3 for a Keras 3 model."""
+    if is_tf_keras_model(model):
+        return KERAS_2
+    if type(model).__module__.startswith("keras"):
+        return KERAS_3
+    raise ModelError(f"expected a Keras model, got {type(model).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading and saving
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A user's model as loaded (`original`) and as effkit works with it (`model`, always tf_keras)."""
+
+    original: Any
+    model: Any
+    generation: int  # the Keras generation that saved the file
+    path: Path | None
+
+
+def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> LoadedModel:
+    """Load a `.keras` (Keras 3 or tf_keras), `.h5` or SavedModel folder, and bridge it to tf_keras.
+
+    Args:
+        path: the model file or SavedModel folder.
+        safe_mode: refuse layers that would run arbitrary code on load (Lambda). Opt out only for trusted files.
+
+    Returns:
+        The loaded model; `model` is a tf_keras model whatever saved the file. Verify a bridged model with
+        `max_output_diff(loaded.original, loaded.model, x)`.
+
+    Raises:
+        InputError: the path does not exist or is not readable.
+        ModelError: the file is not a Keras model, is corrupt, or holds a layer effkit cannot rebuild.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"model not found: {path}")
+    generation = saved_generation(path)
+    if safe_mode and _config_has_lambda(path):
+        raise ModelError(
+            f"{path} contains a Lambda layer, whose code would run on load; refused. "
+            "If you trust the file, pass --unsafe-load"
+        )
+    try:
+        if generation == KERAS_3:
+            original = _load_keras3(path, safe_mode=safe_mode)
+            model = bridge_to_tf_keras(original)
+        else:
+            original = model = _load_tf_keras(path, safe_mode=safe_mode)
+    except ModelError:
+        raise
+    except Exception as error:  # Keras raises anything from ValueError to KeyError on a bad file
+        raise ModelError(f"cannot load model {path}: {first_line(error)}") from error
+    return LoadedModel(original=original, model=model, generation=generation, path=path)
+
+
+def adopt(model: Any) -> LoadedModel:
+    """A model object handed in from Python: tf_keras as it is, Keras 3 bridged (the caller's model is untouched)."""
+    generation = generation_of(model)
+    bridged = bridge_to_tf_keras(model) if generation == KERAS_3 else model
+    return LoadedModel(original=model, model=bridged, generation=generation, path=None)
+
+
+def saved_generation(path: Path) -> int:
+    """Which Keras generation saved a model file, read from the file's own metadata."""
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise ModelError(f"{path} is a folder without saved_model.pb; expected a .keras, .h5 or SavedModel")
+        if not (path / "keras_metadata.pb").exists():
+            raise ModelError(
+                f"{path} is a SavedModel without Keras metadata (an inference-only export); "
+                "effkit needs the Keras model: save it with model.save('model.keras')"
+            )
+        return KERAS_2
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as error:
+        raise InputError(f"cannot read {path}: {error.strerror}") from None
+    if not head:
+        raise ModelError(f"{path} is empty; expected a Keras model (.keras, .h5 or SavedModel folder)")
+    if head.startswith(b"PK"):
+        return _zip_generation(path)
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        return _h5_generation(path)
+    raise ModelError(f"{path} is not a Keras model file; expected a .keras archive, an .h5 file or a SavedModel folder")
+
+
+def _zip_generation(path: Path) -> int:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "config.json" not in names:
+                raise ModelError(f"{path} is a zip archive but not a Keras model (no config.json inside)")
+            metadata = json.loads(archive.read("metadata.json")) if "metadata.json" in names else {}
+            json.loads(archive.read("config.json"))
+    except zipfile.BadZipFile:
+        raise ModelError(f"{path} is a truncated or corrupt .keras archive") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError(f"{path} has a corrupt config.json; the file cannot be a working Keras model") from None
+    return _major(metadata.get("keras_version"), default=KERAS_3)
+
+
+def _h5_generation(path: Path) -> int:
+    import h5py  # a TensorFlow dependency
+
+    try:
+        with h5py.File(path, "r") as handle:
+            if "model_config" not in handle.attrs:
+                raise ModelError(f"{path} is an HDF5 file without a model config (weights only?); expected a model")
+            version = handle.attrs.get("keras_version")
+    except OSError:
+        raise ModelError(f"{path} is a truncated or corrupt HDF5 file") from None
+    if isinstance(version, bytes):
+        version = version.decode()
+    return _major(version, default=KERAS_2)
+
+
+def _major(version: str | None, *, default: int) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return default
+
+
+def _config_has_lambda(path: Path) -> bool:
+    """Whether the stored model config holds a Lambda layer, read before anything is deserialized.
+
+    Keras' own safe_mode covers .keras files only; .h5 and SavedModel would rebuild (and call) a Lambda's
+    stored bytecode while loading, so effkit looks at the raw config of every format first.
+    """
+    if path.is_dir():
+        raw = (path / "keras_metadata.pb").read_bytes()
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            raw = archive.read("config.json")
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            raw = handle.attrs["model_config"]
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+    return '"class_name": "Lambda"' in text or '"class_name":"Lambda"' in text
+
+
+def _load_keras3(path: Path, *, safe_mode: bool):
+    return keras3().models.load_model(path, compile=False, safe_mode=safe_mode)
+
+
+def _load_tf_keras(path: Path, *, safe_mode: bool):
+    kwargs = {"compile": False}
+    if path.suffix == ".keras":
+        kwargs["safe_mode"] = safe_mode
+    return tf_keras().models.load_model(path, **kwargs)
+
+
+def save_model(model: Any, path: str | os.PathLike) -> Path:
+    """Save a model of either generation in its own `.keras` format (or `.h5` by suffix), without optimizer state.
+
+    A deployment artifact has no use for Adam's moments, which triple a small model's file.
+    """
+    from .files import atomic_output
+
+    path = Path(path)
+    if getattr(model, "optimizer", None) is not None:
+        keras = keras_module(generation_of(model))
+        bare = keras.models.clone_model(model)
+        bare.set_weights(model.get_weights())
+        model = bare
+    with atomic_output(path) as temporary:
+        # Keras picks the format from the suffix, so the temporary name keeps it.
+        staged = temporary.with_name(temporary.name + path.suffix)
+        try:
+            model.save(staged)
+            staged.replace(temporary)
+        finally:
+            if staged.exists():
+                staged.unlink()
+    return path
+
+
+def max_output_diff(reference: Any, candidate: Any, x, *, batch_size: int = 256) -> float:
+    """Largest absolute difference between two models' outputs on `x` (all outputs, inference mode)."""
+    import numpy as np
+
+    worst = 0.0
+    for start in range(0, len(x), batch_size):
+        chunk = x[start : start + batch_size]
+        ref = _as_list(reference(chunk, training=False))
+        cand = _as_list(candidate(chunk, training=False))
+        if len(ref) != len(cand):
+            raise ModelError(f"bridged model has {len(cand)} outputs, the original {len(ref)}")
+        for a, b in zip(ref, cand, strict=True):
+            worst = max(worst, float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b)))))
+    return worst
+
+
+def _as_list(outputs) -> list:
+    if isinstance(outputs, dict):
+        return [outputs[key] for key in sorted(outputs)]
+    if isinstance(outputs, (list, tuple)):
+        return list(outputs)
+    return [outputs]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Keras 3 -> tf_keras bridge
+
+
+def bridge_to_tf_keras(model: Any) -> Any:
+    """Rebuild a Keras 3 Sequential or Functional model as tf_keras, with the same weights.
+
+    Raises:
+        ModelError: the model is subclassed, or holds a layer or option tf_keras does not have.
+    """
+    tfk = tf_keras()
+    class_name = type(model).__name__
+    if class_name not in _MODEL_CLASSES:
+        raise ModelError(
+            f"cannot rebuild a subclassed Keras 3 model ({class_name}) for pruning; "
+            "save a Sequential or Functional model instead"
+        )
+    translator = _Translator(tfk)
+    config = translator.model_config(class_name, model.get_config())
+    try:
+        model_class = tfk.Sequential if class_name == "Sequential" else tfk.Model
+        rebuilt = model_class.from_config(config)
+    except Exception as error:
+        raise ModelError(f"cannot rebuild the Keras 3 model in tf_keras: {first_line(error)}") from error
+    _copy_weights(model, rebuilt)
+    return rebuilt
+
+
+_MODEL_CLASSES = ("Sequential", "Functional")
+# Base-layer keyword arguments every tf_keras layer takes through **kwargs.
+_TF_KERAS_BASE_KWARGS = {
+    "name",
+    "trainable",
+    "dtype",
+    "dynamic",
+    "input_dim",
+    "input_shape",
+    "batch_input_shape",
+    "batch_size",
+    "weights",
+    "activity_regularizer",
+    "autocast",
+    "implementation",
+    "input_length",
+}
+# Keras-3-only options whose value here means "what tf_keras does anyway": safe to drop.
+_NEUTRAL_KERAS3_OPTIONS = {
+    "data_format": "channels_last",
+    "optional": False,
+    "synchronized": False,
+    "renorm": False,
+    "quantization_config": None,
+    "lora_rank": None,
+    "lora_alpha": None,
+}
+
+
+class _Translator:
+    """Turns a Keras 3 config into the tf_keras form (see PITFALLS.md, 'Keras 3 versus tf_keras')."""
+
+    def __init__(self, tfk):
+        self.tfk = tfk
+
+    def model_config(self, class_name: str, config: dict) -> dict:
+        config = dict(config)
+        config.pop("dtype", None)  # a model-level dtype policy; its layers carry their own
+        # tf_keras gives a nested model a node of its own when it is built, so calls of it start at node 1.
+        nested = {layer["config"]["name"] for layer in config["layers"] if layer["class_name"] in _MODEL_CLASSES}
+        config["layers"] = [self.layer(layer, nested) for layer in config["layers"]]
+        if class_name == "Functional":
+            config["input_layers"] = _as_tensor_list(config["input_layers"])
+            config["output_layers"] = _as_tensor_list(config["output_layers"])
+        return config
+
+    def layer(self, layer: dict, nested_models: set[str]) -> dict:
+        class_name = layer["class_name"]
+        config = dict(layer["config"])
+        if class_name in _MODEL_CLASSES:
+            translated = {"class_name": class_name, "config": self.model_config(class_name, config)}
+        else:
+            translated = {"class_name": class_name, "config": self.layer_config(class_name, config)}
+        if "name" in layer:
+            translated["name"] = layer["name"]
+        if "inbound_nodes" in layer:
+            translated["inbound_nodes"] = [
+                _node(node, layer.get("name", "?"), nested_models) for node in layer["inbound_nodes"]
+            ]
+        return translated
+
+    def layer_config(self, class_name: str, config: dict) -> dict:
+        if class_name == "InputLayer":
+            config["batch_input_shape"] = config.pop("batch_shape", config.pop("batch_input_shape", None))
+            config.pop("optional", None)
+        if class_name == "BatchNormalization" and not config.get("renorm"):
+            for key in ("renorm", "renorm_clipping", "renorm_momentum"):
+                config.pop(key, None)
+        layer_class = self._tf_keras_class(class_name, config.get("name"))
+        accepted = _accepted_kwargs(layer_class)
+        translated = {}
+        for key, value in config.items():
+            value = self.value(key, value)
+            if accepted is not None and key not in accepted:
+                if (key in _NEUTRAL_KERAS3_OPTIONS and value == _NEUTRAL_KERAS3_OPTIONS[key]) or value in (None, False):
+                    continue
+                raise ModelError(
+                    f"layer {config.get('name')!r} ({class_name}) uses the Keras 3 option {key}={value!r}, "
+                    "which tf_keras does not have"
+                )
+            translated[key] = value
+        return translated
+
+    def value(self, key: str, value: Any) -> Any:
+        if isinstance(value, dict) and "class_name" in value and "config" in value:
+            return self.serialized_object(key, value)
+        if isinstance(value, list):
+            return [self.value(key, item) for item in value]
+        return value
+
+    def serialized_object(self, key: str, value: dict) -> Any:
+        class_name = value["class_name"]
+        config = value["config"]
+        if class_name.endswith("DTypePolicy"):
+            name = config["name"] if isinstance(config, dict) else config
+            return name if not name.startswith("mixed") else {"class_name": "Policy", "config": {"name": name}}
+        if isinstance(config, dict):
+            # Initializers gained input_axes/output_axes in Keras 3; tf_keras has neither.
+            config = {k: self.value(k, v) for k, v in config.items() if k not in ("input_axes", "output_axes")}
+        return {"class_name": class_name, "config": config}
+
+    def _tf_keras_class(self, class_name: str, name: str | None):
+        layer_class = getattr(self.tfk.layers, class_name, None)
+        if layer_class is None:
+            raise ModelError(f"layer {name!r} is a {class_name}, which tf_keras does not have; effkit cannot prune it")
+        return layer_class
+
+
+def _accepted_kwargs(layer_class) -> set[str] | None:
+    """Keyword arguments a tf_keras layer class accepts, or None when its signature cannot tell."""
+    try:
+        parameters = inspect.signature(layer_class.__init__).parameters
+    except (TypeError, ValueError):
+        return None
+    names = {name for name, p in parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if any(p.kind == p.VAR_KEYWORD for p in parameters.values()):
+        names |= _TF_KERAS_BASE_KWARGS
+    return names - {"self"}
+
+
+def _as_tensor_list(refs: list) -> list:
+    """Keras 3 writes a single model input/output as ["name", 0, 0]; tf_keras wants [["name", 0, 0]]."""
+    if refs and isinstance(refs[0], str):
+        return [refs]
+    return refs
+
+
+def _node(node: dict, layer_name: str, nested_models: set[str]) -> list:
+    """One call of a layer: Keras 3 `{"args": [...], "kwargs": {...}}` -> tf_keras `[[layer, node, tensor, kwargs]]`."""
+    kwargs = {key: value for key, value in node.get("kwargs", {}).items() if not _holds_tensor(value)}
+    if any(_holds_tensor(value) for value in node.get("kwargs", {}).values()):
+        raise ModelError(f"layer {layer_name!r} is called with a tensor keyword argument, which effkit cannot rebuild")
+    tensors = [_history(item, nested_models) for item in _flatten(node.get("args", []))]
+    if not tensors:
+        raise ModelError(f"layer {layer_name!r} has a call without input tensors, which effkit cannot rebuild")
+    return [[*history, kwargs] for history in tensors]
+
+
+def _holds_tensor(value: Any) -> bool:
+    return any(isinstance(item, dict) and item.get("class_name") == "__keras_tensor__" for item in _flatten([value]))
+
+
+def _flatten(items: Any):
+    if isinstance(items, (list, tuple)):
+        for item in items:
+            yield from _flatten(item)
+    elif isinstance(items, dict) and items.get("class_name") != "__keras_tensor__":
+        for item in items.values():
+            yield from _flatten(item)
+    elif isinstance(items, dict):
+        yield items
+
+
+def _history(tensor: dict, nested_models: set[str]) -> list:
+    layer, node_index, tensor_index = tensor["config"]["keras_history"]
+    return [layer, node_index + (layer in nested_models), tensor_index]
+
+
+def _copy_weights(source: Any, target: Any) -> None:
+    """Copy weights layer by layer, matched by name, descending into nested models."""
+    target_layers = {layer.name: layer for layer in target.layers}
+    for layer in source.layers:
+        twin = target_layers.get(layer.name)
+        if twin is None:
+            raise ModelError(f"layer {layer.name!r} was lost while rebuilding the model in tf_keras")
+        if hasattr(layer, "layers") and hasattr(twin, "layers"):
+            _copy_weights(layer, twin)
+            continue
+        values = [variable.numpy() for variable in layer.weights]
+        if len(values) == len(twin.weights):
+            try:
+                twin.set_weights(values)
+                continue
+            except ValueError:
+                pass
+        _copy_weights_by_name(layer, twin)
+
+
+def _copy_weights_by_name(layer: Any, twin: Any) -> None:
+    """Fallback when a layer keeps different variables in the two generations (e.g. Normalization's count)."""
+    by_name = {_short_name(variable): variable for variable in layer.weights}
+    for variable in twin.weights:
+        match = by_name.get(_short_name(variable))
+        if match is None:
+            continue
+        if tuple(match.shape) != tuple(variable.shape):
+            raise ModelError(f"layer {layer.name!r}: weight {_short_name(variable)} has another shape in tf_keras")
+        variable.assign(match.numpy())
+    missing = set(by_name) - {_short_name(v) for v in twin.weights}
+    if missing:
+        raise ModelError(f"layer {layer.name!r}: weights {sorted(missing)} have no place in the tf_keras layer")
+
+
+def _short_name(variable: Any) -> str:
+    name = getattr(variable, "path", None) or variable.name
+    return name.split("/")[-1].split(":")[0]

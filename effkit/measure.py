@@ -1,0 +1,103 @@
+"""What effkit measures of a variant: size, accuracy, parity with the reference, weight sparsity, latency.
+
+No framework imports: runtimes hand in predictions and callables, models hand in their weights.
+"""
+
+from __future__ import annotations
+
+import gc
+import gzip
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classifier import OutputKind, predicted_classes
+from .config import LatencyConfig
+from .types import Latency, Parity
+
+# The weights tfmot prunes (Dense/Conv kernels, embeddings, pointwise and recurrent kernels).
+PRUNABLE_WEIGHTS = ("kernel", "embeddings", "pointwise_kernel", "recurrent_kernel")
+
+
+def file_sizes(path: Path) -> tuple[int, int]:
+    """Raw bytes and gzip -9 bytes of an artifact file."""
+    data = Path(path).read_bytes()
+    return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def top1(outputs: np.ndarray, labels: np.ndarray, kind: OutputKind) -> float:
+    """Top-1 accuracy as a fraction."""
+    return float(np.mean(predicted_classes(outputs, kind) == labels))
+
+
+def parity(reference: np.ndarray, outputs: np.ndarray, kind: OutputKind) -> Parity:
+    """How closely `outputs` follow `reference` (both dequantized float outputs on the same samples)."""
+    if reference.shape != outputs.shape:
+        raise ValueError(f"output shape {outputs.shape} differs from the reference {reference.shape}")
+    difference = np.abs(reference.astype(np.float64) - outputs.astype(np.float64))
+    agreement = np.mean(predicted_classes(reference, kind) == predicted_classes(outputs, kind))
+    return Parity(
+        max_abs_diff=float(difference.max()),
+        mean_abs_diff=float(difference.mean()),
+        top1_agreement=float(agreement * 100.0),
+    )
+
+
+def weight_sparsity(model: Any) -> tuple[float, dict[str, float]]:
+    """Share of exact zeros in the prunable kernels: overall, and per layer (either Keras generation)."""
+    zeros = total = 0
+    per_layer: dict[str, float] = {}
+    for layer in _leaf_layers(model):
+        layer_zeros = layer_total = 0
+        for weight in layer.weights:
+            name = (getattr(weight, "path", None) or weight.name).split("/")[-1].split(":")[0]
+            if name in PRUNABLE_WEIGHTS:
+                values = np.asarray(weight.numpy())
+                layer_zeros += int(values.size - np.count_nonzero(values))
+                layer_total += int(values.size)
+        if layer_total:
+            per_layer[layer.name] = layer_zeros / layer_total
+            zeros += layer_zeros
+            total += layer_total
+    return (zeros / total if total else 0.0), per_layer
+
+
+def _leaf_layers(model: Any):
+    for layer in getattr(model, "layers", ()):
+        if getattr(layer, "layers", None):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def time_latency(call: Callable[[], Any], *, config: LatencyConfig, batch: int, threads: int) -> Latency:
+    """Time `call` under effkit's one latency protocol.
+
+    Warm-up for at least `warmup_runs` calls and `warmup_seconds`, then time single calls until both `min_runs`
+    and `min_seconds` are reached (or `max_seconds` passes). The garbage collector is paused while timing.
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        started = time.perf_counter()
+        runs = 0
+        while runs < config.warmup_runs or time.perf_counter() - started < config.warmup_seconds:
+            call()
+            runs += 1
+            if time.perf_counter() - started > config.max_seconds:
+                break
+        timings: list[float] = []
+        started = time.perf_counter()
+        while len(timings) < config.min_runs or time.perf_counter() - started < config.min_seconds:
+            before = time.perf_counter()
+            call()
+            timings.append(time.perf_counter() - before)
+            if time.perf_counter() - started > config.max_seconds:
+                break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Latency.from_seconds(timings, batch=batch, threads=threads)

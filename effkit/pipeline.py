@@ -1,0 +1,366 @@
+"""compress(): load -> prune -> export/quantize -> run -> measure -> report, one variant's failure isolated.
+
+Each stage is its own module and callable on its own; this module only wires them and records, for every
+variant, the steps that made it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import keras_compat
+from .classifier import ModelInfo, describe
+from .config import Backend, CompressConfig, Format, Quant
+from .data import Dataset, check_fits, load_dataset
+from .errors import EffkitError, ModelError, first_line
+from .measure import file_sizes, parity, time_latency, top1, weight_sparsity
+from .recipes import Recipe, RecipeInputs, plan
+from .report import REFERENCE_VARIANT, environment, recommend, write_report
+from .runtime import Runner, open_runner
+from .types import Report, Status, Step, Variant
+
+log = logging.getLogger("effkit")
+
+DEFAULT_OUT = Path("effkit-out")
+BASELINE = "baseline"
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A Keras model variants are made from: the baseline, or a pruned copy of it."""
+
+    name: str
+    model: Any
+    steps: tuple[Step, ...]
+    sparsity: float  # measured share of zeros in its prunable kernels
+    outputs: np.ndarray  # its Keras outputs on the test split: what its artifacts must reproduce
+
+
+def compress(
+    model: Any = None,
+    data: str | Path | Dataset = "digits",
+    *,
+    config: CompressConfig | None = None,
+    out_dir: str | Path | None = None,
+    name: str | None = None,
+    safe_mode: bool = True,
+) -> Report:
+    """Prune, quantize and export a Keras classifier, and measure every variant on the same test split.
+
+    Args:
+        model: a path (.keras from Keras 3 or tf_keras, .h5, SavedModel folder), a Keras model object, or None to
+            train the reference `digits_cnn` from models/ on `data`.
+        data: `digits`, an `.npz` path, or a Dataset.
+        config: what to make and how to measure it; defaults to `CompressConfig()`.
+        out_dir: where artifacts, report.json and report.md go; default `effkit-out/<model name>` (a new numbered
+            folder when that one already holds results).
+        name: the model's name in the report; default the file's stem.
+        safe_mode: refuse model files whose loading would run stored code (Lambda layers).
+
+    Returns:
+        The Report, also written to `out_dir`.
+
+    Raises:
+        EffkitError: bad model, data or config; nothing is measured.
+    """
+    config = config or CompressConfig()
+    config.validate()
+    started = time.perf_counter()
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=config.seed)
+    name = name or _model_name(model)
+    out_dir = Path(out_dir) if out_dir is not None else _fresh_dir(DEFAULT_OUT / name)
+    recipes = plan(config)
+
+    loaded, model_path = _load(model, dataset, name=name, out_dir=out_dir, config=config, safe_mode=safe_mode)
+    working = loaded.model
+    info = describe(working, dataset.x_train[:32].astype(_input_dtype(working)), name=name)
+    check_fits(dataset, input_shape=info.input_shape, num_classes=info.num_classes)
+    dataset = dataset.astype(info.input_dtype)
+    bridge_diff = _verify_bridge(loaded, dataset)
+    log.info(
+        "model %s: %s parameters, input %s, %d classes (%s); data %s: %d train / %d val / %d test",
+        name,
+        f"{info.params:,}",
+        info.input_shape,
+        info.num_classes,
+        info.output_kind,
+        dataset.name,
+        len(dataset.x_train),
+        len(dataset.x_val),
+        len(dataset.x_test),
+    )
+
+    baseline_outputs = open_runner(working, Format.KERAS).predict(dataset.x_test)
+    run = _Run(
+        config=config,
+        info=info,
+        dataset=dataset,
+        recipes=recipes,
+        artifacts=out_dir / "artifacts",
+        calibration=_calibration(dataset, config),
+        baseline_top1=top1(baseline_outputs, dataset.y_test, info.output_kind),
+    )
+    log.info("baseline keras top-1 %.2f%%", run.baseline_top1 * 100)
+    model_record = {
+        **info.to_dict(),
+        "path": str(model_path) if model_path else None,
+        "keras_generation": loaded.generation,
+        "bridge_max_abs_diff": bridge_diff,
+    }
+
+    variants: list[Variant] = []
+    complete = False
+    try:
+        baseline = _Source(BASELINE, working, (), weight_sparsity(working)[0], baseline_outputs)
+        variants += run.variants_of(baseline, keras_path=model_path)
+        for sparsity in config.sparsities:
+            variants += run.pruned_variants(working, sparsity)
+        complete = True
+    finally:
+        # Also on Ctrl-C or an internal error: what was measured is written, marked incomplete.
+        report = _report(variants, config, model_record, dataset, run.baseline_top1, complete=complete)
+        write_report(report, out_dir)
+    log.info("wrote %s and %s in %.1fs", out_dir / "report.json", out_dir / "report.md", time.perf_counter() - started)
+    return report
+
+
+def _model_name(model: Any) -> str:
+    if model is None:
+        from effkit_models import DEFAULT
+
+        return DEFAULT
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        return path.stem if path.suffix else path.name
+    return getattr(model, "name", None) or "model"
+
+
+def _fresh_dir(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`... : the first that holds no report, so earlier results are never replaced."""
+    candidate, number = path, 1
+    while (candidate / "report.json").exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
+
+
+def _load(model, dataset: Dataset, *, name: str, out_dir: Path, config: CompressConfig, safe_mode: bool):
+    if model is None:
+        import effkit_models
+
+        trained = effkit_models.train_reference(name, dataset, generation=keras_compat.KERAS_2, seed=config.seed)
+        path = keras_compat.save_model(trained, out_dir / f"{name}.keras")
+        log.info("saved the trained reference model to %s", path)
+        return keras_compat.LoadedModel(
+            original=trained, model=trained, generation=keras_compat.KERAS_2, path=path
+        ), path
+    if isinstance(model, (str, Path)):
+        loaded = keras_compat.load_model(model, safe_mode=safe_mode)
+        return loaded, loaded.path
+    return keras_compat.adopt(model), None
+
+
+def _input_dtype(model: Any) -> str:
+    dtype = model.inputs[0].dtype
+    return getattr(dtype, "name", str(dtype))
+
+
+def _verify_bridge(loaded: keras_compat.LoadedModel, dataset: Dataset) -> float | None:
+    """A Keras 3 model rebuilt in tf_keras must give the same outputs on the test split."""
+    if loaded.original is loaded.model:
+        return None
+    diff = keras_compat.max_output_diff(loaded.original, loaded.model, dataset.x_test)
+    if not diff <= keras_compat.BRIDGE_TOLERANCE:
+        raise ModelError(
+            f"the tf_keras rebuild of the Keras 3 model differs from it by {diff:.3g} on the test split "
+            f"(allowed {keras_compat.BRIDGE_TOLERANCE:g}); effkit cannot prune this model faithfully"
+        )
+    log.info("bridged the Keras 3 model to tf_keras for pruning: max output difference %.3g", diff)
+    return diff
+
+
+def _calibration(dataset: Dataset, config: CompressConfig) -> np.ndarray:
+    """Representative samples for int8, drawn from the training split with the run's seed."""
+    rng = np.random.default_rng(config.seed)
+    count = min(config.calibration_samples, len(dataset.x_train))
+    return dataset.x_train[rng.choice(len(dataset.x_train), size=count, replace=False)]
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every variant of one compress run is made and measured with."""
+
+    config: CompressConfig
+    info: ModelInfo
+    dataset: Dataset
+    recipes: list[Recipe]
+    artifacts: Path
+    calibration: np.ndarray
+    baseline_top1: float
+
+    def pruned_variants(self, model: Any, sparsity: float) -> list[Variant]:
+        """Prune `model` to `sparsity` and make its variants; a failed prune fails them all, not the run."""
+        from .prune import prune
+
+        source_name = f"pruned{round(sparsity * 100):d}"
+        try:
+            result = prune(
+                model, self.dataset, info=self.info, sparsity=sparsity, config=self.config.prune, seed=self.config.seed
+            )
+            outputs = open_runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+        except Exception as error:
+            reason = _reason(error)
+            log.warning("%s: pruning failed: %s", source_name, reason)
+            planned = [(f"{source_name}-keras", Format.KERAS, Quant.NONE, Backend.KERAS)]
+            planned += [(r.variant_name(source_name), r.format, r.quantization, r.backend) for r in self.recipes]
+            return [
+                Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
+                for n, f, q, b in planned
+            ]
+        steps = (Step("prune", result.step_params()),)
+        return self.variants_of(_Source(source_name, result.model, steps, result.sparsity, outputs))
+
+    def variants_of(self, source: _Source, *, keras_path: Path | None = None) -> list[Variant]:
+        """The source's Keras variant, then one per recipe, float32 first in each format."""
+        inputs = RecipeInputs(source.model, self.calibration)
+        return [
+            self.keras_variant(source, keras_path),
+            *(self.artifact_variant(source, r, inputs) for r in self.recipes),
+        ]
+
+    def keras_variant(self, source: _Source, path: Path | None) -> Variant:
+        """The source model itself, run by Keras; a model without a file (a pruned one) is saved as a deliverable."""
+        name = f"{source.name}-keras"
+        variant = Variant(
+            name=name, format=Format.KERAS, quantization=Quant.NONE, backend=Backend.KERAS, steps=source.steps
+        )
+        try:
+            if path is None:
+                path = keras_compat.save_model(source.model, self.artifacts / f"{name}.keras")
+            variant = replace(variant, path=self._shown(path))
+            runner = open_runner(source.model, Format.KERAS)
+        except Exception as error:
+            return _failed(variant, error)
+        return self.measured(variant, runner, Path(path), source, threads=_tf_threads())
+
+    def artifact_variant(self, source: _Source, recipe: Recipe, inputs: RecipeInputs) -> Variant:
+        path = self.artifacts / recipe.file_name(source.name)
+        variant = Variant(
+            name=recipe.variant_name(source.name),
+            format=recipe.format,
+            quantization=recipe.quantization,
+            backend=recipe.backend,
+            path=self._shown(path),
+            steps=source.steps,
+        )
+        try:
+            params = recipe.produce(inputs, path)
+            step = {"format": str(recipe.format), "backend": str(recipe.backend), **params}
+            if recipe.quantization == Quant.NONE:
+                inputs.float_artifacts[recipe.format] = path
+                variant = replace(variant, steps=(*source.steps, Step("export", step)))
+            else:
+                variant = replace(
+                    variant, steps=(*source.steps, Step("quantize", {"mode": str(recipe.quantization), **step}))
+                )
+            runner = open_runner(path, recipe.format, threads=self.config.latency.threads)
+        except Exception as error:
+            return _failed(variant, error)
+        return self.measured(variant, runner, path, source, threads=self.config.latency.threads)
+
+    def measured(self, variant: Variant, runner: Runner, path: Path, source: _Source, *, threads: int) -> Variant:
+        """Accuracy and parity on the whole test split, sizes, and latency under the one protocol."""
+        x_test, y_test, kind = self.dataset.x_test, self.dataset.y_test, self.info.output_kind
+        batch = self.config.latency.batch
+        try:
+            outputs = runner.predict(x_test)
+            accuracy = top1(outputs, y_test, kind)
+            size_bytes, gzip_bytes = file_sizes(path)
+            latency = time_latency(
+                runner.bind(x_test[:batch]), config=self.config.latency, batch=batch, threads=threads
+            )
+            variant = replace(
+                variant,
+                sparsity=round(source.sparsity, 4),
+                size_bytes=size_bytes,
+                gzip_bytes=gzip_bytes,
+                top1=accuracy,
+                top1_delta_pp=round((accuracy - self.baseline_top1) * 100, 4),
+                latency_ms=latency,
+                parity=parity(source.outputs, outputs, kind),
+            )
+        except Exception as error:
+            return _failed(variant, error)
+        log.info(
+            "%-24s ok  top-1 %.2f%%  %7.1f KiB  gzip %7.1f KiB  p50 %.4f ms",
+            variant.name,
+            accuracy * 100,
+            size_bytes / 1024,
+            gzip_bytes / 1024,
+            latency.p50,
+        )
+        return variant
+
+    def _shown(self, path: Path) -> str:
+        """Paths inside the output folder are recorded relative to it; others (the user's model) as given."""
+        try:
+            return str(Path(path).relative_to(self.artifacts.parent))
+        except ValueError:
+            return str(path)
+
+
+def _failed(variant: Variant, error: BaseException) -> Variant:
+    reason = _reason(error)
+    log.warning("%-24s FAILED: %s", variant.name, reason)
+    log.debug("%s failed", variant.name, exc_info=error)
+    return replace(variant, status=Status.FAILED, error=reason)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, EffkitError):
+        return first_line(error)
+    return f"{type(error).__name__}: {first_line(error)}"
+
+
+def _tf_threads() -> int:
+    import os
+
+    tf = keras_compat.tensorflow()
+    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+
+
+def _report(variants, config: CompressConfig, model_record, dataset: Dataset, baseline_top1, *, complete) -> Report:
+    variants = _with_compression(variants)
+    return Report(
+        environment=environment(),
+        config=config.to_dict(),
+        model=model_record,
+        data=dataset.summary(),
+        baseline={"name": f"{BASELINE}-keras", "top1": baseline_top1},
+        variants=tuple(variants),
+        recommended=recommend(variants, max_accuracy_drop=config.max_accuracy_drop),
+        complete=complete,
+    )
+
+
+def _with_compression(variants: list[Variant]) -> list[Variant]:
+    """Raw and gzip ratios against the baseline float32 TFLite artifact, when it exists."""
+    reference = next((v for v in variants if v.name == REFERENCE_VARIANT and v.status == Status.OK), None)
+    if reference is None:
+        return list(variants)
+    return [
+        replace(
+            v,
+            compression_raw=round(reference.size_bytes / v.size_bytes, 3),
+            compression_gzip=round(reference.gzip_bytes / v.gzip_bytes, 3),
+        )
+        if v.size_bytes and v.gzip_bytes
+        else v
+        for v in variants
+    ]

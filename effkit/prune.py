@@ -1,0 +1,142 @@
+"""Magnitude pruning with tfmot: wrap, fine-tune, strip. The caller's model is never modified.
+
+The PolynomialDecay schedule is sized from the real number of training steps (tfmot's defaults prune nothing on
+small data, see PITFALLS.md), and early stopping waits until the target sparsity is reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import keras_compat
+from .classifier import ModelInfo, loss_for
+from .config import PruneConfig
+from .data import Dataset
+from .errors import ModelError, first_line
+from .measure import top1, weight_sparsity
+from .train import fit
+
+log = logging.getLogger("effkit")
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    model: Any  # tf_keras model, pruning wrappers stripped
+    target_sparsity: float
+    sparsity: float  # measured over the kernels tfmot prunes
+    layer_sparsity: dict[str, float]
+    pruned_layers: tuple[str, ...]
+    epochs_run: int
+    val_top1: float
+    seconds: float
+
+    def step_params(self) -> dict[str, Any]:
+        """What the variant's `prune` step records."""
+        return {
+            "target_sparsity": self.target_sparsity,
+            "sparsity": round(self.sparsity, 4),
+            "layers": {name: round(value, 4) for name, value in self.layer_sparsity.items()},
+            "epochs": self.epochs_run,
+            "val_top1": round(self.val_top1, 4),
+        }
+
+
+def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, config: PruneConfig, seed: int = 0):
+    """Prune a tf_keras classifier to `sparsity` and fine-tune it on the dataset's train split.
+
+    Args:
+        model: a tf_keras model (bridge Keras 3 models with `keras_compat.load_model` first); left unchanged.
+        dataset: train split for the fine-tune, validation split for early stopping.
+        info: the classifier's description; its output kind chooses the loss.
+        sparsity: target share of zeros in each prunable kernel, in [0, 1).
+        config: fine-tune length, learning rate and schedule shape.
+        seed: fixes shuffling and dropout.
+
+    Returns:
+        A PruneResult whose `model` is a new, stripped tf_keras model.
+
+    Raises:
+        ModelError: the model is not tf_keras, or has no layer tfmot can prune.
+    """
+    if not keras_compat.is_tf_keras_model(model):
+        raise ModelError("prune() takes a tf_keras model; load Keras 3 models with keras_compat.load_model")
+    tfk = keras_compat.tf_keras()
+    tfmot = keras_compat.tfmot()
+    sparsity_api = tfmot.sparsity.keras
+    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+
+    tfk.utils.set_random_seed(seed)
+    steps_per_epoch = max(1, math.ceil(len(dataset.x_train) / config.batch_size))
+    total_steps = config.epochs * steps_per_epoch
+    frequency = max(1, int(total_steps * config.ramp_fraction) // 16)
+    end_step = max(frequency, frequency * (int(total_steps * config.ramp_fraction) // frequency))
+    schedule = sparsity_api.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency
+    )
+
+    pruned_layers: list[str] = []
+
+    def wrap(layer):
+        if isinstance(layer, sparsity_api.PrunableLayer) or (PruneRegistry.supports(layer) and layer.weights):
+            pruned_layers.append(layer.name)
+            return sparsity_api.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    # clone_model rebuilds every layer with fresh weights: copy them, then wrap the copies.
+    working = tfk.models.clone_model(model)
+    working.set_weights(model.get_weights())
+    try:
+        wrapped = tfk.models.clone_model(working, clone_function=wrap)
+    except ValueError as error:
+        raise ModelError(f"tfmot cannot prune this model: {first_line(error)}") from error
+    if not pruned_layers:
+        raise ModelError("the model has no layer tfmot can prune (Dense, Conv, Embedding, ...)")
+
+    label = f"prune {sparsity:.0%}"
+    log.info(
+        "%s: fine-tuning %d layers, sparsity ramps to target over %d of %d steps",
+        label,
+        len(pruned_layers),
+        end_step,
+        total_steps,
+    )
+    result = fit(
+        wrapped,
+        dataset,
+        keras=tfk,
+        loss=loss_for(info.output_kind, tfk),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        decay_rate=config.lr_decay_rate,
+        patience=config.patience,
+        start_from_epoch=math.ceil(end_step / steps_per_epoch),
+        callbacks=(sparsity_api.UpdatePruningStep(),),
+        label=label,
+    )
+    stripped = sparsity_api.strip_pruning(wrapped)
+    overall, per_layer = weight_sparsity(stripped)
+    val_top1 = top1(np.asarray(stripped.predict(dataset.x_val, verbose=0)), dataset.y_val, info.output_kind)
+    log.info(
+        "%s: measured sparsity %.4f, val top-1 %.2f%% after %d epochs (%.1fs)",
+        label,
+        overall,
+        val_top1 * 100,
+        result.epochs_run,
+        result.seconds,
+    )
+    return PruneResult(
+        model=stripped,
+        target_sparsity=sparsity,
+        sparsity=overall,
+        layer_sparsity=per_layer,
+        pruned_layers=tuple(pruned_layers),
+        epochs_run=result.epochs_run,
+        val_top1=val_top1,
+        seconds=result.seconds,
+    )

@@ -1,0 +1,28 @@
+"""What every runtime offers the measuring stage: batched predictions and one bound call to time."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+EVAL_BATCH = 256  # samples per call when predicting a whole split
+
+
+class Runner(ABC):
+    """A loaded artifact (or Keras model) ready to run on the CPU."""
+
+    @abstractmethod
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Float outputs for every sample of `x` (quantized outputs are dequantized)."""
+
+    @abstractmethod
+    def bind(self, x: np.ndarray) -> Callable[[], Any]:
+        """A call that runs one inference on the batch `x`, its input already converted: what latency times."""
+
+
+def chunks(x: np.ndarray, size: int = EVAL_BATCH):
+    for start in range(0, len(x), size):
+        yield x[start : start + size]

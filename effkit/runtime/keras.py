@@ -1,0 +1,28 @@
+"""Run the Keras model itself: the reference every artifact is compared with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import keras_compat
+from .base import Runner, chunks
+
+
+class KerasRunner(Runner):
+    def __init__(self, model: Any):
+        self.model = model
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(self.model(chunk, training=False)) for chunk in chunks(x)])
+
+    def bind(self, x: np.ndarray) -> Callable[[], Any]:
+        # A traced tf.function: model.predict costs tens of milliseconds of overhead per call (PITFALLS.md).
+        tf = keras_compat.tensorflow()
+        model = self.model
+        function = tf.function(lambda inputs: model(inputs, training=False))
+        tensor = tf.constant(x)
+        function(tensor)
+        return lambda: function(tensor).numpy()

@@ -1,0 +1,50 @@
+"""Run .onnx files with ONNX Runtime's CPU execution provider."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import StageError, first_line
+from .base import Runner, chunks
+
+_ONNX_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+}
+
+
+class OnnxRuntimeRunner(Runner):
+    def __init__(self, path: Path, *, threads: int = 1):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ORT raises its own Fail/InvalidGraph types
+            raise StageError(f"ONNX Runtime cannot load {Path(path).name}: {first_line(error)}") from error
+        self.input = self.session.get_inputs()[0]
+        self.input_dtype = _ONNX_TYPES.get(self.input.type, np.float32)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        outputs = [self.session.run(None, {self.input.name: self._prepared(chunk)})[0] for chunk in chunks(x)]
+        return np.concatenate(outputs).astype(np.float32, copy=False)
+
+    def bind(self, x: np.ndarray) -> Callable[[], Any]:
+        feed = {self.input.name: self._prepared(x)}
+        return lambda: self.session.run(None, feed)
+
+    def _prepared(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=self.input_dtype)

@@ -1,0 +1,98 @@
+"""One training loop for every fit effkit runs: reference recipes and pruning fine-tunes.
+
+Exponential learning-rate decay per epoch, early stopping on validation loss with the best weights restored, and
+one progress line per epoch on the `effkit` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .data import Dataset
+
+log = logging.getLogger("effkit")
+
+
+@dataclass(frozen=True)
+class FitResult:
+    epochs_run: int
+    val_accuracy: float | None
+    seconds: float
+
+
+def fit(
+    model: Any,
+    dataset: Dataset,
+    *,
+    keras: Any,
+    loss: Any,
+    epochs: int,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    decay_rate: float = 0.9,
+    patience: int = 5,
+    start_from_epoch: int = 0,
+    callbacks: tuple = (),
+    label: str = "train",
+) -> FitResult:
+    """Compile and fit `model` (of the Keras generation `keras`) on the dataset's train split.
+
+    Args:
+        model: a Keras model; compiled here with Adam and an exponentially decaying learning rate.
+        dataset: train split for fitting, validation split for early stopping.
+        keras: the Keras module the model belongs to (`keras_compat.keras_module`).
+        loss: a loss object of that Keras module (`classifier.loss_for`).
+        epochs: the most epochs to run.
+        batch_size: samples per step.
+        learning_rate: the initial learning rate.
+        decay_rate: factor applied to the learning rate over each epoch.
+        patience: epochs without a better validation loss before stopping.
+        start_from_epoch: epochs before early stopping may act (a pruning ramp must finish first).
+        callbacks: extra Keras callbacks, e.g. tfmot's UpdatePruningStep.
+        label: how progress lines name this fit.
+
+    Returns:
+        How many epochs ran, the final validation accuracy and the wall time.
+    """
+    steps_per_epoch = max(1, math.ceil(len(dataset.x_train) / batch_size))
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        learning_rate, decay_steps=steps_per_epoch, decay_rate=decay_rate
+    )
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=start_from_epoch
+    )
+    progress = _progress_callback(keras, label=label, epochs=epochs)
+    started = time.perf_counter()
+    history = model.fit(
+        dataset.x_train,
+        dataset.y_train,
+        validation_data=(dataset.x_val, dataset.y_val),
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        verbose=0,
+        callbacks=[*callbacks, stopper, progress],
+    )
+    val_accuracy = history.history.get("val_accuracy")
+    return FitResult(
+        epochs_run=len(history.history.get("loss", ())),
+        val_accuracy=float(max(val_accuracy)) if val_accuracy else None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _progress_callback(keras: Any, *, label: str, epochs: int) -> Any:
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            shown = "  ".join(
+                f"{key} {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in logs
+            )
+            log.info("%s epoch %d/%d  %s", label, epoch + 1, epochs, shown)
+
+    return Progress()

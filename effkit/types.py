@@ -1,0 +1,203 @@
+"""The records that flow through the pipeline. Frozen dataclasses, dict/JSON round-trip, no framework imports.
+
+`report.json` is a contract that users' CI parses: field names here are that contract (schema_version 1).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    MISMATCH = "mismatch"
+
+
+def _from_known(cls, data: dict[str, Any]) -> dict[str, Any]:
+    """Keep only the keys `cls` knows, so newer reports with extra fields still load."""
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing done to make a variant: `prune`, `export`, `quantize`. `params` are what it was told and measured."""
+
+    stage: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, **self.params}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        params = {key: value for key, value in data.items() if key != "stage"}
+        return cls(stage=data["stage"], params=params)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Latency figures in milliseconds under one protocol, with the batch and threads they were measured at."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    stdev: float
+    min: float
+    batch: int
+    threads: int
+    runs: int
+
+    @classmethod
+    def from_seconds(cls, seconds: list[float], *, batch: int, threads: int) -> Latency:
+        if not seconds:
+            raise ValueError("no timings")
+        ms = sorted(value * 1e3 for value in seconds)
+        return cls(
+            p50=_percentile(ms, 50),
+            p90=_percentile(ms, 90),
+            p99=_percentile(ms, 99),
+            mean=statistics.fmean(ms),
+            stdev=statistics.stdev(ms) if len(ms) > 1 else 0.0,
+            min=ms[0],
+            batch=batch,
+            threads=threads,
+            runs=len(ms),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Latency:
+        return cls(**_from_known(cls, data))
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), without importing numpy."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    rank = (len(sorted_values) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely an artifact's outputs follow the Keras reference on the whole test split."""
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    top1_agreement: float  # percent of test samples with the same predicted class
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Parity:
+        return cls(**_from_known(cls, data))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One artifact and what was measured of it. `steps` record how it was made, in order."""
+
+    name: str
+    format: str
+    quantization: str
+    backend: str
+    status: Status = Status.OK
+    error: str | None = None
+    sparsity: float | None = None  # measured share of zeros in the prunable kernels
+    path: str | None = None  # relative to the report's folder
+    size_bytes: int | None = None
+    gzip_bytes: int | None = None
+    top1: float | None = None
+    top1_delta_pp: float | None = None
+    compression_raw: float | None = None  # float32 TFLite raw bytes / this raw bytes
+    compression_gzip: float | None = None  # float32 TFLite gzip bytes / this gzip bytes
+    latency_ms: Latency | None = None
+    parity: Parity | None = None
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["latency_ms"] = self.latency_ms.to_dict() if self.latency_ms else None
+        data["parity"] = self.parity.to_dict() if self.parity else None
+        data["steps"] = [step.to_dict() for step in self.steps]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Variant:
+        values = _from_known(cls, data)
+        if values.get("latency_ms"):
+            values["latency_ms"] = Latency.from_dict(values["latency_ms"])
+        if values.get("parity"):
+            values["parity"] = Parity.from_dict(values["parity"])
+        values["steps"] = tuple(Step.from_dict(step) for step in values.get("steps") or ())
+        values["status"] = Status(values.get("status", Status.OK))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything `effkit compress` found. `recommended` names the chosen variant, or is None."""
+
+    environment: dict[str, Any]
+    config: dict[str, Any]
+    model: dict[str, Any]
+    data: dict[str, Any]
+    baseline: dict[str, Any]
+    variants: tuple[Variant, ...]
+    recommended: str | None
+    complete: bool = True
+    schema_version: int = SCHEMA_VERSION
+
+    def variant(self, name: str) -> Variant:
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise KeyError(f"no variant named {name!r}; known: {', '.join(v.name for v in self.variants)}")
+
+    @property
+    def failed(self) -> tuple[Variant, ...]:
+        return tuple(v for v in self.variants if v.status == Status.FAILED)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "complete": self.complete,
+            "environment": self.environment,
+            "config": self.config,
+            "model": self.model,
+            "data": self.data,
+            "baseline": self.baseline,
+            "variants": [variant.to_dict() for variant in self.variants],
+            "recommended": self.recommended,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        values = _from_known(cls, data)
+        values["variants"] = tuple(Variant.from_dict(v) for v in data.get("variants", ()))
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,41 @@
+"""The lecture's training practices, shared by every reference classifier.
+
+Inputs are normalised inside the model (a Rescaling or Normalization layer), so the saved model carries its own
+preprocessing. Training uses exponential learning-rate decay, L2 on Dense kernels and dropout (in the builders),
+early stopping on a validation split with the best weights restored, and fixed seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from effkit.classifier import describe, loss_for
+from effkit.data import Dataset
+from effkit.train import FitResult, fit
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    decay_rate: float = 0.9
+    patience: int = 5
+
+
+def train(model: Any, dataset: Dataset, *, keras: Any, recipe: Recipe, label: str) -> FitResult:
+    """Fit a freshly built reference model with its recipe."""
+    info = describe(model, dataset.x_train[:8], name=label)
+    return fit(
+        model,
+        dataset,
+        keras=keras,
+        loss=loss_for(info.output_kind, keras),
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        decay_rate=recipe.decay_rate,
+        patience=recipe.patience,
+        label=label,
+    )

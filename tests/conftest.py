@@ -1,0 +1,95 @@
+"""Shared fixtures: the digits data and tiny real models, trained once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from effkit import keras_compat
+from effkit.classifier import describe
+from effkit.config import CompressConfig, LatencyConfig, PruneConfig
+from effkit.data import load_dataset
+from effkit.train import fit
+
+# Enough runs to exercise the protocol, few enough to keep the suite quick. Speed is judged in bench/, not here.
+FAST_LATENCY = LatencyConfig(warmup_runs=2, warmup_seconds=0.0, min_runs=10, min_seconds=0.01)
+FAST_PRUNE = PruneConfig(epochs=6)
+
+
+def build_tiny_cnn(keras, *, num_classes: int = 10):
+    """~17k parameters: trains to >90% on digits in a few seconds, big enough that quantization shows its 4x."""
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Rescaling(1.0 / 16.0),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="tiny_cnn",
+    )
+
+
+def train_tiny(keras, dataset, *, epochs: int = 15, seed: int = 0):
+    keras.utils.set_random_seed(seed)
+    model = build_tiny_cnn(keras)
+    info = describe(model, dataset.x_train[:8], name="tiny_cnn")
+    from effkit.classifier import loss_for
+
+    fit(model, dataset, keras=keras, loss=loss_for(info.output_kind, keras), epochs=epochs, learning_rate=3e-3)
+    return model
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(digits):
+    """A trained tf_keras CNN."""
+    return train_tiny(keras_compat.tf_keras(), digits)
+
+
+@pytest.fixture(scope="session")
+def tiny_keras3_model(digits):
+    """The same architecture trained in Keras 3."""
+    return train_tiny(keras_compat.keras3(), digits)
+
+
+@pytest.fixture(scope="session")
+def tiny_keras3_file(tiny_keras3_model, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("k3") / "tiny_k3.keras"
+    tiny_keras3_model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tf_keras_file(tiny_model, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("k2") / "tiny_k2.keras"
+    keras_compat.save_model(tiny_model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fast_config() -> CompressConfig:
+    return CompressConfig(sparsities=(0.5, 0.8), prune=FAST_PRUNE, latency=FAST_LATENCY)
+
+
+@pytest.fixture(scope="session")
+def compressed(tiny_model, digits, fast_config, tmp_path_factory):
+    """One full compress run on the tiny model, shared by the pipeline tests."""
+    from effkit.pipeline import compress
+
+    out = tmp_path_factory.mktemp("compress")
+    report = compress(tiny_model, digits, config=fast_config, out_dir=out, name="tiny_cnn")
+    return report, out
+
+
+def outputs_of(model, x) -> np.ndarray:
+    return np.asarray(model(x, training=False))

@@ -1,0 +1,88 @@
+"""A template test per recipe: every (format, quantization) artifact runs in its runtime and agrees with Keras."""
+
+import numpy as np
+import pytest
+
+from effkit.classifier import describe
+from effkit.config import Format, Quant
+from effkit.errors import StageError
+from effkit.export.onnx import validate_onnx
+from effkit.export.tflite import validate_tflite
+from effkit.measure import file_sizes, parity, top1
+from effkit.quantize.tflite_converter import quantize_tflite
+from effkit.recipes import RECIPES, RecipeInputs
+from effkit.runtime import open_runner
+
+from .conftest import outputs_of
+
+# What each recipe must achieve against Keras on the digits test split.
+MAX_ABS_DIFF = {Quant.NONE: 1e-4, Quant.FLOAT16: 5e-3, Quant.DYNAMIC: 5e-2, Quant.INT8: 1e-1}
+MIN_AGREEMENT = {Quant.NONE: 100.0, Quant.FLOAT16: 99.7, Quant.DYNAMIC: 98.0, Quant.INT8: 97.0}
+# Raw size relative to the float32 artifact of the same format.
+MAX_SIZE_RATIO = {Quant.NONE: 1.0, Quant.FLOAT16: 0.55, Quant.DYNAMIC: 0.35, Quant.INT8: 0.35}
+
+
+@pytest.fixture(scope="module")
+def made(tiny_model, digits, tmp_path_factory):
+    """Every registered recipe applied once to the tiny model."""
+    folder = tmp_path_factory.mktemp("recipes")
+    inputs = RecipeInputs(tiny_model, digits.x_train[:100])
+    paths = {}
+    for recipe in sorted(RECIPES, key=lambda r: r.quantization != Quant.NONE):  # float artifacts first
+        path = folder / recipe.file_name("tiny")
+        recipe.produce(inputs, path)
+        if recipe.quantization == Quant.NONE:
+            inputs.float_artifacts[recipe.format] = path
+        paths[recipe] = path
+    return paths
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.variant_name("tiny"))
+def test_recipe_artifact_runs_and_agrees_with_keras(recipe, made, tiny_model, digits):
+    path = made[recipe]
+    assert path.exists() and path.suffix == recipe.suffix
+    info = describe(tiny_model, digits.x_train[:8], name="tiny")
+    reference = outputs_of(tiny_model, digits.x_test)
+    outputs = open_runner(path, recipe.format).predict(digits.x_test)
+    assert outputs.shape == reference.shape and outputs.dtype == np.float32
+    agreement = parity(reference, outputs, info.output_kind)
+    assert agreement.max_abs_diff <= MAX_ABS_DIFF[recipe.quantization]
+    assert agreement.top1_agreement >= MIN_AGREEMENT[recipe.quantization]
+    keras_top1 = top1(reference, digits.y_test, info.output_kind)
+    assert top1(outputs, digits.y_test, info.output_kind) >= keras_top1 - 0.02
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda r: r.variant_name("tiny"))
+def test_recipe_artifact_is_smaller_than_its_float_reference(recipe, made):
+    float_recipe = next(r for r in RECIPES if r.format == recipe.format and r.quantization == Quant.NONE)
+    ratio = file_sizes(made[recipe])[0] / file_sizes(made[float_recipe])[0]
+    assert ratio <= MAX_SIZE_RATIO[recipe.quantization]
+
+
+def test_int8_tflite_has_int8_input_and_output(made):
+    recipe = next(r for r in RECIPES if r.format == Format.TFLITE and r.quantization == Quant.INT8)
+    runner = open_runner(made[recipe], Format.TFLITE)
+    assert runner.input["dtype"] == np.int8 and runner.output["dtype"] == np.int8
+    assert runner.input["quantization"][0] > 0
+
+
+def test_artifacts_pass_their_format_validators(made):
+    for recipe, path in made.items():
+        (validate_tflite if recipe.format == Format.TFLITE else validate_onnx)(path)
+
+
+def test_validators_reject_corrupt_files(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(StageError, match="does not load in LiteRT"):
+        validate_tflite(bad)
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"garbage")
+    with pytest.raises(StageError, match=r"onnx\.checker"):
+        validate_onnx(bad_onnx)
+
+
+def test_int8_without_calibration_is_an_error(tiny_model, tmp_path):
+    with pytest.raises(StageError, match="calibration"):
+        quantize_tflite(tiny_model, tmp_path / "x.tflite", quantization=Quant.INT8, calibration=None)
+    assert not (tmp_path / "x.tflite").exists()

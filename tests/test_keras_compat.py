@@ -1,0 +1,176 @@
+"""Loading every model file kind, and the Keras 3 -> tf_keras bridge, checked numerically."""
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from effkit import keras_compat
+from effkit.errors import InputError, ModelError
+
+from .conftest import outputs_of
+
+
+def test_keras3_file_is_bridged_to_tf_keras_with_equal_outputs(tiny_keras3_file, digits):
+    loaded = keras_compat.load_model(tiny_keras3_file)
+    assert loaded.generation == 3
+    assert keras_compat.is_tf_keras_model(loaded.model)
+    assert not keras_compat.is_tf_keras_model(loaded.original)
+    assert keras_compat.max_output_diff(loaded.original, loaded.model, digits.x_test) <= 1e-5
+
+
+def test_tf_keras_files_load_without_a_bridge(tiny_model, tiny_tf_keras_file, tmp_path, digits):
+    loaded = keras_compat.load_model(tiny_tf_keras_file)
+    assert loaded.generation == 2 and loaded.original is loaded.model
+    np.testing.assert_allclose(
+        outputs_of(loaded.model, digits.x_test), outputs_of(tiny_model, digits.x_test), atol=1e-6
+    )
+
+    h5 = tmp_path / "tiny.h5"
+    tiny_model.save(h5)
+    assert keras_compat.load_model(h5).generation == 2
+
+    saved_model = tmp_path / "saved_model"
+    tiny_model.save(saved_model, save_format="tf")
+    np.testing.assert_allclose(
+        outputs_of(keras_compat.load_model(saved_model).model, digits.x_test[:16]),
+        outputs_of(tiny_model, digits.x_test[:16]),
+        atol=1e-6,
+    )
+
+
+def _keras3_functional():
+    keras = keras_compat.keras3()
+    layers = keras.layers
+    inner_in = keras.Input((8, 8, 4))
+    inner = keras.Model(
+        inner_in, layers.BatchNormalization()(layers.DepthwiseConv2D(3, padding="same")(inner_in)), name="inner"
+    )
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = layers.Rescaling(1 / 16)(inputs)
+    x = layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+    x = layers.Add()([x, inner(x, training=False)])
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(0.2)(x)
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(x))
+
+
+def _keras3_text():
+    keras = keras_compat.keras3()
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((20,), dtype="int32"),
+            layers.Embedding(50, 8),
+            layers.GlobalAveragePooling1D(),
+            layers.Dense(8, activation="relu"),
+            layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+
+
+def _keras3_augmented():
+    keras = keras_compat.keras3()
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.RandomFlip("horizontal"),
+            layers.RandomRotation(0.1),
+            layers.RandomTranslation(0.1, 0.1),
+            layers.Conv2D(4, 3, kernel_regularizer="l2"),
+            layers.BatchNormalization(),
+            layers.Flatten(),
+            layers.Dense(10),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "build, x",
+    [
+        (_keras3_functional, np.random.default_rng(0).uniform(0, 16, (32, 8, 8, 1)).astype("float32")),
+        (_keras3_text, np.random.default_rng(0).integers(0, 50, (32, 20)).astype("int32")),
+        (_keras3_augmented, np.random.default_rng(0).uniform(0, 1, (32, 8, 8, 1)).astype("float32")),
+    ],
+    ids=["functional-nested-residual", "embedding-sigmoid", "augmentation-bn"],
+)
+def test_keras3_architectures_bridge_faithfully(build, x, tmp_path):
+    model = build()
+    # Non-trivial BatchNormalization statistics, so a weight that is not copied shows in the outputs.
+    for variable in model.weights:
+        if "moving" in variable.path:
+            variable.assign(np.random.default_rng(1).uniform(0.5, 2.0, variable.shape).astype("float32"))
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras_compat.load_model(path)
+    assert keras_compat.is_tf_keras_model(loaded.model)
+    assert keras_compat.max_output_diff(model, loaded.model, x) <= 1e-4
+
+
+def test_in_memory_keras3_model_is_adopted(tiny_keras3_model, digits):
+    adopted = keras_compat.adopt(tiny_keras3_model)
+    assert adopted.generation == 3 and keras_compat.is_tf_keras_model(adopted.model)
+    assert keras_compat.max_output_diff(tiny_keras3_model, adopted.model, digits.x_test[:64]) <= 1e-5
+
+
+def test_subclassed_keras3_model_is_refused():
+    keras = keras_compat.keras3()
+
+    class Custom(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ModelError, match="subclassed"):
+        keras_compat.bridge_to_tf_keras(Custom())
+
+
+def test_bad_model_files_give_model_errors(tmp_path, tiny_keras3_file):
+    with pytest.raises(InputError, match="model not found"):
+        keras_compat.load_model(tmp_path / "missing.keras")
+    empty = tmp_path / "empty.keras"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelError, match="is empty"):
+        keras_compat.load_model(empty)
+    text = tmp_path / "notes.keras"
+    text.write_text("hello")
+    with pytest.raises(ModelError, match="not a Keras model file"):
+        keras_compat.load_model(text)
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(tiny_keras3_file.read_bytes()[:2000])
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        keras_compat.load_model(truncated)
+    other_zip = tmp_path / "photos.keras"
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("a.txt", "x")
+    with pytest.raises(ModelError, match=r"no config\.json"):
+        keras_compat.load_model(other_zip)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(ModelError, match=r"without saved_model\.pb"):
+        keras_compat.load_model(folder)
+
+
+def test_lambda_layers_are_refused_unless_unsafe_load(tmp_path):
+    keras = keras_compat.keras3()
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2), keras.layers.Dense(2)])
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(ModelError, match=r"Lambda.*--unsafe-load"):
+        keras_compat.load_model(path)
+
+    tfk = keras_compat.tf_keras()
+    legacy = tfk.Sequential([tfk.Input((4,)), tfk.layers.Lambda(lambda t: t * 2), tfk.layers.Dense(2)])
+    h5 = tmp_path / "lambda.h5"
+    legacy.save(h5)
+    with pytest.raises(ModelError, match="Lambda"):
+        keras_compat.load_model(h5)
+    assert keras_compat.load_model(h5, safe_mode=False).model is not None
+
+
+def test_save_model_drops_optimizer_state_and_leaves_the_model_compiled(tiny_model, tmp_path):
+    path = keras_compat.save_model(tiny_model, tmp_path / "m.keras")
+    assert tiny_model.optimizer is not None
+    reloaded = keras_compat.load_model(path)
+    assert getattr(reloaded.model, "optimizer", None) is None
+    assert not list(tmp_path.glob(".*partial*"))

@@ -1,0 +1,140 @@
+"""compress() end to end on a tiny real model, in the real runtimes."""
+
+import dataclasses
+import json
+
+import pytest
+
+from effkit import recipes
+from effkit.config import CompressConfig, Format, Quant
+from effkit.errors import DataError
+from effkit.pipeline import _fresh_dir, compress
+from effkit.types import Report, Status
+
+from .conftest import FAST_LATENCY, FAST_PRUNE
+
+SOURCES = ("baseline", "pruned50", "pruned80")
+KINDS = ("keras", "tflite-none", "tflite-dynamic", "tflite-float16", "tflite-int8", "onnx-none")
+
+
+def test_every_variant_is_made_and_ok(compressed):
+    report, _ = compressed
+    assert [v.name for v in report.variants] == [f"{s}-{k}" for s in SOURCES for k in KINDS]
+    assert all(v.status == Status.OK for v in report.variants), [(v.name, v.error) for v in report.variants]
+    for variant in report.variants:
+        assert variant.size_bytes > 0 and variant.gzip_bytes > 0
+        assert variant.latency_ms.p50 > 0 and variant.latency_ms.runs >= FAST_LATENCY.min_runs
+        assert variant.latency_ms.batch == 1
+        assert variant.parity.top1_agreement >= 97.0
+
+
+def test_int8_tflite_stays_within_two_points_of_keras(compressed):
+    report, _ = compressed
+    for source in SOURCES:
+        keras = report.variant(f"{source}-keras")
+        int8 = report.variant(f"{source}-tflite-int8")
+        assert abs(int8.top1 - keras.top1) <= 0.02
+    assert report.baseline["top1"] > 0.9
+
+
+def test_float_exports_reproduce_their_keras_model(compressed):
+    report, _ = compressed
+    for source in SOURCES:
+        for kind in ("tflite-none", "onnx-none"):
+            variant = report.variant(f"{source}-{kind}")
+            assert variant.parity.max_abs_diff <= 1e-4
+            assert variant.parity.top1_agreement == 100.0
+            assert variant.top1 == report.variant(f"{source}-keras").top1
+
+
+def test_pruning_shrinks_every_artifact_after_gzip(compressed):
+    report, _ = compressed
+    for kind in KINDS[1:]:
+        baseline = report.variant(f"baseline-{kind}")
+        half = report.variant(f"pruned50-{kind}")
+        most = report.variant(f"pruned80-{kind}")
+        assert most.gzip_bytes < half.gzip_bytes < baseline.gzip_bytes, kind
+    assert report.variant("pruned80-tflite-int8").sparsity == pytest.approx(0.8, abs=0.01)
+    assert report.variant("baseline-tflite-int8").sparsity < 0.05
+
+
+def test_steps_record_how_each_variant_was_made(compressed):
+    report, _ = compressed
+    steps = report.variant("pruned50-tflite-int8").steps
+    assert [s.stage for s in steps] == ["prune", "quantize"]
+    assert steps[0].params["target_sparsity"] == 0.5
+    assert steps[1].params == {"mode": "int8", "format": "tflite", "backend": "converter", "calibration_samples": 200}
+    assert [s.stage for s in report.variant("baseline-onnx-none").steps] == ["export"]
+    assert report.variant("baseline-keras").steps == ()
+
+
+def test_compression_ratios_and_the_recommendation(compressed):
+    report, _ = compressed
+    reference = report.variant("baseline-tflite-none")
+    assert reference.compression_raw == 1.0 and reference.compression_gzip == 1.0
+    int8 = report.variant("pruned80-tflite-int8")
+    assert int8.compression_raw == pytest.approx(reference.size_bytes / int8.size_bytes, rel=1e-3)
+    assert int8.compression_raw > 3.0
+    chosen = report.variant(report.recommended)
+    assert chosen.format != "keras" and chosen.top1_delta_pp >= -1.0
+    eligible = [v for v in report.variants if v.format != "keras" and v.top1_delta_pp >= -1.0]
+    assert chosen.gzip_bytes == min(v.gzip_bytes for v in eligible)
+
+
+def test_report_files_on_disk_match_the_returned_report(compressed):
+    report, out = compressed
+    on_disk = Report.from_json((out / "report.json").read_text())
+    assert on_disk == report
+    assert json.loads((out / "report.json").read_text())["schema_version"] == 1
+    assert "★" in (out / "report.md").read_text()
+    for variant in report.variants:
+        if variant.format != "keras" or variant.name != "baseline-keras":
+            assert (out / variant.path).is_file(), variant.path
+    assert not list(out.rglob(".*partial*"))
+
+
+def test_a_keras3_model_file_goes_through(tiny_keras3_file, digits, tmp_path):
+    config = CompressConfig(sparsities=(0.5,), quantizations=(Quant.INT8,), prune=FAST_PRUNE, latency=FAST_LATENCY)
+    report = compress(tiny_keras3_file, digits, config=config, out_dir=tmp_path)
+    assert report.model["keras_generation"] == 3
+    assert report.model["bridge_max_abs_diff"] <= 1e-4
+    assert len(report.variants) == 8
+    assert all(v.status == Status.OK for v in report.variants), [(v.name, v.error) for v in report.variants]
+
+
+def _corrupt_tflite_float16(inputs, path):
+    path.write_bytes(b"TFL3 this is not a flatbuffer")
+    return {}
+
+
+def test_one_failing_variant_does_not_stop_the_others(tiny_model, digits, tmp_path, monkeypatch):
+    broken = tuple(
+        dataclasses.replace(r, produce=_corrupt_tflite_float16)
+        if (r.format, r.quantization) == (Format.TFLITE, Quant.FLOAT16)
+        else r
+        for r in recipes.RECIPES
+    )
+    monkeypatch.setattr(recipes, "RECIPES", broken)
+    config = CompressConfig(sparsities=(), prune=FAST_PRUNE, latency=FAST_LATENCY)
+    report = compress(tiny_model, digits, config=config, out_dir=tmp_path)
+    failed = report.variant("baseline-tflite-float16")
+    assert failed.status == Status.FAILED and "LiteRT cannot load" in failed.error
+    others = [v for v in report.variants if v.name != failed.name]
+    assert len(others) == 5 and all(v.status == Status.OK for v in others)
+    assert report.recommended != failed.name
+
+
+def test_data_that_does_not_fit_the_model_fails_before_anything_is_written(tiny_model, digits, tmp_path):
+    shifted = dataclasses.replace(digits, y_test=digits.y_test + 5)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="outside the model's 10 classes"):
+        compress(tiny_model, shifted, config=CompressConfig(sparsities=()), out_dir=out)
+    assert not out.exists()
+
+
+def test_default_output_folders_are_numbered_not_overwritten(tmp_path):
+    first = tmp_path / "tiny"
+    assert _fresh_dir(first) == first
+    first.mkdir()
+    (first / "report.json").write_text("{}")
+    assert _fresh_dir(first) == tmp_path / "tiny-2"

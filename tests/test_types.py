@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+
+from effkit.types import Latency, Parity, Report, Status, Step, Variant
+
+
+def test_latency_statistics_match_numpy():
+    rng = np.random.default_rng(0)
+    seconds = list(rng.lognormal(mean=-9, sigma=0.3, size=501))
+    latency = Latency.from_seconds(seconds, batch=4, threads=2)
+    ms = np.array(seconds) * 1e3
+    assert latency.p50 == pytest.approx(np.percentile(ms, 50))
+    assert latency.p90 == pytest.approx(np.percentile(ms, 90))
+    assert latency.p99 == pytest.approx(np.percentile(ms, 99))
+    assert latency.mean == pytest.approx(ms.mean())
+    assert latency.stdev == pytest.approx(ms.std(ddof=1))
+    assert latency.min == pytest.approx(ms.min())
+    assert (latency.batch, latency.threads, latency.runs) == (4, 2, 501)
+
+
+def test_latency_needs_timings():
+    with pytest.raises(ValueError):
+        Latency.from_seconds([], batch=1, threads=1)
+
+
+def _variant(**overrides):
+    values = dict(
+        name="pruned50-tflite-int8",
+        format="tflite",
+        quantization="int8",
+        backend="converter",
+        sparsity=0.5,
+        size_bytes=1000,
+        gzip_bytes=600,
+        top1=0.97,
+        top1_delta_pp=-0.3,
+        latency_ms=Latency.from_seconds([0.001, 0.002], batch=1, threads=1),
+        parity=Parity(max_abs_diff=0.01, mean_abs_diff=0.001, top1_agreement=99.5),
+        steps=(Step("prune", {"target_sparsity": 0.5}), Step("quantize", {"mode": "int8"})),
+    )
+    values.update(overrides)
+    return Variant(**values)
+
+
+def test_report_round_trips_through_json():
+    report = Report(
+        environment={"cpu": "x"},
+        config={"seed": 0},
+        model={"name": "m"},
+        data={"name": "digits"},
+        baseline={"top1": 0.97},
+        variants=(_variant(), _variant(name="broken", status=Status.FAILED, error="boom", latency_ms=None)),
+        recommended="pruned50-tflite-int8",
+    )
+    again = Report.from_json(report.to_json())
+    assert again == report
+    assert again.variant("broken").status == Status.FAILED
+    assert [v.name for v in again.failed] == ["broken"]
+
+
+def test_report_json_keeps_the_contract_names():
+    data = Report({}, {}, {}, {}, {"top1": 1.0}, (_variant(),), None).to_dict()
+    assert {"schema_version", "environment", "config", "baseline", "variants", "recommended"} <= set(data)
+    variant = data["variants"][0]
+    for key in (
+        "name",
+        "format",
+        "quantization",
+        "backend",
+        "sparsity",
+        "status",
+        "error",
+        "path",
+        "size_bytes",
+        "gzip_bytes",
+        "top1",
+        "top1_delta_pp",
+        "latency_ms",
+    ):
+        assert key in variant
+    assert set(variant["latency_ms"]) >= {"p50", "p90", "p99", "mean", "batch", "threads"}
+    assert variant["steps"][0] == {"stage": "prune", "target_sparsity": 0.5}
+
+
+def test_unknown_variant_name_lists_the_known_ones():
+    report = Report({}, {}, {}, {}, {}, (_variant(),), None)
+    with pytest.raises(KeyError, match="pruned50-tflite-int8"):
+        report.variant("nope")
