@@ -12,8 +12,23 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .config import CompressConfig, Format, LatencyConfig, PruneConfig, Quant, parse_enum_list, parse_sparsities
-from .errors import EffkitError, first_line
+from .config import (
+    Backend,
+    CompressConfig,
+    Format,
+    LatencyConfig,
+    OnnxQuantConfig,
+    OrtCalibration,
+    OrtOptimization,
+    OrtTypes,
+    ParityConfig,
+    PruneConfig,
+    Quant,
+    parse_enum,
+    parse_enum_list,
+    parse_sparsities,
+)
+from .errors import ConfigError, EffkitError, first_line
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -82,6 +97,35 @@ def _parser() -> argparse.ArgumentParser:
         "--formats", default=",".join(f.value for f in defaults.formats), help="export formats: tflite, onnx"
     )
     compress.add_argument(
+        "--tflite-backend",
+        default="both",
+        help="who quantizes TFLite: converter (TFLite converter PTQ), litert (LiteRT quantizer) or both",
+    )
+    compress.add_argument(
+        "--onnx-calibration",
+        default=OnnxQuantConfig.calibration.value,
+        help=f"ONNX Runtime static calibration: {', '.join(c.value for c in OrtCalibration)}",
+    )
+    compress.add_argument(
+        "--onnx-types",
+        default=OnnxQuantConfig.types.value,
+        help="ONNX Runtime static activation/weight types: u8s8 (uint8 activations) or s8s8",
+    )
+    compress.add_argument(
+        "--onnx-per-tensor", action="store_true", help="quantize ONNX weights per tensor instead of per channel"
+    )
+    compress.add_argument(
+        "--ort-optimization",
+        default=LatencyConfig.ort_optimization.value,
+        help=f"ONNX Runtime graph optimization level: {', '.join(o.value for o in OrtOptimization)}",
+    )
+    compress.add_argument(
+        "--min-agreement",
+        type=float,
+        default=ParityConfig.quantized_agreement,
+        help="top-1 agreement with Keras (percent) a quantized artifact needs; below it the variant is 'mismatch'",
+    )
+    compress.add_argument(
         "--max-accuracy-drop",
         type=float,
         default=defaults.max_accuracy_drop,
@@ -127,6 +171,15 @@ def _configure_logging(*, quiet: bool, debug: bool) -> None:
     logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
 
 
+def _tflite_backends(text: str) -> tuple[Backend, ...]:
+    if text.strip().lower() == "both":
+        return (Backend.CONVERTER, Backend.LITERT)
+    backend = parse_enum(Backend, text, what="TFLite backend")
+    if backend not in (Backend.CONVERTER, Backend.LITERT):
+        raise ConfigError(f"unknown TFLite backend {text!r}; known: converter, litert, both")
+    return (backend,)
+
+
 def _compress(args: argparse.Namespace) -> int:
     config = CompressConfig(
         sparsities=parse_sparsities(args.sparsity),
@@ -135,8 +188,19 @@ def _compress(args: argparse.Namespace) -> int:
         max_accuracy_drop=args.max_accuracy_drop,
         calibration_samples=args.calibration_samples,
         seed=args.seed,
+        tflite_backends=_tflite_backends(args.tflite_backend),
         prune=PruneConfig(epochs=args.prune_epochs),
-        latency=LatencyConfig(batch=args.batch, threads=args.threads),
+        latency=LatencyConfig(
+            batch=args.batch,
+            threads=args.threads,
+            ort_optimization=parse_enum(OrtOptimization, args.ort_optimization, what="ONNX Runtime optimization"),
+        ),
+        onnx_quant=OnnxQuantConfig(
+            per_channel=not args.onnx_per_tensor,
+            types=parse_enum(OrtTypes, args.onnx_types, what="ONNX quantization types"),
+            calibration=parse_enum(OrtCalibration, args.onnx_calibration, what="ONNX calibration"),
+        ),
+        parity=ParityConfig(quantized_agreement=args.min_agreement),
     )
     config.validate()
 

@@ -21,16 +21,37 @@ class Format(StrEnum):
 
 
 class Quant(StrEnum):
-    NONE = "none"
-    DYNAMIC = "dynamic"
-    FLOAT16 = "float16"
-    INT8 = "int8"
+    NONE = "none"  # float32
+    DYNAMIC = "dynamic"  # int8 weights, float activations
+    FLOAT16 = "float16"  # float16 weights
+    INT8 = "int8"  # int8 weights and activations (static, calibrated)
+    INT16X8 = "int16x8"  # int8 weights, int16 activations (static, calibrated)
 
 
 class Backend(StrEnum):
     KERAS = "keras"
-    CONVERTER = "converter"
+    CONVERTER = "converter"  # the TFLite converter's post-training quantization
+    LITERT = "litert"  # the LiteRT quantizer, applied to the float32 .tflite
     TF2ONNX = "tf2onnx"
+    ONNXRUNTIME = "onnxruntime"  # ONNX Runtime's quantization tools, applied to the float32 .onnx
+
+
+class OrtCalibration(StrEnum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class OrtTypes(StrEnum):
+    U8S8 = "u8s8"  # uint8 activations, int8 weights
+    S8S8 = "s8s8"  # int8 activations, int8 weights
+
+
+class OrtOptimization(StrEnum):
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
 
 
 def parse_enum(enum_type: type[StrEnum], value: str, *, what: str) -> StrEnum:
@@ -84,16 +105,53 @@ class PruneConfig:
 
 
 @dataclass(frozen=True)
+class OnnxQuantConfig:
+    """ONNX Runtime static quantization (QDQ) settings."""
+
+    per_channel: bool = True
+    types: OrtTypes = OrtTypes.U8S8
+    calibration: OrtCalibration = OrtCalibration.MINMAX
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "types", OrtTypes(self.types))
+        object.__setattr__(self, "calibration", OrtCalibration(self.calibration))
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    """How closely an artifact must follow its Keras model on the test split, by precision.
+
+    Float artifacts must agree on `float_agreement` percent of top-1 predictions and stay within
+    `float32_max_diff` / `float16_max_diff` (scaled by the largest reference output when that exceeds 1);
+    quantized ones must agree on `quantized_agreement` percent.
+    """
+
+    float_agreement: float = 99.9
+    float32_max_diff: float = 1e-3
+    float16_max_diff: float = 2e-2
+    quantized_agreement: float = 97.0
+
+    def validate(self) -> None:
+        for name in ("float_agreement", "quantized_agreement"):
+            if not 0.0 <= getattr(self, name) <= 100.0:
+                raise ConfigError(f"parity {name.replace('_', ' ')} must be a percentage, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class LatencyConfig:
     """One latency protocol for every runtime: warm-up, then at least `min_runs` and `min_seconds`."""
 
     batch: int = 1
-    threads: int = 1
+    threads: int = 1  # LiteRT num_threads and ONNX Runtime intra-op threads
+    ort_optimization: OrtOptimization = OrtOptimization.ALL
     warmup_runs: int = 10
     warmup_seconds: float = 0.2
     min_runs: int = 200
     min_seconds: float = 0.5
     max_seconds: float = 10.0  # a very slow artifact stops here, with fewer runs recorded
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ort_optimization", OrtOptimization(self.ort_optimization))
 
     def validate(self) -> None:
         if self.batch < 1 or self.threads < 1:
@@ -109,17 +167,21 @@ class CompressConfig:
     sparsities: tuple[float, ...] = (0.5, 0.8)
     quantizations: tuple[Quant, ...] = (Quant.NONE, Quant.DYNAMIC, Quant.FLOAT16, Quant.INT8)
     formats: tuple[Format, ...] = (Format.TFLITE, Format.ONNX)
+    tflite_backends: tuple[Backend, ...] = (Backend.CONVERTER, Backend.LITERT)
     max_accuracy_drop: float = 1.0  # percentage points; bounds which variant is recommended
     calibration_samples: int = 200  # representative samples from the training split for int8
     seed: int = 0
     prune: PruneConfig = field(default_factory=PruneConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    onnx_quant: OnnxQuantConfig = field(default_factory=OnnxQuantConfig)
+    parity: ParityConfig = field(default_factory=ParityConfig)
 
     def __post_init__(self) -> None:
         # Normalise so that a config built from Python strings equals one built by the CLI.
         object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
         object.__setattr__(self, "quantizations", tuple(Quant(q) for q in self.quantizations))
         object.__setattr__(self, "formats", tuple(Format(f) for f in self.formats))
+        object.__setattr__(self, "tflite_backends", tuple(Backend(b) for b in self.tflite_backends))
 
     def validate(self) -> None:
         for sparsity in self.sparsities:
@@ -131,18 +193,26 @@ class CompressConfig:
             raise ConfigError("no export format given")
         if Format.KERAS in self.formats:
             raise ConfigError("format 'keras' is the reference and always measured; choose from: tflite, onnx")
+        if not self.tflite_backends or not set(self.tflite_backends) <= {Backend.CONVERTER, Backend.LITERT}:
+            shown = ", ".join(self.tflite_backends) or "none"
+            raise ConfigError(f"TFLite backends must be converter and/or litert, got {shown}")
         if self.max_accuracy_drop < 0:
             raise ConfigError(f"max accuracy drop must be >= 0 percentage points, got {self.max_accuracy_drop}")
         if self.calibration_samples < 1:
             raise ConfigError(f"calibration samples must be >= 1, got {self.calibration_samples}")
         self.prune.validate()
         self.latency.validate()
+        self.parity.validate()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["sparsities"] = list(self.sparsities)
         data["quantizations"] = [q.value for q in self.quantizations]
         data["formats"] = [f.value for f in self.formats]
+        data["tflite_backends"] = [b.value for b in self.tflite_backends]
+        data["latency"]["ort_optimization"] = self.latency.ort_optimization.value
+        data["onnx_quant"]["types"] = self.onnx_quant.types.value
+        data["onnx_quant"]["calibration"] = self.onnx_quant.calibration.value
         return data
 
     @classmethod
@@ -152,11 +222,15 @@ class CompressConfig:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known: {sorted(known)}")
         values = dict(data)
-        if "prune" in values:
-            values["prune"] = PruneConfig(**values["prune"])
-        if "latency" in values:
-            values["latency"] = LatencyConfig(**values["latency"])
-        for name in ("sparsities", "quantizations", "formats"):
+        nested = {"prune": PruneConfig, "latency": LatencyConfig, "onnx_quant": OnnxQuantConfig, "parity": ParityConfig}
+        for name, nested_class in nested.items():
+            if name in values:
+                allowed = {f.name for f in fields(nested_class)}
+                extra = sorted(set(values[name]) - allowed)
+                if extra:
+                    raise ConfigError(f"unknown {name} keys {extra}; known: {sorted(allowed)}")
+                values[name] = nested_class(**values[name])
+        for name in ("sparsities", "quantizations", "formats", "tflite_backends"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)

@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 
 def tensorflow():
     """TensorFlow, imported with tf_keras as its Keras and with its own logging quieted."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        from .console import silenced
+
+        # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) bypass TF_CPP_MIN_LOG_LEVEL; device discovery
+        # is forced here, inside the silence, so that its "failed call to cuInit" is not printed later.
+        with silenced():
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()
     import tensorflow as tf
 
     tf.get_logger().setLevel(logging.ERROR)

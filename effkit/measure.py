@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .classifier import OutputKind, predicted_classes
-from .config import LatencyConfig
+from .config import LatencyConfig, ParityConfig, Quant
 from .types import Latency, Parity
 
 # The weights tfmot prunes (Dense/Conv kernels, embeddings, pointwise and recurrent kernels).
@@ -46,6 +46,28 @@ def parity(reference: np.ndarray, outputs: np.ndarray, kind: OutputKind) -> Pari
     )
 
 
+def parity_problem(result: Parity, reference: np.ndarray, *, quantization: Quant, config: ParityConfig) -> str | None:
+    """Why an artifact's parity misses the threshold for its precision, or None when it is within it.
+
+    float32 and float16 artifacts must agree on nearly every top-1 prediction and stay within a small absolute
+    difference (scaled by the largest reference output when outputs are logits larger than 1); quantized ones must
+    agree on `quantized_agreement` percent of top-1 predictions.
+    """
+    if quantization in (Quant.NONE, Quant.FLOAT16):
+        scale = max(1.0, float(np.max(np.abs(reference))))
+        limit = (config.float32_max_diff if quantization == Quant.NONE else config.float16_max_diff) * scale
+        agreement = config.float_agreement
+    else:
+        limit = None
+        agreement = config.quantized_agreement
+    problems = []
+    if result.top1_agreement < agreement:
+        problems.append(f"top-1 agreement with Keras {result.top1_agreement:.2f}% < {agreement:g}%")
+    if limit is not None and result.max_abs_diff > limit:
+        problems.append(f"max abs output difference {result.max_abs_diff:.3g} > {limit:.3g}")
+    return "; ".join(problems) or None
+
+
 def weight_sparsity(model: Any) -> tuple[float, dict[str, float]]:
     """Share of exact zeros in the prunable kernels: overall, and per layer (either Keras generation)."""
     zeros = total = 0
@@ -73,7 +95,9 @@ def _leaf_layers(model: Any):
             yield layer
 
 
-def time_latency(call: Callable[[], Any], *, config: LatencyConfig, batch: int, threads: int) -> Latency:
+def time_latency(
+    call: Callable[[], Any], *, config: LatencyConfig, batch: int, threads: int, runtime: dict | None = None
+) -> Latency:
     """Time `call` under effkit's one latency protocol.
 
     Warm-up for at least `warmup_runs` calls and `warmup_seconds`, then time single calls until both `min_runs`
@@ -100,4 +124,4 @@ def time_latency(call: Callable[[], Any], *, config: LatencyConfig, batch: int, 
     finally:
         if gc_was_enabled:
             gc.enable()
-    return Latency.from_seconds(timings, batch=batch, threads=threads)
+    return Latency.from_seconds(timings, batch=batch, threads=threads, runtime=runtime)

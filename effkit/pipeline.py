@@ -19,7 +19,7 @@ from .classifier import ModelInfo, describe
 from .config import Backend, CompressConfig, Format, Quant
 from .data import Dataset, check_fits, load_dataset
 from .errors import EffkitError, ModelError, first_line
-from .measure import file_sizes, parity, time_latency, top1, weight_sparsity
+from .measure import file_sizes, parity, parity_problem, time_latency, top1, weight_sparsity
 from .recipes import Recipe, RecipeInputs, plan
 from .report import REFERENCE_VARIANT, environment, recommend, write_report
 from .runtime import Runner, open_runner
@@ -228,7 +228,7 @@ class _Run:
 
     def variants_of(self, source: _Source, *, keras_path: Path | None = None) -> list[Variant]:
         """The source's Keras variant, then one per recipe, float32 first in each format."""
-        inputs = RecipeInputs(source.model, self.calibration)
+        inputs = RecipeInputs(source.model, self.calibration, self.config)
         return [
             self.keras_variant(source, keras_path),
             *(self.artifact_variant(source, r, inputs) for r in self.recipes),
@@ -247,7 +247,7 @@ class _Run:
             runner = open_runner(source.model, Format.KERAS)
         except Exception as error:
             return _failed(variant, error)
-        return self.measured(variant, runner, Path(path), source, threads=_tf_threads())
+        return self.measured(variant, runner, Path(path), source)
 
     def artifact_variant(self, source: _Source, recipe: Recipe, inputs: RecipeInputs) -> Variant:
         path = self.artifacts / recipe.file_name(source.name)
@@ -269,12 +269,15 @@ class _Run:
                 variant = replace(
                     variant, steps=(*source.steps, Step("quantize", {"mode": str(recipe.quantization), **step}))
                 )
-            runner = open_runner(path, recipe.format, threads=self.config.latency.threads)
+            latency = self.config.latency
+            runner = open_runner(
+                path, recipe.format, threads=latency.threads, ort_optimization=latency.ort_optimization
+            )
         except Exception as error:
             return _failed(variant, error)
-        return self.measured(variant, runner, path, source, threads=self.config.latency.threads)
+        return self.measured(variant, runner, path, source)
 
-    def measured(self, variant: Variant, runner: Runner, path: Path, source: _Source, *, threads: int) -> Variant:
+    def measured(self, variant: Variant, runner: Runner, path: Path, source: _Source) -> Variant:
         """Accuracy and parity on the whole test split, sizes, and latency under the one protocol."""
         x_test, y_test, kind = self.dataset.x_test, self.dataset.y_test, self.info.output_kind
         batch = self.config.latency.batch
@@ -283,7 +286,11 @@ class _Run:
             accuracy = top1(outputs, y_test, kind)
             size_bytes, gzip_bytes = file_sizes(path)
             latency = time_latency(
-                runner.bind(x_test[:batch]), config=self.config.latency, batch=batch, threads=threads
+                runner.bind(x_test[:batch]),
+                config=self.config.latency,
+                batch=batch,
+                threads=runner.threads,
+                runtime=runner.runtime,
             )
             variant = replace(
                 variant,
@@ -297,8 +304,14 @@ class _Run:
             )
         except Exception as error:
             return _failed(variant, error)
+        problem = parity_problem(
+            variant.parity, source.outputs, quantization=variant.quantization, config=self.config.parity
+        )
+        if problem:
+            log.warning("%-30s MISMATCH: %s", variant.name, problem)
+            return replace(variant, status=Status.MISMATCH, error=problem)
         log.info(
-            "%-24s ok  top-1 %.2f%%  %7.1f KiB  gzip %7.1f KiB  p50 %.4f ms",
+            "%-30s ok  top-1 %.2f%%  %7.1f KiB  gzip %7.1f KiB  p50 %.4f ms",
             variant.name,
             accuracy * 100,
             size_bytes / 1024,
@@ -317,7 +330,7 @@ class _Run:
 
 def _failed(variant: Variant, error: BaseException) -> Variant:
     reason = _reason(error)
-    log.warning("%-24s FAILED: %s", variant.name, reason)
+    log.warning("%-30s FAILED: %s", variant.name, reason)
     log.debug("%s failed", variant.name, exc_info=error)
     return replace(variant, status=Status.FAILED, error=reason)
 
@@ -326,13 +339,6 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, EffkitError):
         return first_line(error)
     return f"{type(error).__name__}: {first_line(error)}"
-
-
-def _tf_threads() -> int:
-    import os
-
-    tf = keras_compat.tensorflow()
-    return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
 
 
 def _report(variants, config: CompressConfig, model_record, dataset: Dataset, baseline_top1, *, complete) -> Report:

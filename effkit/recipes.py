@@ -1,7 +1,8 @@
 """The registry of ways to make an artifact: (format, quantization, backend) -> a producer.
 
-A producer writes one artifact file from `RecipeInputs` and returns the parameters its step records. New backends
-(LiteRT quantizer, ONNX Runtime quantization) register here; the pipeline only walks the plan.
+A producer writes one artifact file from `RecipeInputs` and returns the parameters its step records. Quantizers
+that work on a float32 artifact (LiteRT quantizer, ONNX Runtime) read it from `RecipeInputs.float_artifacts`,
+which the float32 recipe of the same format fills first. The pipeline only walks the plan.
 """
 
 from __future__ import annotations
@@ -14,16 +15,22 @@ from typing import Any
 import numpy as np
 
 from .config import Backend, CompressConfig, Format, Quant
-from .errors import ConfigError
+from .errors import ConfigError, StageError
 
 
 @dataclass
 class RecipeInputs:
-    """What a producer may draw on: the Keras model, calibration samples, float artifacts already made."""
+    """What a producer may draw on: the Keras model, calibration samples, settings, float artifacts made so far."""
 
     model: Any
     calibration: np.ndarray
+    config: CompressConfig
     float_artifacts: dict[Format, Path] = field(default_factory=dict)
+
+    def float_artifact(self, fmt: Format) -> Path:
+        if fmt not in self.float_artifacts:
+            raise StageError(f"the float32 {fmt} artifact this quantizer starts from was not made")
+        return self.float_artifacts[fmt]
 
 
 Producer = Callable[[RecipeInputs, Path], dict[str, Any]]
@@ -36,9 +43,10 @@ class Recipe:
     backend: Backend
     produce: Producer
     suffix: str
+    name_suffix: str = ""  # tells apart two backends of the same format and quantization
 
     def variant_name(self, source: str) -> str:
-        return f"{source}-{self.format}-{self.quantization}"
+        return f"{source}-{self.format}-{self.quantization}{self.name_suffix}"
 
     def file_name(self, source: str) -> str:
         return f"{self.variant_name(source)}{self.suffix}"
@@ -56,7 +64,19 @@ def _tflite_converter(quantization: Quant) -> Producer:
         from .quantize.tflite_converter import quantize_tflite
 
         quantize_tflite(inputs.model, path, quantization=quantization, calibration=inputs.calibration)
-        return {"calibration_samples": len(inputs.calibration)} if quantization == Quant.INT8 else {}
+        return _calibrated(quantization, inputs)
+
+    return produce
+
+
+def _tflite_litert(quantization: Quant) -> Producer:
+    def produce(inputs: RecipeInputs, path: Path) -> dict[str, Any]:
+        from .quantize.litert import RECIPES as LITERT_RECIPES
+        from .quantize.litert import quantize_litert
+
+        source = inputs.float_artifact(Format.TFLITE)
+        quantize_litert(source, path, quantization=quantization, calibration=inputs.calibration)
+        return {"recipe": LITERT_RECIPES[quantization], "from": source.name, **_calibrated(quantization, inputs)}
 
     return produce
 
@@ -68,23 +88,57 @@ def _onnx_float(inputs: RecipeInputs, path: Path) -> dict[str, Any]:
     return {"opset": OPSET}
 
 
+def _onnx_runtime(quantization: Quant) -> Producer:
+    def produce(inputs: RecipeInputs, path: Path) -> dict[str, Any]:
+        from .quantize.onnxruntime import quantize_onnx
+
+        source = inputs.float_artifact(Format.ONNX)
+        params = quantize_onnx(source, path, quantization=quantization, calibration=inputs.calibration,
+                               config=inputs.config.onnx_quant)  # fmt: skip
+        return {"from": source.name, **params}
+
+    return produce
+
+
+def _calibrated(quantization: Quant, inputs: RecipeInputs) -> dict[str, Any]:
+    static = quantization in (Quant.INT8, Quant.INT16X8)
+    return {"calibration_samples": len(inputs.calibration)} if static else {}
+
+
 RECIPES: tuple[Recipe, ...] = (
     Recipe(Format.TFLITE, Quant.NONE, Backend.CONVERTER, _tflite_float, ".tflite"),
-    Recipe(Format.TFLITE, Quant.DYNAMIC, Backend.CONVERTER, _tflite_converter(Quant.DYNAMIC), ".tflite"),
-    Recipe(Format.TFLITE, Quant.FLOAT16, Backend.CONVERTER, _tflite_converter(Quant.FLOAT16), ".tflite"),
-    Recipe(Format.TFLITE, Quant.INT8, Backend.CONVERTER, _tflite_converter(Quant.INT8), ".tflite"),
+    *(
+        Recipe(Format.TFLITE, q, Backend.CONVERTER, _tflite_converter(q), ".tflite")
+        for q in (Quant.DYNAMIC, Quant.FLOAT16, Quant.INT8, Quant.INT16X8)
+    ),
+    *(
+        Recipe(Format.TFLITE, q, Backend.LITERT, _tflite_litert(q), ".tflite", name_suffix="-litert")
+        for q in (Quant.DYNAMIC, Quant.INT8, Quant.INT16X8)
+    ),
     Recipe(Format.ONNX, Quant.NONE, Backend.TF2ONNX, _onnx_float, ".onnx"),
+    *(Recipe(Format.ONNX, q, Backend.ONNXRUNTIME, _onnx_runtime(q), ".onnx") for q in (Quant.DYNAMIC, Quant.INT8)),
 )
 
 
 def plan(config: CompressConfig) -> list[Recipe]:
-    """The recipes a config asks for, float32 first in each format (it is the reference the rest compare with).
+    """The recipes a config asks for, float32 first in each format (the reference, and what quantizers start from).
+
+    TFLite quantization recipes are kept for the backends in `config.tflite_backends`; the float32 export always
+    runs. A combination no backend offers (ONNX float16, say) is left out.
 
     Raises:
         ConfigError: a requested quantization has no recipe in any requested format.
     """
     wanted = (Quant.NONE, *(q for q in config.quantizations if q != Quant.NONE))
-    chosen = [r for f in config.formats for q in wanted for r in RECIPES if r.format == f and r.quantization == q]
+    chosen = [
+        recipe
+        for fmt in config.formats
+        for quantization in wanted
+        for recipe in RECIPES
+        if recipe.format == fmt
+        and recipe.quantization == quantization
+        and (fmt != Format.TFLITE or quantization == Quant.NONE or recipe.backend in config.tflite_backends)
+    ]
     for quantization in wanted:
         if not any(r.quantization == quantization for r in chosen):
             available = sorted({f"{r.format}:{r.quantization}" for r in RECIPES})

@@ -55,9 +55,12 @@ class Latency:
     batch: int
     threads: int
     runs: int
+    runtime: dict[str, Any] | None = None  # the engine and its settings, e.g. ONNX Runtime's graph optimization
 
     @classmethod
-    def from_seconds(cls, seconds: list[float], *, batch: int, threads: int) -> Latency:
+    def from_seconds(
+        cls, seconds: list[float], *, batch: int, threads: int, runtime: dict[str, Any] | None = None
+    ) -> Latency:
         if not seconds:
             raise ValueError("no timings")
         ms = sorted(value * 1e3 for value in seconds)
@@ -71,6 +74,7 @@ class Latency:
             batch=batch,
             threads=threads,
             runs=len(ms),
+            runtime=runtime,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,32 +1,33 @@
-"""A template test per recipe: every (format, quantization) artifact runs in its runtime and agrees with Keras."""
+"""A template test per recipe: every (format, quantization, backend) artifact runs in its runtime and agrees with
+Keras within the parity threshold the pipeline applies to its precision."""
 
 import numpy as np
 import pytest
 
 from effkit.classifier import describe
-from effkit.config import Format, Quant
+from effkit.config import Backend, CompressConfig, Format, ParityConfig, Quant
 from effkit.errors import StageError
 from effkit.export.onnx import validate_onnx
 from effkit.export.tflite import validate_tflite
-from effkit.measure import file_sizes, parity, top1
+from effkit.measure import file_sizes, parity, parity_problem, top1
 from effkit.quantize.tflite_converter import quantize_tflite
 from effkit.recipes import RECIPES, RecipeInputs
 from effkit.runtime import open_runner
 
 from .conftest import outputs_of
 
-# What each recipe must achieve against Keras on the digits test split.
-MAX_ABS_DIFF = {Quant.NONE: 1e-4, Quant.FLOAT16: 5e-3, Quant.DYNAMIC: 5e-2, Quant.INT8: 1e-1}
-MIN_AGREEMENT = {Quant.NONE: 100.0, Quant.FLOAT16: 99.7, Quant.DYNAMIC: 98.0, Quant.INT8: 97.0}
+# Tighter than the pipeline's thresholds where the tiny model allows: what each precision achieves on digits.
+MAX_ABS_DIFF = {Quant.NONE: 1e-4, Quant.FLOAT16: 5e-3, Quant.DYNAMIC: 5e-2, Quant.INT8: 1e-1, Quant.INT16X8: 1e-1}
+MIN_AGREEMENT = {Quant.NONE: 100.0, Quant.FLOAT16: 99.7, Quant.DYNAMIC: 98.0, Quant.INT8: 97.0, Quant.INT16X8: 99.0}
 # Raw size relative to the float32 artifact of the same format.
-MAX_SIZE_RATIO = {Quant.NONE: 1.0, Quant.FLOAT16: 0.55, Quant.DYNAMIC: 0.35, Quant.INT8: 0.35}
+MAX_SIZE_RATIO = {Quant.NONE: 1.0, Quant.FLOAT16: 0.55, Quant.DYNAMIC: 0.35, Quant.INT8: 0.45, Quant.INT16X8: 0.45}
 
 
 @pytest.fixture(scope="module")
 def made(tiny_model, digits, tmp_path_factory):
     """Every registered recipe applied once to the tiny model."""
     folder = tmp_path_factory.mktemp("recipes")
-    inputs = RecipeInputs(tiny_model, digits.x_train[:100])
+    inputs = RecipeInputs(tiny_model, digits.x_train[:100], CompressConfig())
     paths = {}
     for recipe in sorted(RECIPES, key=lambda r: r.quantization != Quant.NONE):  # float artifacts first
         path = folder / recipe.file_name("tiny")
@@ -48,6 +49,7 @@ def test_recipe_artifact_runs_and_agrees_with_keras(recipe, made, tiny_model, di
     agreement = parity(reference, outputs, info.output_kind)
     assert agreement.max_abs_diff <= MAX_ABS_DIFF[recipe.quantization]
     assert agreement.top1_agreement >= MIN_AGREEMENT[recipe.quantization]
+    assert parity_problem(agreement, reference, quantization=recipe.quantization, config=ParityConfig()) is None
     keras_top1 = top1(reference, digits.y_test, info.output_kind)
     assert top1(outputs, digits.y_test, info.output_kind) >= keras_top1 - 0.02
 
@@ -59,11 +61,24 @@ def test_recipe_artifact_is_smaller_than_its_float_reference(recipe, made):
     assert ratio <= MAX_SIZE_RATIO[recipe.quantization]
 
 
-def test_int8_tflite_has_int8_input_and_output(made):
-    recipe = next(r for r in RECIPES if r.format == Format.TFLITE and r.quantization == Quant.INT8)
+@pytest.mark.parametrize("backend", [Backend.CONVERTER, Backend.LITERT])
+@pytest.mark.parametrize("quantization, io_type", [(Quant.INT8, np.int8), (Quant.INT16X8, np.int16)])
+def test_static_tflite_has_integer_input_and_output(made, backend, quantization, io_type):
+    recipe = next(r for r in RECIPES if (r.format, r.quantization, r.backend) == (Format.TFLITE, quantization, backend))
     runner = open_runner(made[recipe], Format.TFLITE)
-    assert runner.input["dtype"] == np.int8 and runner.output["dtype"] == np.int8
+    assert runner.input["dtype"] == io_type and runner.output["dtype"] == io_type
     assert runner.input["quantization"][0] > 0
+
+
+def test_onnx_quantized_graphs_hold_the_expected_operators(made):
+    import onnx
+
+    def op_types(quantization):
+        recipe = next(r for r in RECIPES if (r.format, r.quantization) == (Format.ONNX, quantization))
+        return {node.op_type for node in onnx.load(str(made[recipe])).graph.node}
+
+    assert {"QuantizeLinear", "DequantizeLinear"} <= op_types(Quant.INT8)
+    assert "ConvInteger" in op_types(Quant.DYNAMIC) or "MatMulInteger" in op_types(Quant.DYNAMIC)
 
 
 def test_artifacts_pass_their_format_validators(made):

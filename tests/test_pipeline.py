@@ -3,10 +3,11 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from effkit import recipes
-from effkit.config import CompressConfig, Format, Quant
+from effkit.config import Backend, CompressConfig, Format, Quant
 from effkit.errors import DataError
 from effkit.pipeline import _fresh_dir, compress
 from effkit.types import Report, Status
@@ -14,7 +15,18 @@ from effkit.types import Report, Status
 from .conftest import FAST_LATENCY, FAST_PRUNE
 
 SOURCES = ("baseline", "pruned50", "pruned80")
-KINDS = ("keras", "tflite-none", "tflite-dynamic", "tflite-float16", "tflite-int8", "onnx-none")
+KINDS = (
+    "keras",
+    "tflite-none",
+    "tflite-dynamic",
+    "tflite-dynamic-litert",
+    "tflite-float16",
+    "tflite-int8",
+    "tflite-int8-litert",
+    "onnx-none",
+    "onnx-dynamic",
+    "onnx-int8",
+)
 
 
 def test_every_variant_is_made_and_ok(compressed):
@@ -28,12 +40,13 @@ def test_every_variant_is_made_and_ok(compressed):
         assert variant.parity.top1_agreement >= 97.0
 
 
-def test_int8_tflite_stays_within_two_points_of_keras(compressed):
+def test_int8_artifacts_stay_within_two_points_of_keras(compressed):
     report, _ = compressed
     for source in SOURCES:
         keras = report.variant(f"{source}-keras")
-        int8 = report.variant(f"{source}-tflite-int8")
-        assert abs(int8.top1 - keras.top1) <= 0.02
+        for kind in ("tflite-int8", "tflite-int8-litert", "onnx-int8"):
+            int8 = report.variant(f"{source}-{kind}")
+            assert abs(int8.top1 - keras.top1) <= 0.02, kind
     assert report.baseline["top1"] > 0.9
 
 
@@ -66,6 +79,25 @@ def test_steps_record_how_each_variant_was_made(compressed):
     assert steps[1].params == {"mode": "int8", "format": "tflite", "backend": "converter", "calibration_samples": 200}
     assert [s.stage for s in report.variant("baseline-onnx-none").steps] == ["export"]
     assert report.variant("baseline-keras").steps == ()
+    litert = report.variant("pruned80-tflite-int8-litert").steps[-1].params
+    assert litert["backend"] == "litert" and litert["recipe"] == "static_wi8_ai8"
+    assert litert["from"] == "pruned80-tflite-none.tflite"
+    onnx_static = report.variant("baseline-onnx-int8").steps[-1].params
+    assert onnx_static["format"] == "qdq" and onnx_static["per_channel"] is True and onnx_static["types"] == "u8s8"
+    assert "ConvInteger" in report.variant("baseline-onnx-dynamic").steps[-1].params["note"]
+
+
+def test_latency_records_the_runtime_it_was_measured_in(compressed):
+    report, _ = compressed
+    assert report.variant("baseline-tflite-int8").latency_ms.runtime["engine"] == "litert"
+    onnx = report.variant("baseline-onnx-int8").latency_ms
+    assert onnx.runtime == {
+        "engine": "onnxruntime",
+        "provider": "CPUExecutionProvider",
+        "graph_optimization": "all",
+        "intra_op_threads": 1,
+    }
+    assert onnx.threads == 1
 
 
 def test_compression_ratios_and_the_recommendation(compressed):
@@ -98,30 +130,110 @@ def test_a_keras3_model_file_goes_through(tiny_keras3_file, digits, tmp_path):
     report = compress(tiny_keras3_file, digits, config=config, out_dir=tmp_path)
     assert report.model["keras_generation"] == 3
     assert report.model["bridge_max_abs_diff"] <= 1e-4
-    assert len(report.variants) == 8
+    assert len(report.variants) == 12  # (keras, tflite x3, onnx x2) for baseline and pruned50
     assert all(v.status == Status.OK for v in report.variants), [(v.name, v.error) for v in report.variants]
 
 
-def _corrupt_tflite_float16(inputs, path):
+def _replace_recipe(monkeypatch, fmt, quantization, produce, backend=None):
+    """Register a producer in place of one real recipe, as a plug-in backend would."""
+    replaced = tuple(
+        dataclasses.replace(r, produce=produce)
+        if (r.format, r.quantization) == (fmt, quantization) and backend in (None, r.backend)
+        else r
+        for r in recipes.RECIPES
+    )
+    monkeypatch.setattr(recipes, "RECIPES", replaced)
+
+
+def _not_a_flatbuffer(inputs, path):
     path.write_bytes(b"TFL3 this is not a flatbuffer")
     return {}
 
 
+def _miscalibrated_int8(inputs, path):
+    """A real int8 artifact whose calibration saw inputs 100x too small: its input scale saturates."""
+    from effkit.quantize.tflite_converter import quantize_tflite
+
+    quantize_tflite(inputs.model, path, quantization=Quant.INT8, calibration=inputs.calibration * 0.01)
+    return {}
+
+
+def _corrupted_float32(inputs, path):
+    """A float32 artifact with one Dense kernel overwritten in the flatbuffer: valid file, wrong weights."""
+    from effkit.export.tflite import export_tflite
+
+    export_tflite(inputs.model, path)
+    kernel = inputs.model.get_layer("dense").get_weights()[0]
+    data = path.read_bytes()
+    stored = kernel.T.astype("float32").tobytes()  # TFLite keeps FullyConnected weights as [out, in]
+    at = data.find(stored)
+    assert at > 0, "the kernel's bytes were not found in the flatbuffer"
+    noise = np.random.default_rng(0).normal(0, 1, kernel.size).astype("float32").tobytes()
+    path.write_bytes(data[:at] + noise + data[at + len(stored) :])
+    return {}
+
+
 def test_one_failing_variant_does_not_stop_the_others(tiny_model, digits, tmp_path, monkeypatch):
-    broken = tuple(
-        dataclasses.replace(r, produce=_corrupt_tflite_float16)
-        if (r.format, r.quantization) == (Format.TFLITE, Quant.FLOAT16)
-        else r
-        for r in recipes.RECIPES
-    )
-    monkeypatch.setattr(recipes, "RECIPES", broken)
-    config = CompressConfig(sparsities=(), prune=FAST_PRUNE, latency=FAST_LATENCY)
+    _replace_recipe(monkeypatch, Format.TFLITE, Quant.FLOAT16, _not_a_flatbuffer)
+    config = CompressConfig(sparsities=(), formats=(Format.TFLITE,), prune=FAST_PRUNE, latency=FAST_LATENCY)
     report = compress(tiny_model, digits, config=config, out_dir=tmp_path)
     failed = report.variant("baseline-tflite-float16")
     assert failed.status == Status.FAILED and "LiteRT cannot load" in failed.error
     others = [v for v in report.variants if v.name != failed.name]
-    assert len(others) == 5 and all(v.status == Status.OK for v in others)
+    assert len(others) == 6 and all(v.status == Status.OK for v in others)
     assert report.recommended != failed.name
+
+
+@pytest.mark.parametrize(
+    "quantization, produce, message",
+    [
+        (Quant.INT8, _miscalibrated_int8, "top-1 agreement with Keras"),
+        (Quant.NONE, _corrupted_float32, "max abs output difference"),
+    ],
+    ids=["miscalibrated-int8", "corrupted-float32-weight"],
+)
+def test_a_broken_artifact_is_a_mismatch_and_never_recommended(
+    quantization, produce, message, tiny_model, digits, tmp_path, monkeypatch
+):
+    _replace_recipe(monkeypatch, Format.TFLITE, quantization, produce, backend=Backend.CONVERTER)
+    config = CompressConfig(
+        sparsities=(),
+        quantizations=(Quant.INT8,),
+        formats=(Format.TFLITE,),
+        tflite_backends=(Backend.CONVERTER,),
+        max_accuracy_drop=100.0,  # everything would be eligible on accuracy alone
+        latency=FAST_LATENCY,
+    )
+    report = compress(tiny_model, digits, config=config, out_dir=tmp_path)
+    broken = report.variant(f"baseline-tflite-{quantization}")
+    assert broken.status == Status.MISMATCH, (broken.status, broken.parity)
+    assert message in broken.error
+    assert broken.parity is not None and broken.top1 is not None  # the figures stay in the report
+    assert report.recommended not in (None, broken.name)
+    assert "(mismatch)" in (tmp_path / "report.md").read_text()
+
+
+def test_cli_exits_3_and_names_a_mismatched_variant(tiny_tf_keras_file, tmp_path, monkeypatch, capsys):
+    from effkit.cli import main
+
+    _replace_recipe(monkeypatch, Format.TFLITE, Quant.INT8, _miscalibrated_int8, backend=Backend.CONVERTER)
+    args = [
+        "compress",
+        str(tiny_tf_keras_file),
+        "--out",
+        str(tmp_path / "out"),
+        "--sparsity",
+        "",
+        "--quant",
+        "int8",
+        "--formats",
+        "tflite",
+        "--tflite-backend",
+        "converter",
+        "--quiet",
+    ]
+    assert main(args) == 3
+    assert "effkit: baseline-tflite-int8 mismatch: top-1 agreement" in capsys.readouterr().err
 
 
 def test_data_that_does_not_fit_the_model_fails_before_anything_is_written(tiny_model, digits, tmp_path):

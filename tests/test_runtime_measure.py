@@ -101,6 +101,27 @@ def test_parity_figures():
         parity(reference, outputs[:2], OutputKind.PROBABILITIES)
 
 
+def test_parity_thresholds_depend_on_precision():
+    from effkit.config import ParityConfig
+    from effkit.measure import parity_problem
+    from effkit.types import Parity
+
+    config = ParityConfig()
+    probabilities = np.array([[0.9, 0.1]])
+    close = Parity(max_abs_diff=5e-4, mean_abs_diff=1e-4, top1_agreement=100.0)
+    assert parity_problem(close, probabilities, quantization=Quant.NONE, config=config) is None
+    drifted = Parity(max_abs_diff=5e-3, mean_abs_diff=1e-3, top1_agreement=100.0)
+    assert "max abs output difference" in parity_problem(drifted, probabilities, quantization=Quant.NONE, config=config)
+    assert parity_problem(drifted, probabilities, quantization=Quant.FLOAT16, config=config) is None
+    # Logits in the hundreds: the float tolerance scales with the largest reference output.
+    assert parity_problem(drifted, np.array([[300.0, -20.0]]), quantization=Quant.NONE, config=config) is None
+    loose = Parity(max_abs_diff=0.3, mean_abs_diff=0.01, top1_agreement=97.5)
+    assert parity_problem(loose, probabilities, quantization=Quant.INT8, config=config) is None
+    assert "97.50% < 99.9%" in parity_problem(loose, probabilities, quantization=Quant.FLOAT16, config=config)
+    worse = Parity(max_abs_diff=0.3, mean_abs_diff=0.01, top1_agreement=96.0)
+    assert "96.00% < 97%" in parity_problem(worse, probabilities, quantization=Quant.DYNAMIC, config=config)
+
+
 def test_weight_sparsity_counts_only_prunable_kernels(tiny_model):
     from effkit import keras_compat
 

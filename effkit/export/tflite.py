@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import sys
-import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 from .. import keras_compat
+from ..console import silenced
 from ..errors import StageError, first_line
 from ..files import write_bytes
 
@@ -25,7 +20,7 @@ def converter_for(model: Any) -> Any:
 def convert(converter: Any, path: Path, *, what: str = "TFLite conversion") -> Path:
     """Run a configured converter and write its flatbuffer atomically."""
     try:
-        with _quiet():
+        with silenced():
             flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError, RuntimeError, ValueError...
         raise StageError(f"{what} failed: {first_line(error)}") from error
@@ -35,32 +30,6 @@ def convert(converter: Any, path: Path, *, what: str = "TFLite conversion") -> P
 def export_tflite(model: Any, path: Path) -> Path:
     """Float32 .tflite of a Keras model."""
     return convert(converter_for(model), path)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence the converter: it prints a SavedModel trace, Python warnings and C++ lines on stdout and stderr.
-
-    effkit's stdout is for its table and stderr for its progress, so both file descriptors are pointed at a
-    scratch file while the converter runs; a failure still reaches the user through the raised error.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile() as scratch, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        os.dup2(scratch.fileno(), 1)
-        os.dup2(scratch.fileno(), 2)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
 
 
 def validate_tflite(path: Path) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import Format
+from ..config import Format, OrtOptimization
 from ..errors import ConfigError
 from .base import Runner
 
 
-def open_runner(artifact: Path | Any, fmt: Format, *, threads: int = 1) -> Runner:
-    """A runner for an artifact file, or for a Keras model object when `fmt` is keras."""
+def open_runner(
+    artifact: Path | Any, fmt: Format, *, threads: int = 1, ort_optimization: OrtOptimization = OrtOptimization.ALL
+) -> Runner:
+    """A runner for an artifact file, or for a Keras model object when `fmt` is keras (on TensorFlow's threads)."""
     if fmt == Format.TFLITE:
         from .litert import LiteRTRunner
 
@@ -19,7 +21,7 @@ def open_runner(artifact: Path | Any, fmt: Format, *, threads: int = 1) -> Runne
     if fmt == Format.ONNX:
         from .onnxruntime import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(artifact, threads=threads)
+        return OnnxRuntimeRunner(artifact, threads=threads, optimization=ort_optimization)
     if fmt == Format.KERAS:
         from .keras import KerasRunner
 

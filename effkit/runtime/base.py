@@ -14,6 +14,8 @@ EVAL_BATCH = 256  # samples per call when predicting a whole split
 class Runner(ABC):
     """A loaded artifact (or Keras model) ready to run on the CPU."""
 
+    threads: int  # what its latency figures were measured with
+
     @abstractmethod
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Float outputs for every sample of `x` (quantized outputs are dequantized)."""
@@ -21,6 +23,11 @@ class Runner(ABC):
     @abstractmethod
     def bind(self, x: np.ndarray) -> Callable[[], Any]:
         """A call that runs one inference on the batch `x`, its input already converted: what latency times."""
+
+    @property
+    @abstractmethod
+    def runtime(self) -> dict[str, Any]:
+        """The engine and the settings its figures were measured with."""
 
 
 def chunks(x: np.ndarray, size: int = EVAL_BATCH):

@@ -15,6 +15,18 @@ class KerasRunner(Runner):
     def __init__(self, model: Any):
         self.model = model
 
+    @property
+    def runtime(self) -> dict[str, Any]:
+        return {"engine": "tensorflow", "call": "tf.function", "intra_op_threads": self.threads}
+
+    @property
+    def threads(self) -> int:
+        """TensorFlow's intra-op pool: 0 means one thread per core."""
+        import os
+
+        tf = keras_compat.tensorflow()
+        return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.concatenate([np.asarray(self.model(chunk, training=False)) for chunk in chunks(x)])
 

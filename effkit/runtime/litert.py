@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..console import silenced
 from ..errors import StageError, first_line
 from .base import Runner, chunks
 
@@ -32,13 +33,19 @@ class LiteRTRunner(Runner):
         if batch is not None:
             detail = interpreter.get_input_details()[0]
             interpreter.resize_tensor_input(detail["index"], [batch, *detail["shape"][1:]], strict=False)
-        interpreter.allocate_tensors()
+        with silenced():  # applying the XNNPACK delegate prints an INFO line on stderr, once per process
+            interpreter.allocate_tensors()
         return interpreter
 
     def _for_batch(self, batch: int):
         if batch not in self._by_batch:
             self._by_batch[batch] = self._interpreter(batch)
         return self._by_batch[batch]
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        # The default (AUTO) op resolver applies the XNNPACK delegate wherever it has kernels.
+        return {"engine": "litert", "op_resolver": "auto (XNNPACK)", "num_threads": self.threads}
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Float samples -> the input tensor's type, with its scale and zero point when it is quantized."""

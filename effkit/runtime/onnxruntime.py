@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import OrtOptimization
 from ..errors import StageError, first_line
 from .base import Runner, chunks
 
@@ -22,14 +23,22 @@ _ONNX_TYPES = {
 
 
 class OnnxRuntimeRunner(Runner):
-    def __init__(self, path: Path, *, threads: int = 1):
+    def __init__(self, path: Path, *, threads: int = 1, optimization: OrtOptimization = OrtOptimization.ALL):
         import onnxruntime as ort
 
+        self.threads = threads
+        self.optimization = OrtOptimization(optimization)
+        levels = {
+            OrtOptimization.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            OrtOptimization.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            OrtOptimization.EXTENDED: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            OrtOptimization.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = levels[self.optimization]
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -37,6 +46,15 @@ class OnnxRuntimeRunner(Runner):
             raise StageError(f"ONNX Runtime cannot load {Path(path).name}: {first_line(error)}") from error
         self.input = self.session.get_inputs()[0]
         self.input_dtype = _ONNX_TYPES.get(self.input.type, np.float32)
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        return {
+            "engine": "onnxruntime",
+            "provider": "CPUExecutionProvider",
+            "graph_optimization": str(self.optimization),
+            "intra_op_threads": self.threads,
+        }
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         outputs = [self.session.run(None, {self.input.name: self._prepared(chunk)})[0] for chunk in chunks(x)]

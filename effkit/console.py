@@ -1,0 +1,38 @@
+"""Keeping libraries' own chatter off the user's terminal.
+
+The TFLite converter, the LiteRT quantizer and ONNX Runtime's quantization tools print traces, progress bars and
+C++ log lines on stdout and stderr. effkit's stdout is for its table and stderr for its progress lines, so while
+such a library runs both file descriptors point at a scratch file. Failures still reach the user through the
+exceptions the libraries raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        os.dup2(scratch.fileno(), 1)
+        os.dup2(scratch.fileno(), 2)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
