@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from . import interrupt
 from .config import (
     Backend,
     CompressConfig,
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _configure_logging(quiet=args.quiet, debug=args.debug)
+    restore_signals = interrupt.install()  # SIGTERM unwinds like Ctrl-C: partial report, no debris
     try:
         return args.command(args)
     except EffkitError as error:
@@ -48,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"effkit: error: {first_line(error)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("effkit: interrupted", file=sys.stderr)
+        print("effkit: interrupted; the report written so far is marked incomplete", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:
         if args.debug:
@@ -57,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"effkit: internal error: {type(error).__name__}: {first_line(error)} (rerun with --debug)", file=sys.stderr
         )
         return EXIT_INTERNAL
+    finally:
+        restore_signals()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     compress.add_argument("--seed", type=int, default=defaults.seed, help="seed for splits, training and sampling")
     compress.add_argument(
+        "--overwrite", action="store_true", help="replace earlier results in --out (its report and artifacts)"
+    )
+    compress.add_argument(
         "--unsafe-load",
         action="store_true",
         help="allow model files whose loading runs stored code (Lambda layers); trusted files only",
@@ -156,6 +163,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug lines")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged, so main() can run more than once in a process."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _configure_logging(*, quiet: bool, debug: bool) -> None:
     started = time.perf_counter()
 
@@ -163,7 +182,7 @@ def _configure_logging(*, quiet: bool, debug: bool) -> None:
         def format(self, record: logging.LogRecord) -> str:
             return f"[{time.perf_counter() - started:6.1f}s] {record.getMessage()}"
 
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(Elapsed())
     logger = logging.getLogger("effkit")
     logger.handlers[:] = [handler]
@@ -172,12 +191,15 @@ def _configure_logging(*, quiet: bool, debug: bool) -> None:
 
 
 def _tflite_backends(text: str) -> tuple[Backend, ...]:
-    if text.strip().lower() == "both":
-        return (Backend.CONVERTER, Backend.LITERT)
-    backend = parse_enum(Backend, text, what="TFLite backend")
-    if backend not in (Backend.CONVERTER, Backend.LITERT):
-        raise ConfigError(f"unknown TFLite backend {text!r}; known: converter, litert, both")
-    return (backend,)
+    choices = {
+        "converter": (Backend.CONVERTER,),
+        "litert": (Backend.LITERT,),
+        "both": (Backend.CONVERTER, Backend.LITERT),
+    }
+    try:
+        return choices[text.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"unknown TFLite backend {text!r}; known: {', '.join(choices)}") from None
 
 
 def _compress(args: argparse.Namespace) -> int:
@@ -207,7 +229,14 @@ def _compress(args: argparse.Namespace) -> int:
     from .pipeline import compress
     from .report import summary, table
 
-    report = compress(args.model, args.data, config=config, out_dir=args.out, safe_mode=not args.unsafe_load)
+    report = compress(
+        args.model,
+        args.data,
+        config=config,
+        out_dir=args.out,
+        safe_mode=not args.unsafe_load,
+        overwrite=args.overwrite,
+    )
     print(table(report))
     print()
     print(summary(report).replace("**", ""))

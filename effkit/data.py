@@ -181,13 +181,30 @@ def split(x: np.ndarray, y: np.ndarray, *, fraction: float, seed: int) -> tuple[
     return x_keep, y_keep, x_held, y_held
 
 
-def check_fits(dataset: Dataset, *, input_shape: tuple, num_classes: int) -> None:
-    """Raise a DataError when the data cannot feed a model with this input shape and number of classes."""
+MIN_TRAIN = 10  # fewer cannot fine-tune a pruned model nor calibrate int8 meaningfully
+
+
+def check_sizes(dataset: Dataset) -> None:
+    """Raise a DataError when a split is too small for what effkit does with it."""
+    if len(dataset.x_train) < MIN_TRAIN:
+        raise DataError(
+            f"the training split has {len(dataset.x_train)} samples; effkit needs at least {MIN_TRAIN} "
+            "to fine-tune pruned models and calibrate int8"
+        )
+    for split_name in ("val", "test"):
+        if not len(getattr(dataset, f"x_{split_name}")):
+            raise DataError(f"the {split_name} split is empty")
+
+
+def check_fits(dataset: Dataset, *, input_shape: tuple, num_classes: int | None = None) -> None:
+    """Raise a DataError when the data cannot feed a model with this input shape (and number of classes)."""
     expected = tuple(input_shape)
     actual = dataset.input_shape
     if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual, strict=False)):
         shown = tuple("?" if e is None else e for e in expected)
         raise DataError(f"data samples have shape {actual} but the model expects {shown}")
+    if num_classes is None:
+        return
     for split_name, labels in (("train", dataset.y_train), ("val", dataset.y_val), ("test", dataset.y_test)):
         if labels.max() >= num_classes:
             label = int(labels.max())

@@ -322,9 +322,13 @@ def bridge_to_tf_keras(model: Any) -> Any:
         )
     translator = _Translator(tfk)
     config = translator.model_config(class_name, model.get_config())
+    from tf_keras.src.saving.serialization_lib import SafeModeScope
+
     try:
         model_class = tfk.Sequential if class_name == "Sequential" else tfk.Model
-        rebuilt = model_class.from_config(config)
+        # The Keras 3 model is already loaded (safe-mode checks happened there); a Lambda it holds was allowed.
+        with SafeModeScope(False):
+            rebuilt = model_class.from_config(config)
     except Exception as error:
         raise ModelError(f"cannot rebuild the Keras 3 model in tf_keras: {first_line(error)}") from error
     _copy_weights(model, rebuilt)
@@ -396,6 +400,8 @@ class _Translator:
         if class_name == "InputLayer":
             config["batch_input_shape"] = config.pop("batch_shape", config.pop("batch_input_shape", None))
             config.pop("optional", None)
+        if class_name == "Lambda":
+            return self.lambda_config(config)
         if class_name == "BatchNormalization" and not config.get("renorm"):
             for key in ("renorm", "renorm_clipping", "renorm_momentum"):
                 config.pop(key, None)
@@ -413,6 +419,28 @@ class _Translator:
                 )
             translated[key] = value
         return translated
+
+    def lambda_config(self, config: dict) -> dict:
+        """Keras 3 stores a lambda's marshalled code under {"class_name": "__lambda__"}; tf_keras wants it bare.
+
+        Reached only when the user opted out of safe mode (`--unsafe-load`) or handed in a model object.
+        """
+        function = config.get("function")
+        if not (isinstance(function, dict) and function.get("class_name") == "__lambda__"):
+            raise ModelError(f"Lambda layer {config.get('name')!r} wraps a named function; effkit cannot rebuild it")
+        inner = function["config"]
+        return {
+            "name": config["name"],
+            "trainable": config.get("trainable", True),
+            "dtype": self.value("dtype", config.get("dtype")),
+            "function": (inner["code"], inner.get("defaults"), inner.get("closure")),
+            "function_type": "lambda",
+            "module": None,
+            "output_shape": None,
+            "output_shape_type": "raw",
+            "output_shape_module": None,
+            "arguments": config.get("arguments") or {},
+        }
 
     def value(self, key: str, value: Any) -> Any:
         if isinstance(value, dict) and "class_name" in value and "config" in value:

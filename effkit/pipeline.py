@@ -7,27 +7,31 @@ variant, the steps that made it.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import keras_compat
+from . import interrupt, keras_compat
 from .classifier import ModelInfo, describe
 from .config import Backend, CompressConfig, Format, Quant
-from .data import Dataset, check_fits, load_dataset
-from .errors import EffkitError, ModelError, first_line
+from .data import Dataset, check_fits, check_sizes, load_dataset
+from .errors import EffkitError, InputError, ModelError, first_line
 from .measure import file_sizes, parity, parity_problem, time_latency, top1, weight_sparsity
 from .recipes import Recipe, RecipeInputs, plan
-from .report import REFERENCE_VARIANT, environment, recommend, write_report
+from .report import REFERENCE_VARIANT, REPORT_JSON, REPORT_MD, environment, recommend, write_report
 from .runtime import Runner, open_runner
 from .types import Report, Status, Step, Variant
 
 log = logging.getLogger("effkit")
 
 DEFAULT_OUT = Path("effkit-out")
+ARTIFACTS = "artifacts"
 BASELINE = "baseline"
 
 
@@ -50,6 +54,7 @@ def compress(
     out_dir: str | Path | None = None,
     name: str | None = None,
     safe_mode: bool = True,
+    overwrite: bool = False,
 ) -> Report:
     """Prune, quantize and export a Keras classifier, and measure every variant on the same test split.
 
@@ -62,27 +67,36 @@ def compress(
             folder when that one already holds results).
         name: the model's name in the report; default the file's stem.
         safe_mode: refuse model files whose loading would run stored code (Lambda layers).
+        overwrite: replace the results of an earlier run in `out_dir` (its report and artifacts; nothing else).
 
     Returns:
-        The Report, also written to `out_dir`.
+        The Report, also written to `out_dir`. If the run is interrupted, the report written so far is marked
+        `complete: false` and the interruption propagates.
 
     Raises:
-        EffkitError: bad model, data or config; nothing is measured.
+        EffkitError: bad model, data, config or output folder; nothing is written.
     """
     config = config or CompressConfig()
     config.validate()
     started = time.perf_counter()
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=config.seed)
     name = name or _model_name(model)
     out_dir = Path(out_dir) if out_dir is not None else _fresh_dir(DEFAULT_OUT / name)
+    check_out_dir(out_dir, overwrite=overwrite)
     recipes = plan(config)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=config.seed)
+    check_sizes(dataset)
+    if model is None:  # training saves the reference model into out_dir: its first write
+        _claim_out_dir(out_dir)
 
     loaded, model_path = _load(model, dataset, name=name, out_dir=out_dir, config=config, safe_mode=safe_mode)
     working = loaded.model
+    check_fits(dataset, input_shape=tuple(working.inputs[0].shape[1:]))  # before the model first runs on it
     info = describe(working, dataset.x_train[:32].astype(_input_dtype(working)), name=name)
     check_fits(dataset, input_shape=info.input_shape, num_classes=info.num_classes)
     dataset = dataset.astype(info.input_dtype)
     bridge_diff = _verify_bridge(loaded, dataset)
+    if model is not None:  # inputs are valid: now the output folder may be created or cleared
+        _claim_out_dir(out_dir)
     log.info(
         "model %s: %s parameters, input %s, %d classes (%s); data %s: %d train / %d val / %d test",
         name,
@@ -102,7 +116,7 @@ def compress(
         info=info,
         dataset=dataset,
         recipes=recipes,
-        artifacts=out_dir / "artifacts",
+        artifacts=out_dir / ARTIFACTS,
         calibration=_calibration(dataset, config),
         baseline_top1=top1(baseline_outputs, dataset.y_test, info.output_kind),
     )
@@ -118,15 +132,19 @@ def compress(
     complete = False
     try:
         baseline = _Source(BASELINE, working, (), weight_sparsity(working)[0], baseline_outputs)
-        variants += run.variants_of(baseline, keras_path=model_path)
+        # One at a time, so that an interruption keeps every variant finished before it.
+        for variant in run.variants_of(baseline, keras_path=model_path):
+            variants.append(variant)
         for sparsity in config.sparsities:
-            variants += run.pruned_variants(working, sparsity)
+            for variant in run.pruned_variants(working, sparsity):
+                variants.append(variant)
+        interrupt.check()
         complete = True
     finally:
         # Also on Ctrl-C or an internal error: what was measured is written, marked incomplete.
         report = _report(variants, config, model_record, dataset, run.baseline_top1, complete=complete)
         write_report(report, out_dir)
-    log.info("wrote %s and %s in %.1fs", out_dir / "report.json", out_dir / "report.md", time.perf_counter() - started)
+    log.info("wrote %s and %s in %.1fs", out_dir / REPORT_JSON, out_dir / REPORT_MD, time.perf_counter() - started)
     return report
 
 
@@ -141,10 +159,39 @@ def _model_name(model: Any) -> str:
     return getattr(model, "name", None) or "model"
 
 
+def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
+    """Refuse an output folder that is a file, cannot be written, or holds earlier results (unless overwriting)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file; expected a folder")
+    if (out_dir / REPORT_JSON).exists() and not overwrite:
+        raise InputError(
+            f"{out_dir} already holds effkit results ({REPORT_JSON}); pass --overwrite to replace them "
+            "or choose another --out"
+        )
+    ancestor = out_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"--out {out_dir} lies under {ancestor}, which is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write to {ancestor}; choose another --out")
+
+
+def _claim_out_dir(out_dir: Path) -> None:
+    """Create the output folder, clearing what an earlier run of effkit left there (only when overwriting)."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create {out_dir}: {error.strerror}") from None
+    for leftover in (out_dir / REPORT_JSON, out_dir / REPORT_MD):
+        leftover.unlink(missing_ok=True)
+    shutil.rmtree(out_dir / ARTIFACTS, ignore_errors=True)
+
+
 def _fresh_dir(path: Path) -> Path:
     """`path`, or `path-2`, `path-3`... : the first that holds no report, so earlier results are never replaced."""
     candidate, number = path, 1
-    while (candidate / "report.json").exists():
+    while (candidate / REPORT_JSON).exists():
         number += 1
         candidate = path.with_name(f"{path.name}-{number}")
     return candidate
@@ -204,7 +251,7 @@ class _Run:
     calibration: np.ndarray
     baseline_top1: float
 
-    def pruned_variants(self, model: Any, sparsity: float) -> list[Variant]:
+    def pruned_variants(self, model: Any, sparsity: float) -> Iterator[Variant]:
         """Prune `model` to `sparsity` and make its variants; a failed prune fails them all, not the run."""
         from .prune import prune
 
@@ -219,20 +266,18 @@ class _Run:
             log.warning("%s: pruning failed: %s", source_name, reason)
             planned = [(f"{source_name}-keras", Format.KERAS, Quant.NONE, Backend.KERAS)]
             planned += [(r.variant_name(source_name), r.format, r.quantization, r.backend) for r in self.recipes]
-            return [
-                Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
-                for n, f, q, b in planned
-            ]
+            for n, f, q, b in planned:
+                yield Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
+            return
         steps = (Step("prune", result.step_params()),)
-        return self.variants_of(_Source(source_name, result.model, steps, result.sparsity, outputs))
+        yield from self.variants_of(_Source(source_name, result.model, steps, result.sparsity, outputs))
 
-    def variants_of(self, source: _Source, *, keras_path: Path | None = None) -> list[Variant]:
+    def variants_of(self, source: _Source, *, keras_path: Path | None = None) -> Iterator[Variant]:
         """The source's Keras variant, then one per recipe, float32 first in each format."""
         inputs = RecipeInputs(source.model, self.calibration, self.config)
-        return [
-            self.keras_variant(source, keras_path),
-            *(self.artifact_variant(source, r, inputs) for r in self.recipes),
-        ]
+        yield self.keras_variant(source, keras_path)
+        for recipe in self.recipes:
+            yield self.artifact_variant(source, recipe, inputs)
 
     def keras_variant(self, source: _Source, path: Path | None) -> Variant:
         """The source model itself, run by Keras; a model without a file (a pruned one) is saved as a deliverable."""
@@ -279,6 +324,7 @@ class _Run:
 
     def measured(self, variant: Variant, runner: Runner, path: Path, source: _Source) -> Variant:
         """Accuracy and parity on the whole test split, sizes, and latency under the one protocol."""
+        interrupt.check()
         x_test, y_test, kind = self.dataset.x_test, self.dataset.y_test, self.info.output_kind
         batch = self.config.latency.batch
         try:

@@ -12,6 +12,8 @@ from typing import Any
 from .files import write_text
 from .types import Report, Status, Variant
 
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
 REFERENCE_VARIANT = "baseline-tflite-none"  # compression ratios are relative to this artifact
 PACKAGES = (
     "effkit",
@@ -75,8 +77,8 @@ def recommend(variants: Iterable[Variant], *, max_accuracy_drop: float) -> str |
 
 def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
     """Write report.json and report.md into `out_dir`, each atomically."""
-    json_path = write_text(Path(out_dir) / "report.json", report.to_json())
-    md_path = write_text(Path(out_dir) / "report.md", to_markdown(report))
+    json_path = write_text(Path(out_dir) / REPORT_JSON, report.to_json())
+    md_path = write_text(Path(out_dir) / REPORT_MD, to_markdown(report))
     return json_path, md_path
 
 

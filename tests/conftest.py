@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,8 @@ def compressed(tiny_model, digits, fast_config, tmp_path_factory):
 
 def outputs_of(model, x) -> np.ndarray:
     return np.asarray(model(x, training=False))
+
+
+def snapshot(folder: Path) -> dict[Path, str]:
+    """Every file below `folder` and its SHA-256: to prove a run left its inputs byte-identical."""
+    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +18,70 @@ INPUT_NAME = "input"
 def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> Path:
     """Float32 .onnx of a Keras model with a dynamic batch dimension; checked with onnx.checker."""
     tf = keras_compat.tensorflow()
+    import onnx
     import tf2onnx
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     tf2onnx.logging.set_level(logging.ERROR)
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), model.inputs[0].dtype, name=INPUT_NAME)
     function = tf.function(lambda inputs: model(inputs, training=False))
+    try:
+        model_proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset)
+    except Exception as error:  # tf2onnx raises anything from KeyError to ValueError on unsupported ops
+        raise StageError(f"tf2onnx conversion failed: {first_line(error)}") from error
+    # tf2onnx names the graph after the traced function, whose name carries a per-process counter; a fixed text
+    # keeps the same model's .onnx byte-identical from run to run.
+    model_proto.graph.doc_string = f"{model.name}, converted from Keras by tf2onnx"
+    _canonical_names(model_proto.graph)
+    _name_dynamic_dims(model_proto.graph)
     with atomic_output(path) as temporary:
-        try:
-            tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset, output_path=str(temporary))
-        except Exception as error:  # tf2onnx raises anything from KeyError to ValueError on unsupported ops
-            raise StageError(f"tf2onnx conversion failed: {first_line(error)}") from error
+        onnx.save(model_proto, str(temporary))
         validate_onnx(temporary)
     return Path(path)
+
+
+_GENERATED = re.compile(r"__(\d+)")
+
+
+def _canonical_names(graph) -> None:
+    """tf2onnx suffixes the names it makes with `__<n>` from a process-wide counter, so converting the same model
+    twice in one process gives two different files. Renumber those suffixes by first appearance in the graph (a
+    one-to-one mapping, so distinct names stay distinct)."""
+    numbers: dict[str, str] = {}
+
+    def canonical(name: str) -> str:
+        return _GENERATED.sub(lambda m: "__" + numbers.setdefault(m.group(1), str(len(numbers) + 1)), name)
+
+    def walk(g) -> None:
+        for value in (*g.input, *g.initializer, *g.output, *g.value_info):
+            value.name = canonical(value.name)
+        for node in g.node:
+            node.name = canonical(node.name)
+            node.input[:] = [canonical(name) for name in node.input]
+            node.output[:] = [canonical(name) for name in node.output]
+            for attribute in node.attribute:
+                for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                    walk(subgraph)
+        for value in (*g.input, *g.output, *g.value_info):
+            for dim in value.type.tensor_type.shape.dim:
+                if dim.dim_param:
+                    dim.dim_param = canonical(dim.dim_param)
+
+    walk(graph)
+
+
+def _name_dynamic_dims(graph) -> None:
+    """tf2onnx calls unknown dimensions unk__<counter>; call the leading one of inputs and outputs `batch`, and
+    number the rest by first appearance, so the file does not depend on what the process converted before."""
+    renamed: dict[str, str] = {}
+    for value in (*graph.input, *graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].dim_param:
+            renamed.setdefault(dims[0].dim_param, "batch")
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_param = renamed.setdefault(dim.dim_param, f"dim_{len(renamed)}")
 
 
 def validate_onnx(path: Path) -> None:
