@@ -1,12 +1,15 @@
-"""What kind of classifier a model is: its input, its classes, and what its output means.
+"""What kind of classifier a model is: its input, its heads, and what each head's output means.
 
-Accuracy, parity and the fine-tune loss all depend on whether the output holds probabilities, logits or a single
-sigmoid unit; this module decides that once per model and the other stages read it from `ModelInfo`.
+Accuracy, parity and the fine-tune loss all depend on whether an output holds probabilities, logits, a single
+sigmoid unit or a regression value; this module decides that once per model and the other stages read it from
+`ModelInfo`. A single-output classifier has one head; a multi-output model (a shared base with classification and
+regression heads) has several, in the model's own output order. The first classification head is the primary one:
+its top-1 is the variant's `top1`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +23,28 @@ class OutputKind(StrEnum):
     LOGITS = "logits"  # unnormalised scores over N >= 2 classes
     SIGMOID = "sigmoid"  # one unit, probability of class 1
     BINARY_LOGIT = "binary_logit"  # one unit, logit of class 1
+    REGRESSION = "regression"  # one or more real values (only beside a classification head)
+
+
+@dataclass(frozen=True)
+class Head:
+    name: str
+    kind: OutputKind
+    units: int
+
+    @property
+    def classifies(self) -> bool:
+        return self.kind != OutputKind.REGRESSION
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.units == 1 else self.units
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name, "kind": self.kind.value, "units": self.units}
+        if self.classifies:
+            data["classes"] = self.num_classes
+        return data
 
 
 @dataclass(frozen=True)
@@ -27,66 +52,129 @@ class ModelInfo:
     name: str
     input_shape: tuple[int | None, ...]  # without the batch dimension
     input_dtype: str
-    num_classes: int
-    output_kind: OutputKind
+    heads: tuple[Head, ...]
     params: int
 
+    @property
+    def primary(self) -> Head:
+        return next(head for head in self.heads if head.classifies)
+
+    @property
+    def output_kind(self) -> OutputKind:
+        return self.primary.kind
+
+    @property
+    def num_classes(self) -> int:
+        return self.primary.num_classes
+
+    @property
+    def integer_input(self) -> bool:
+        return np.issubdtype(np.dtype(self.input_dtype), np.integer)
+
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["input_shape"] = list(self.input_shape)
-        data["output_kind"] = self.output_kind.value
-        return data
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "input_dtype": self.input_dtype,
+            "num_classes": self.num_classes,
+            "output_kind": self.output_kind.value,
+            "heads": [head.to_dict() for head in self.heads],
+            "params": self.params,
+        }
 
 
-def describe(model: Any, x_sample: np.ndarray, *, name: str) -> ModelInfo:
-    """Inspect a Keras classifier (either generation) and one batch of its outputs.
+def output_names(model: Any) -> list[str]:
+    """The model's outputs in the order effkit keeps them everywhere (Keras' own `output_names`)."""
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(model.outputs):  # Keras 3 models built without named outputs
+        names = [tensor.name.split("/")[0].split(":")[0] for tensor in model.outputs]
+    return names
+
+
+def outputs_as_list(outputs: Any, names: list[str]) -> list[np.ndarray]:
+    """A model call's result (a tensor, list or dict) as arrays in `names` order."""
+    if isinstance(outputs, dict):
+        return [np.asarray(outputs[name]) for name in names]
+    if isinstance(outputs, (list, tuple)):
+        return [np.asarray(output) for output in outputs]
+    return [np.asarray(outputs)]
+
+
+def describe(model: Any, x_sample: np.ndarray, *, name: str, labels: dict[str, np.ndarray] | None = None) -> ModelInfo:
+    """Inspect a Keras model (either generation) and one batch of its outputs.
+
+    Args:
+        model: the model.
+        x_sample: a few input samples.
+        name: the model's name in messages and the report.
+        labels: training labels per head, when known: a single-unit linear head whose labels are not whole
+            numbers is a regression head, otherwise a binary classifier emitting a logit.
 
     Raises:
-        ModelError: the model has several inputs, several outputs, or an output that is not (batch, classes).
+        ModelError: several inputs, an output that is not (batch, units), or no classification head at all.
     """
     if len(model.inputs) != 1:
-        raise ModelError(f"model {name!r} has {len(model.inputs)} inputs; effkit handles single-input classifiers")
-    if len(model.outputs) != 1:
-        raise ModelError(f"model {name!r} has {len(model.outputs)} outputs; effkit handles single-output classifiers")
-    input_shape = tuple(model.inputs[0].shape[1:])
-    output_shape = tuple(model.outputs[0].shape)
-    if len(output_shape) != 2 or not output_shape[1]:
-        raise ModelError(
-            f"model {name!r} outputs shape {output_shape}; a classifier outputs (batch, classes) or (batch, 1)"
-        )
-    units = int(output_shape[1])
-    outputs = np.asarray(model(x_sample, training=False))
-    kind = _kind_from_layer(model) or _kind_from_values(outputs)
-    if units == 1:
-        kind = OutputKind.SIGMOID if kind in (OutputKind.SIGMOID, OutputKind.PROBABILITIES) else OutputKind.BINARY_LOGIT
-    elif kind == OutputKind.SIGMOID:  # multi-label sigmoid outputs: score the largest one as the class
-        kind = OutputKind.PROBABILITIES
+        raise ModelError(f"model {name!r} has {len(model.inputs)} inputs; effkit handles single-input models")
+    names = output_names(model)
+    outputs = outputs_as_list(model(x_sample, training=False), names)
+    heads = []
+    for head_name, tensor, values in zip(names, model.outputs, outputs, strict=True):
+        shape = tuple(tensor.shape)
+        if len(shape) != 2 or not shape[1]:
+            raise ModelError(
+                f"model {name!r} output {head_name!r} has shape {shape}; a classifier outputs (batch, classes) "
+                "or (batch, 1)"
+            )
+        units = int(shape[1])
+        kind = _kind_from_layer(model, head_name, len(names)) or _kind_from_values(values)
+        head_labels = None if labels is None else labels.get(head_name)
+        if kind == OutputKind.LOGITS and units == 1:
+            kind = OutputKind.REGRESSION if _fractional(head_labels) else OutputKind.BINARY_LOGIT
+        elif units == 1 and kind == OutputKind.PROBABILITIES:  # a one-unit softmax is constant; treat as sigmoid
+            kind = OutputKind.SIGMOID
+        elif units > 1 and kind == OutputKind.SIGMOID:  # multi-label sigmoid: score the largest as the class
+            kind = OutputKind.PROBABILITIES
+        elif units > 1 and kind == OutputKind.LOGITS and len(names) > 1 and _fractional(head_labels):
+            kind = OutputKind.REGRESSION
+        heads.append(Head(head_name, kind, units))
+    if not any(head.classifies for head in heads):
+        raise ModelError(f"model {name!r} has no classification output; effkit measures classifiers")
     dtype = model.inputs[0].dtype
     return ModelInfo(
         name=name,
-        input_shape=input_shape,
+        input_shape=tuple(model.inputs[0].shape[1:]),
         input_dtype=getattr(dtype, "name", str(dtype)),
-        num_classes=2 if units == 1 else units,
-        output_kind=kind,
+        heads=tuple(heads),
         params=int(model.count_params()),
     )
 
 
-def _kind_from_layer(model: Any) -> OutputKind | None:
-    layer = model.layers[-1]
-    while hasattr(layer, "layers") and layer.layers:  # a nested model as the last layer
+def _fractional(labels: np.ndarray | None) -> bool:
+    """Labels that are not whole numbers belong to a regression head."""
+    return labels is not None and not np.all(np.asarray(labels) == np.round(labels))
+
+
+def _kind_from_layer(model: Any, head_name: str, heads: int) -> OutputKind | None:
+    try:
+        layer = model.get_layer(head_name)
+    except ValueError:
+        layer = model.layers[-1] if heads == 1 else None
+    while layer is not None and getattr(layer, "layers", None):  # a nested model as the output layer
         layer = layer.layers[-1]
+    if layer is None:
+        return None
     if type(layer).__name__ == "Softmax":
         return OutputKind.PROBABILITIES
-    activation = getattr(layer, "activation", None)
-    name = getattr(activation, "__name__", None)
-    return {"softmax": OutputKind.PROBABILITIES, "sigmoid": OutputKind.SIGMOID, "linear": OutputKind.LOGITS}.get(name)
+    activation = getattr(getattr(layer, "activation", None), "__name__", None)
+    return {"softmax": OutputKind.PROBABILITIES, "sigmoid": OutputKind.SIGMOID, "linear": OutputKind.LOGITS}.get(
+        activation
+    )
 
 
 def _kind_from_values(outputs: np.ndarray) -> OutputKind:
     in_unit_range = bool(np.all(outputs >= 0) and np.all(outputs <= 1))
     if outputs.shape[1] == 1:
-        return OutputKind.SIGMOID if in_unit_range else OutputKind.BINARY_LOGIT
+        return OutputKind.SIGMOID if in_unit_range else OutputKind.LOGITS
     sums_to_one = bool(np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
     return OutputKind.PROBABILITIES if in_unit_range and sums_to_one else OutputKind.LOGITS
 
@@ -97,11 +185,13 @@ def predicted_classes(outputs: np.ndarray, kind: OutputKind) -> np.ndarray:
         return (outputs[:, 0] > 0.5).astype(np.int64)
     if kind == OutputKind.BINARY_LOGIT:
         return (outputs[:, 0] > 0.0).astype(np.int64)
+    if kind == OutputKind.REGRESSION:
+        raise ValueError("a regression head predicts values, not classes")
     return outputs.argmax(axis=1)
 
 
 def loss_for(kind: OutputKind, keras: Any) -> Any:
-    """The training loss that matches the output, in the given Keras module."""
+    """The training loss that matches an output, in the given Keras module."""
     losses = keras.losses
     if kind == OutputKind.PROBABILITIES:
         return losses.SparseCategoricalCrossentropy()
@@ -109,4 +199,10 @@ def loss_for(kind: OutputKind, keras: Any) -> Any:
         return losses.SparseCategoricalCrossentropy(from_logits=True)
     if kind == OutputKind.SIGMOID:
         return losses.BinaryCrossentropy()
-    return losses.BinaryCrossentropy(from_logits=True)
+    if kind == OutputKind.BINARY_LOGIT:
+        return losses.BinaryCrossentropy(from_logits=True)
+    return losses.MeanSquaredError()
+
+
+def metric_for(kind: OutputKind) -> str:
+    return "mae" if kind == OutputKind.REGRESSION else "accuracy"

@@ -155,6 +155,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(compress)
     compress.set_defaults(command=_compress)
+
+    train = commands.add_parser(
+        "train",
+        help="train a reference classifier from models/ and save it",
+        description="Train one of the lecture's reference classifiers with its recipe (normalization in the model, "
+        "exponential learning-rate decay, L2, dropout, augmentation for images, early stopping on a validation "
+        "split, fixed seeds) and save it as a Keras 3 .keras file (or tf_keras with --keras 2).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    train.add_argument(
+        "name", help="digits_cnn, fashion_mlp, fashion_cnn, imdb_text, cifar_cnn, transfer_mobilenet, multihead"
+    )
+    train.add_argument("--data", help="dataset (default: the model's own, e.g. fashion_mnist)")
+    train.add_argument("--out", help="where to save the model (default: <name>.keras)")
+    train.add_argument("--keras", type=int, default=3, help="Keras generation to train and save with: 3 or 2")
+    train.add_argument("--epochs", type=int, help="epochs per training phase (default: the recipe's)")
+    train.add_argument("--seed", type=int, default=0, help="seed for splits, initialisation and training")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing model file")
+    _common(train)
+    train.set_defaults(command=_train)
     return parser
 
 
@@ -188,6 +208,52 @@ def _configure_logging(*, quiet: bool, debug: bool) -> None:
     logger.handlers[:] = [handler]
     logger.propagate = False
     logger.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import effkit_models
+
+    from .classifier import describe, output_names
+    from .data import check_sizes, load_dataset
+    from .errors import DataError, InputError
+    from .measure import top1
+    from .runtime import open_runner
+
+    module = effkit_models.get(args.name)
+    if args.keras not in (2, 3):
+        raise ConfigError(f"--keras must be 2 (tf_keras) or 3 (Keras 3), got {args.keras}")
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
+    out = Path(args.out or f"{args.name}.keras")
+    if out.suffix not in (".keras", ".h5"):
+        raise ConfigError(f"--out {out} must end in .keras (or .h5)")
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it or choose another --out")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"--out {out} lies under {out.parent}, which is a file")
+    source = args.data or module.DATA
+    try:
+        dataset = load_dataset(source, seed=args.seed)
+    except DataError as error:
+        if args.data or source == module.OFFLINE_DATA:
+            raise
+        raise DataError(
+            f"{error}; or train {args.name} on its offline stand-in: --data {module.OFFLINE_DATA}"
+        ) from None
+    check_sizes(dataset)
+    model = effkit_models.train_reference(args.name, dataset, generation=args.keras, seed=args.seed, epochs=args.epochs)
+    from . import keras_compat
+
+    keras_compat.save_model(model, out)
+    names = output_names(model)
+    info = describe(model, dataset.x_train[:8], name=args.name, labels=dataset.labels("train", names))
+    outputs = open_runner(model, Format.KERAS, outputs=names).predict(dataset.x_test)
+    primary = info.primary
+    accuracy = top1(outputs[info.heads.index(primary)], dataset.labels("test", names)[primary.name], primary.kind)
+    print(f"{args.name}: test top-1 {accuracy * 100:.2f}% on {len(dataset.x_test)} {dataset.name} samples; saved {out}")
+    return EXIT_OK
 
 
 def _tflite_backends(text: str) -> tuple[Backend, ...]:

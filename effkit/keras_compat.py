@@ -257,23 +257,24 @@ def _load_tf_keras(path: Path, *, safe_mode: bool):
 def save_model(model: Any, path: str | os.PathLike) -> Path:
     """Save a model of either generation in its own `.keras` format (or `.h5` by suffix), without optimizer state.
 
-    A deployment artifact has no use for Adam's moments, which triple a small model's file.
+    A deployment artifact has no use for Adam's moments, which triple a model's file. The optimizer is detached
+    while saving (Keras 3's clone_model would copy it) and put back afterwards.
     """
     from .files import atomic_output
 
     path = Path(path)
-    if getattr(model, "optimizer", None) is not None:
-        keras = keras_module(generation_of(model))
-        bare = keras.models.clone_model(model)
-        bare.set_weights(model.get_weights())
-        model = bare
+    optimizer = getattr(model, "optimizer", None)
     with atomic_output(path) as temporary:
         # Keras picks the format from the suffix, so the temporary name keeps it.
         staged = temporary.with_name(temporary.name + path.suffix)
         try:
+            if optimizer is not None:
+                model.optimizer = None
             model.save(staged)
             staged.replace(temporary)
         finally:
+            if optimizer is not None:
+                model.optimizer = optimizer
             if staged.exists():
                 staged.unlink()
     return path

@@ -33,16 +33,21 @@ def top1(outputs: np.ndarray, labels: np.ndarray, kind: OutputKind) -> float:
     return float(np.mean(predicted_classes(outputs, kind) == labels))
 
 
+def mae(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """Mean absolute error of a regression head."""
+    return float(np.mean(np.abs(outputs.reshape(len(targets), -1) - targets.reshape(len(targets), -1))))
+
+
 def parity(reference: np.ndarray, outputs: np.ndarray, kind: OutputKind) -> Parity:
     """How closely `outputs` follow `reference` (both dequantized float outputs on the same samples)."""
     if reference.shape != outputs.shape:
         raise ValueError(f"output shape {outputs.shape} differs from the reference {reference.shape}")
     difference = np.abs(reference.astype(np.float64) - outputs.astype(np.float64))
-    agreement = np.mean(predicted_classes(reference, kind) == predicted_classes(outputs, kind))
+    agreement = None
+    if kind != OutputKind.REGRESSION:
+        agreement = float(np.mean(predicted_classes(reference, kind) == predicted_classes(outputs, kind)) * 100.0)
     return Parity(
-        max_abs_diff=float(difference.max()),
-        mean_abs_diff=float(difference.mean()),
-        top1_agreement=float(agreement * 100.0),
+        max_abs_diff=float(difference.max()), mean_abs_diff=float(difference.mean()), top1_agreement=agreement
     )
 
 
@@ -51,17 +56,20 @@ def parity_problem(result: Parity, reference: np.ndarray, *, quantization: Quant
 
     float32 and float16 artifacts must agree on nearly every top-1 prediction and stay within a small absolute
     difference (scaled by the largest reference output when outputs are logits larger than 1); quantized ones must
-    agree on `quantized_agreement` percent of top-1 predictions.
+    agree on `quantized_agreement` percent of top-1 predictions. On a test split of fewer than 1,000 samples,
+    99.9% would allow no flip at all, so float artifacts may differ on one sample (a near-tie that float16 rounding
+    can tip).
     """
     if quantization in (Quant.NONE, Quant.FLOAT16):
         scale = max(1.0, float(np.max(np.abs(reference))))
         limit = (config.float32_max_diff if quantization == Quant.NONE else config.float16_max_diff) * scale
-        agreement = config.float_agreement
+        samples = len(reference)
+        agreement = min(config.float_agreement, 100.0 * (samples - 1) / samples) if samples > 1 else 100.0
     else:
         limit = None
         agreement = config.quantized_agreement
     problems = []
-    if result.top1_agreement < agreement:
+    if result.top1_agreement is not None and result.top1_agreement < agreement:
         problems.append(f"top-1 agreement with Keras {result.top1_agreement:.2f}% < {agreement:g}%")
     if limit is not None and result.max_abs_diff > limit:
         problems.append(f"max abs output difference {result.max_abs_diff:.3g} > {limit:.3g}")

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from . import interrupt, keras_compat
-from .classifier import ModelInfo, describe
+from .classifier import Head, ModelInfo, describe, output_names
 from .config import Backend, CompressConfig, Format, Quant
-from .data import Dataset, check_fits, check_sizes, load_dataset
+from .data import Dataset, check_fits, check_sizes, fit_sequences, load_dataset
 from .errors import EffkitError, InputError, ModelError, first_line
-from .measure import file_sizes, parity, parity_problem, time_latency, top1, weight_sparsity
+from .measure import file_sizes, mae, parity, parity_problem, time_latency, top1, weight_sparsity
 from .recipes import Recipe, RecipeInputs, plan
 from .report import REFERENCE_VARIANT, REPORT_JSON, REPORT_MD, environment, recommend, write_report
 from .runtime import Runner, open_runner
@@ -83,42 +83,43 @@ def compress(
     out_dir = Path(out_dir) if out_dir is not None else _fresh_dir(DEFAULT_OUT / name)
     check_out_dir(out_dir, overwrite=overwrite)
     recipes = plan(config)
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=config.seed)
-    check_sizes(dataset)
-    if model is None:  # training saves the reference model into out_dir: its first write
-        _claim_out_dir(out_dir)
-
-    loaded, model_path = _load(model, dataset, name=name, out_dir=out_dir, config=config, safe_mode=safe_mode)
+    loaded, model_path, dataset = _load(model, data, name=name, out_dir=out_dir, config=config, safe_mode=safe_mode)
     working = loaded.model
+    names = output_names(working)
+    if _integer_sequences(working):
+        dataset = fit_sequences(dataset, int(working.inputs[0].shape[1]))
     check_fits(dataset, input_shape=tuple(working.inputs[0].shape[1:]))  # before the model first runs on it
-    info = describe(working, dataset.x_train[:32].astype(_input_dtype(working)), name=name)
-    check_fits(dataset, input_shape=info.input_shape, num_classes=info.num_classes)
+    x_sample = dataset.x_train[:32].astype(_input_dtype(working))
+    info = describe(working, x_sample, name=name, labels=dataset.labels("train", names))
+    check_fits(dataset, input_shape=info.input_shape, heads=info.heads)
     dataset = dataset.astype(info.input_dtype)
     bridge_diff = _verify_bridge(loaded, dataset)
     if model is not None:  # inputs are valid: now the output folder may be created or cleared
         _claim_out_dir(out_dir)
     log.info(
-        "model %s: %s parameters, input %s, %d classes (%s); data %s: %d train / %d val / %d test",
+        "model %s: %s parameters, input %s %s, outputs %s; data %s: %d train / %d val / %d test",
         name,
         f"{info.params:,}",
         info.input_shape,
-        info.num_classes,
-        info.output_kind,
+        info.input_dtype,
+        ", ".join(f"{head.name} ({head.kind}, {head.units})" for head in info.heads),
         dataset.name,
         len(dataset.x_train),
         len(dataset.x_val),
         len(dataset.x_test),
     )
 
-    baseline_outputs = open_runner(working, Format.KERAS).predict(dataset.x_test)
+    baseline_outputs = open_runner(working, Format.KERAS, outputs=names).predict(dataset.x_test)
+    test_labels = dataset.labels("test", names)
     run = _Run(
         config=config,
         info=info,
         dataset=dataset,
+        test_labels=test_labels,
         recipes=recipes,
         artifacts=out_dir / ARTIFACTS,
         calibration=_calibration(dataset, config),
-        baseline_top1=top1(baseline_outputs, dataset.y_test, info.output_kind),
+        baseline_top1=_primary_top1(info, baseline_outputs, test_labels),
     )
     log.info("baseline keras top-1 %.2f%%", run.baseline_top1 * 100)
     model_record = {
@@ -197,20 +198,41 @@ def _fresh_dir(path: Path) -> Path:
     return candidate
 
 
-def _load(model, dataset: Dataset, *, name: str, out_dir: Path, config: CompressConfig, safe_mode: bool):
+def _load(model, data, *, name: str, out_dir: Path, config: CompressConfig, safe_mode: bool):
+    """The model (trained first when None) and the data, loaded for each other: the model's input shape tells
+    how to size images and embedded digits."""
     if model is None:
         import effkit_models
 
+        dataset = _dataset(data, config, input_shape=None)
+        _claim_out_dir(out_dir)  # training saves the reference model into out_dir: its first write
         trained = effkit_models.train_reference(name, dataset, generation=keras_compat.KERAS_2, seed=config.seed)
         path = keras_compat.save_model(trained, out_dir / f"{name}.keras")
         log.info("saved the trained reference model to %s", path)
-        return keras_compat.LoadedModel(
-            original=trained, model=trained, generation=keras_compat.KERAS_2, path=path
-        ), path
+        loaded = keras_compat.LoadedModel(original=trained, model=trained, generation=keras_compat.KERAS_2, path=path)
+        return loaded, path, dataset
     if isinstance(model, (str, Path)):
         loaded = keras_compat.load_model(model, safe_mode=safe_mode)
-        return loaded, loaded.path
-    return keras_compat.adopt(model), None
+    else:
+        loaded = keras_compat.adopt(model)
+    dataset = _dataset(data, config, input_shape=tuple(loaded.model.inputs[0].shape[1:]))
+    return loaded, loaded.path, dataset
+
+
+def _dataset(data, config: CompressConfig, *, input_shape: tuple | None) -> Dataset:
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=config.seed, input_shape=input_shape)
+    check_sizes(dataset)
+    return dataset
+
+
+def _integer_sequences(model: Any) -> bool:
+    shape = tuple(model.inputs[0].shape[1:])
+    return len(shape) == 1 and bool(shape[0]) and np.issubdtype(np.dtype(_input_dtype(model)), np.integer)
+
+
+def _primary_top1(info: ModelInfo, outputs: list[np.ndarray], labels: dict[str, np.ndarray]) -> float:
+    primary = info.primary
+    return top1(outputs[info.heads.index(primary)], labels[primary.name], primary.kind)
 
 
 def _input_dtype(model: Any) -> str:
@@ -246,6 +268,7 @@ class _Run:
     config: CompressConfig
     info: ModelInfo
     dataset: Dataset
+    test_labels: dict[str, np.ndarray]
     recipes: list[Recipe]
     artifacts: Path
     calibration: np.ndarray
@@ -260,7 +283,7 @@ class _Run:
             result = prune(
                 model, self.dataset, info=self.info, sparsity=sparsity, config=self.config.prune, seed=self.config.seed
             )
-            outputs = open_runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+            outputs = self._runner(result.model, Format.KERAS).predict(self.dataset.x_test)
         except Exception as error:
             reason = _reason(error)
             log.warning("%s: pruning failed: %s", source_name, reason)
@@ -289,7 +312,7 @@ class _Run:
             if path is None:
                 path = keras_compat.save_model(source.model, self.artifacts / f"{name}.keras")
             variant = replace(variant, path=self._shown(path))
-            runner = open_runner(source.model, Format.KERAS)
+            runner = self._runner(source.model, Format.KERAS)
         except Exception as error:
             return _failed(variant, error)
         return self.measured(variant, runner, Path(path), source)
@@ -314,22 +337,23 @@ class _Run:
                 variant = replace(
                     variant, steps=(*source.steps, Step("quantize", {"mode": str(recipe.quantization), **step}))
                 )
-            latency = self.config.latency
-            runner = open_runner(
-                path, recipe.format, threads=latency.threads, ort_optimization=latency.ort_optimization
-            )
+            runner = self._runner(path, recipe.format)
         except Exception as error:
             return _failed(variant, error)
         return self.measured(variant, runner, path, source)
 
     def measured(self, variant: Variant, runner: Runner, path: Path, source: _Source) -> Variant:
-        """Accuracy and parity on the whole test split, sizes, and latency under the one protocol."""
+        """Accuracy and parity on the whole test split (every head), sizes, and latency under the one protocol."""
         interrupt.check()
-        x_test, y_test, kind = self.dataset.x_test, self.dataset.y_test, self.info.output_kind
+        x_test = self.dataset.x_test
         batch = self.config.latency.batch
         try:
             outputs = runner.predict(x_test)
-            accuracy = top1(outputs, y_test, kind)
+            accuracy = _primary_top1(self.info, outputs, self.test_labels)
+            heads = {
+                head.name: _head_figures(head, output, reference, self.test_labels[head.name])
+                for head, output, reference in zip(self.info.heads, outputs, source.outputs, strict=True)
+            }
             size_bytes, gzip_bytes = file_sizes(path)
             latency = time_latency(
                 runner.bind(x_test[:batch]),
@@ -346,16 +370,26 @@ class _Run:
                 top1=accuracy,
                 top1_delta_pp=round((accuracy - self.baseline_top1) * 100, 4),
                 latency_ms=latency,
-                parity=parity(source.outputs, outputs, kind),
+                parity=heads[self.info.primary.name]["parity"],
+                heads=(
+                    {name: {**f, "parity": f["parity"].to_dict()} for name, f in heads.items()}
+                    if len(heads) > 1
+                    else None
+                ),
             )
         except Exception as error:
             return _failed(variant, error)
-        problem = parity_problem(
-            variant.parity, source.outputs, quantization=variant.quantization, config=self.config.parity
-        )
-        if problem:
-            log.warning("%-30s MISMATCH: %s", variant.name, problem)
-            return replace(variant, status=Status.MISMATCH, error=problem)
+        problems = []
+        for head, reference in zip(self.info.heads, source.outputs, strict=True):
+            config = self.config.parity
+            problem = parity_problem(
+                heads[head.name]["parity"], reference, quantization=variant.quantization, config=config
+            )
+            if problem:
+                problems.append(f"{head.name}: {problem}" if len(heads) > 1 else problem)
+        if problems:
+            log.warning("%-30s MISMATCH: %s", variant.name, "; ".join(problems))
+            return replace(variant, status=Status.MISMATCH, error="; ".join(problems))
         log.info(
             "%-30s ok  top-1 %.2f%%  %7.1f KiB  gzip %7.1f KiB  p50 %.4f ms",
             variant.name,
@@ -366,12 +400,25 @@ class _Run:
         )
         return variant
 
+    def _runner(self, artifact: Any, fmt: Format) -> Runner:
+        latency = self.config.latency
+        names = [head.name for head in self.info.heads]
+        return open_runner(
+            artifact, fmt, threads=latency.threads, ort_optimization=latency.ort_optimization, outputs=names
+        )
+
     def _shown(self, path: Path) -> str:
         """Paths inside the output folder are recorded relative to it; others (the user's model) as given."""
         try:
             return str(Path(path).relative_to(self.artifacts.parent))
         except ValueError:
             return str(path)
+
+
+def _head_figures(head: Head, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """A head's metric (top-1 for a classification head, MAE for a regression head) and its parity."""
+    metric = {"top1": top1(outputs, labels, head.kind)} if head.classifies else {"mae": mae(outputs, labels)}
+    return {**metric, "parity": parity(reference, outputs, head.kind)}
 
 
 def _failed(variant: Variant, error: BaseException) -> Variant:

@@ -11,14 +11,13 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from . import keras_compat
-from .classifier import ModelInfo, loss_for
+from .classifier import ModelInfo
 from .config import PruneConfig
 from .data import Dataset
 from .errors import ModelError, first_line
 from .measure import top1, weight_sparsity
+from .runtime.keras import KerasRunner
 from .train import fit
 
 log = logging.getLogger("effkit")
@@ -82,6 +81,8 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
     pruned_layers: list[str] = []
 
     def wrap(layer):
+        if isinstance(layer, tfk.Model):  # a nested base (MobileNetV2 inside a transfer model): prune inside it
+            return tfk.models.clone_model(layer, clone_function=wrap)
         if isinstance(layer, sparsity_api.PrunableLayer) or (PruneRegistry.supports(layer) and layer.weights):
             pruned_layers.append(layer.name)
             return sparsity_api.prune_low_magnitude(layer, pruning_schedule=schedule)
@@ -109,7 +110,7 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
         wrapped,
         dataset,
         keras=tfk,
-        loss=loss_for(info.output_kind, tfk),
+        heads=info.heads,
         epochs=config.epochs,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
@@ -121,7 +122,9 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
     )
     stripped = sparsity_api.strip_pruning(wrapped)
     overall, per_layer = weight_sparsity(stripped)
-    val_top1 = top1(np.asarray(stripped.predict(dataset.x_val, verbose=0)), dataset.y_val, info.output_kind)
+    primary = info.primary
+    val_outputs = KerasRunner(stripped).predict(dataset.x_val)[info.heads.index(primary)]
+    val_top1 = top1(val_outputs, dataset.labels("val", [h.name for h in info.heads])[primary.name], primary.kind)
     log.info(
         "%s: measured sparsity %.4f, val top-1 %.2f%% after %d epochs (%.1fs)",
         label,

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .classifier import Head, loss_for, metric_for
 from .data import Dataset
 
 log = logging.getLogger("effkit")
@@ -29,13 +30,14 @@ def fit(
     dataset: Dataset,
     *,
     keras: Any,
-    loss: Any,
+    heads: tuple[Head, ...],
     epochs: int,
     batch_size: int = 32,
     learning_rate: float = 1e-3,
     decay_rate: float = 0.9,
     patience: int = 5,
     start_from_epoch: int = 0,
+    loss_weights: dict[str, float] | None = None,
     callbacks: tuple = (),
     label: str = "train",
 ) -> FitResult:
@@ -45,13 +47,14 @@ def fit(
         model: a Keras model; compiled here with Adam and an exponentially decaying learning rate.
         dataset: train split for fitting, validation split for early stopping.
         keras: the Keras module the model belongs to (`keras_compat.keras_module`).
-        loss: a loss object of that Keras module (`classifier.loss_for`).
+        heads: the model's outputs (`classifier.describe`): each gets the loss and metric its kind needs.
         epochs: the most epochs to run.
         batch_size: samples per step.
         learning_rate: the initial learning rate.
         decay_rate: factor applied to the learning rate over each epoch.
         patience: epochs without a better validation loss before stopping.
         start_from_epoch: epochs before early stopping may act (a pruning ramp must finish first).
+        loss_weights: per-head weights of a multi-output model's losses; 1.0 each by default.
         callbacks: extra Keras callbacks, e.g. tfmot's UpdatePruningStep.
         label: how progress lines name this fit.
 
@@ -62,7 +65,15 @@ def fit(
     schedule = keras.optimizers.schedules.ExponentialDecay(
         learning_rate, decay_steps=steps_per_epoch, decay_rate=decay_rate
     )
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"])
+    names = [head.name for head in heads]
+    losses = [loss_for(head.kind, keras) for head in heads]
+    metrics = [[metric_for(head.kind)] for head in heads]
+    weights = [float((loss_weights or {}).get(name, 1.0)) for name in names]
+    if len(heads) == 1:
+        losses, metrics, weights = losses[0], metrics[0], None
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses, metrics=metrics, loss_weights=weights)
+    y_train = _targets(dataset, "train", names)
+    y_val = _targets(dataset, "val", names)
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=start_from_epoch
     )
@@ -70,15 +81,16 @@ def fit(
     started = time.perf_counter()
     history = model.fit(
         dataset.x_train,
-        dataset.y_train,
-        validation_data=(dataset.x_val, dataset.y_val),
+        y_train,
+        validation_data=(dataset.x_val, y_val),
         epochs=epochs,
         batch_size=batch_size,
         shuffle=True,
         verbose=0,
         callbacks=[*callbacks, stopper, progress],
     )
-    val_accuracy = history.history.get("val_accuracy")
+    accuracy_keys = [key for key in history.history if key.startswith("val_") and key.endswith("accuracy")]
+    val_accuracy = history.history[accuracy_keys[0]] if accuracy_keys else None
     return FitResult(
         epochs_run=len(history.history.get("loss", ())),
         val_accuracy=float(max(val_accuracy)) if val_accuracy else None,
@@ -86,13 +98,18 @@ def fit(
     )
 
 
+def _targets(dataset: Dataset, split: str, names: list[str]):
+    labels = dataset.labels(split, names)
+    return labels[names[0]] if len(names) == 1 else [labels[name] for name in names]
+
+
 def _progress_callback(keras: Any, *, label: str, epochs: int) -> Any:
     class Progress(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            shown = "  ".join(
-                f"{key} {logs[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy") if key in logs
-            )
+            keys = ["loss", "accuracy", "val_loss"]
+            keys += [key for key in logs if key.startswith("val_") and key.endswith(("accuracy", "mae"))]
+            shown = "  ".join(f"{key} {logs[key]:.4f}" for key in dict.fromkeys(keys) if key in logs)
             log.info("%s epoch %d/%d  %s", label, epoch + 1, epochs, shown)
 
     return Progress()

@@ -101,7 +101,7 @@ class Parity:
 
     max_abs_diff: float
     mean_abs_diff: float
-    top1_agreement: float  # percent of test samples with the same predicted class
+    top1_agreement: float | None  # percent of test samples with the same predicted class; None for regression
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,7 +130,8 @@ class Variant:
     compression_raw: float | None = None  # float32 TFLite raw bytes / this raw bytes
     compression_gzip: float | None = None  # float32 TFLite gzip bytes / this gzip bytes
     latency_ms: Latency | None = None
-    parity: Parity | None = None
+    parity: Parity | None = None  # of the primary (first classification) head
+    heads: dict[str, dict[str, Any]] | None = None  # multi-output models: per head {"top1"|"mae", "parity"}
     steps: tuple[Step, ...] = ()
 
     @property

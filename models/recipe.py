@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from effkit.classifier import describe, loss_for
+from effkit.classifier import describe, output_names
 from effkit.data import Dataset
 from effkit.train import FitResult, fit
 
@@ -24,14 +24,17 @@ class Recipe:
     patience: int = 5
 
 
-def train(model: Any, dataset: Dataset, *, keras: Any, recipe: Recipe, label: str) -> FitResult:
+def train(
+    model: Any, dataset: Dataset, *, keras: Any, recipe: Recipe, label: str, loss_weights: dict | None = None
+) -> FitResult:
     """Fit a freshly built reference model with its recipe."""
-    info = describe(model, dataset.x_train[:8], name=label)
+    info = describe(model, dataset.x_train[:8], name=label, labels=dataset.labels("train", output_names(model)))
     return fit(
         model,
         dataset,
         keras=keras,
-        loss=loss_for(info.output_kind, keras),
+        heads=info.heads,
+        loss_weights=loss_weights,
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
         learning_rate=recipe.learning_rate,

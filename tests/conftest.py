@@ -40,9 +40,7 @@ def train_tiny(keras, dataset, *, epochs: int = 15, seed: int = 0):
     keras.utils.set_random_seed(seed)
     model = build_tiny_cnn(keras)
     info = describe(model, dataset.x_train[:8], name="tiny_cnn")
-    from effkit.classifier import loss_for
-
-    fit(model, dataset, keras=keras, loss=loss_for(info.output_kind, keras), epochs=epochs, learning_rate=3e-3)
+    fit(model, dataset, keras=keras, heads=info.heads, epochs=epochs, learning_rate=3e-3)
     return model
 
 

@@ -4,7 +4,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from effkit.data import check_fits, load_dataset, load_npz
+from effkit.classifier import Head, OutputKind
+from effkit.data import check_fits, load_dataset
+from effkit.data.sources import load_npz
 from effkit.errors import DataError, InputError
 
 
@@ -106,11 +108,12 @@ def test_missing_and_unknown_sources(tmp_path):
 
 
 def test_check_fits_catches_shape_and_label_mismatches(digits):
-    check_fits(digits, input_shape=(8, 8, 1), num_classes=10)
+    ten = (Head("dense", OutputKind.PROBABILITIES, 10),)
+    check_fits(digits, input_shape=(8, 8, 1), heads=ten)
     with pytest.raises(DataError, match=r"shape \(8, 8, 1\) but the model expects \(28, 28, 1\)"):
-        check_fits(digits, input_shape=(28, 28, 1), num_classes=10)
+        check_fits(digits, input_shape=(28, 28, 1), heads=ten)
     with pytest.raises(DataError, match="label 9 is outside the model's 5 classes"):
-        check_fits(digits, input_shape=(None, 8, 1), num_classes=5)
+        check_fits(digits, input_shape=(None, 8, 1), heads=(Head("dense", OutputKind.PROBABILITIES, 5),))
 
 
 npz_values = st.dictionaries(
@@ -135,3 +138,75 @@ def test_any_npz_loads_cleanly_or_fails_with_a_data_error(tmp_path, arrays):
         x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
         assert len(x) == len(y) > 0
         assert y.dtype == np.int64 and y.min() >= 0
+
+
+def test_digits_follow_the_models_image_shape():
+    resized = load_dataset("digits", input_shape=(28, 28, 3))
+    assert resized.input_shape == (28, 28, 3) and resized.name == "digits:28x28x3"
+    assert 200 < resized.x_train.max() <= 255.0  # an 8-bit image's range
+    np.testing.assert_array_equal(resized.y_test, load_dataset("digits").y_test)
+    assert load_dataset("digits:32x32x1").input_shape == (32, 32, 1)
+    with pytest.raises(DataError, match="HxWxC"):
+        load_dataset("digits:32x32")
+
+
+def test_digits_multihead_has_three_heads_of_three_kinds():
+    dataset = load_dataset("digits_multihead")
+    assert dataset.heads == ("category", "flag", "value")
+    labels = dataset.labels("test", ["category", "flag", "value"])
+    np.testing.assert_array_equal(labels["flag"], (labels["category"] >= 5).astype(int))
+    np.testing.assert_allclose(labels["value"], labels["category"] / 9.0, rtol=1e-6)
+    with pytest.raises(DataError, match="differ from the model's outputs"):
+        dataset.labels("test", ["category", "other", "value"])
+    with pytest.raises(DataError, match="one label array"):
+        load_dataset("digits").labels("test", ["a", "b"])
+
+
+def test_synthetic_text_is_integer_sequences_with_a_balanced_label():
+    dataset = load_dataset("synthetic_text")
+    assert dataset.x_train.dtype == np.int32 and dataset.input_shape == (256,)
+    assert dataset.x_train.max() < 10_000 and dataset.x_train.min() == 0
+    assert 0.4 < dataset.y_train.mean() < 0.6
+    np.testing.assert_array_equal(load_dataset("synthetic_text", input_shape=(100,)).x_test[:, :100].shape, (400, 100))
+
+
+def test_sequences_are_padded_or_truncated_to_the_models_length():
+    from effkit.data import fit_sequences
+
+    dataset = load_dataset("synthetic_text")
+    shorter = fit_sequences(dataset, 100)
+    np.testing.assert_array_equal(shorter.x_train, dataset.x_train[:, :100])
+    longer = fit_sequences(dataset, 300)
+    assert longer.x_test.shape == (400, 300) and not longer.x_test[:, 256:].any()
+
+
+def test_npz_with_one_label_array_per_head(tmp_path):
+    arrays = _arrays()
+    y_train, y_test = arrays.pop("y_train"), arrays.pop("y_test")
+    arrays.update(y_train_kind=y_train, y_train_size=y_train * 0.5, y_test_kind=y_test, y_test_size=y_test * 0.5)
+    dataset = load_npz(_save(tmp_path / "multi.npz", **arrays))
+    assert dataset.heads == ("kind", "size")
+    assert dataset.y_val["kind"].dtype == np.int64 and dataset.y_val["size"].dtype == np.float32
+    arrays["y_train"] = y_train
+    with pytest.raises(DataError, match="either y_train or y_train_<head>"):
+        load_npz(_save(tmp_path / "both.npz", **arrays))
+
+
+def test_an_image_folder_with_one_subfolder_per_class(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(["cat", "dog"]):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(10):
+            pixels = (rng.uniform(0, 100, (12, 10, 3)) + 150 * label).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{i}.png")
+    dataset = load_dataset(tmp_path / "pets")
+    assert dataset.input_shape == (12, 10, 3)
+    assert (len(dataset.x_train), len(dataset.x_val), len(dataset.x_test)) == (12, 4, 4)  # 6:2:2
+    assert set(dataset.y_train) == {0, 1}
+    gray = load_dataset(tmp_path / "pets", input_shape=(8, 8, 1))
+    assert gray.input_shape == (8, 8, 1)
+    (tmp_path / "pets" / "dog" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="cannot read image"):
+        load_dataset(tmp_path / "pets")

@@ -44,7 +44,7 @@ def test_recipe_artifact_runs_and_agrees_with_keras(recipe, made, tiny_model, di
     assert path.exists() and path.suffix == recipe.suffix
     info = describe(tiny_model, digits.x_train[:8], name="tiny")
     reference = outputs_of(tiny_model, digits.x_test)
-    outputs = open_runner(path, recipe.format).predict(digits.x_test)
+    (outputs,) = open_runner(path, recipe.format).predict(digits.x_test)
     assert outputs.shape == reference.shape and outputs.dtype == np.float32
     agreement = parity(reference, outputs, info.output_kind)
     assert agreement.max_abs_diff <= MAX_ABS_DIFF[recipe.quantization]

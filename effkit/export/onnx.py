@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import keras_compat
+from ..classifier import output_names
 from ..errors import StageError, first_line
 from ..files import atomic_output
 
@@ -34,6 +35,7 @@ def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> Path:
     model_proto.graph.doc_string = f"{model.name}, converted from Keras by tf2onnx"
     _canonical_names(model_proto.graph)
     _name_dynamic_dims(model_proto.graph)
+    _name_outputs(model_proto.graph, output_names(model))
     with atomic_output(path) as temporary:
         onnx.save(model_proto, str(temporary))
         validate_onnx(temporary)
@@ -68,6 +70,20 @@ def _canonical_names(graph) -> None:
                     dim.dim_param = canonical(dim.dim_param)
 
     walk(graph)
+
+
+def _name_outputs(graph, names: list[str]) -> None:
+    """Call the graph's outputs after the Keras model's outputs (tf2onnx calls them Identity:0, Identity_1:0...),
+    so that runtimes and users find each head by name."""
+    existing = {name for node in graph.node for name in (*node.input, *node.output)}
+    renamed = {output.name: name for output, name in zip(graph.output, names, strict=True) if output.name != name}
+    if len(set(names)) != len(names) or existing & set(renamed.values()):
+        return  # a clash with an inner tensor's name: keep tf2onnx's names
+    for output in graph.output:
+        output.name = renamed.get(output.name, output.name)
+    for node in graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        node.output[:] = [renamed.get(name, name) for name in node.output]
 
 
 def _name_dynamic_dims(graph) -> None:

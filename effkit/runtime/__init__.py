@@ -11,17 +11,25 @@ from .base import Runner
 
 
 def open_runner(
-    artifact: Path | Any, fmt: Format, *, threads: int = 1, ort_optimization: OrtOptimization = OrtOptimization.ALL
+    artifact: Path | Any,
+    fmt: Format,
+    *,
+    threads: int = 1,
+    ort_optimization: OrtOptimization = OrtOptimization.ALL,
+    outputs: list[str] | None = None,
 ) -> Runner:
-    """A runner for an artifact file, or for a Keras model object when `fmt` is keras (on TensorFlow's threads)."""
+    """A runner for an artifact file, or for a Keras model object when `fmt` is keras (on TensorFlow's threads).
+
+    `outputs` are the Keras model's output names: predictions come back in that order from every runtime.
+    """
     if fmt == Format.TFLITE:
         from .litert import LiteRTRunner
 
-        return LiteRTRunner(artifact, threads=threads)
+        return LiteRTRunner(artifact, threads=threads, outputs=outputs)
     if fmt == Format.ONNX:
         from .onnxruntime import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(artifact, threads=threads, optimization=ort_optimization)
+        return OnnxRuntimeRunner(artifact, threads=threads, optimization=ort_optimization, outputs=outputs)
     if fmt == Format.KERAS:
         from .keras import KerasRunner
 

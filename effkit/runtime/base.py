@@ -17,8 +17,9 @@ class Runner(ABC):
     threads: int  # what its latency figures were measured with
 
     @abstractmethod
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Float outputs for every sample of `x` (quantized outputs are dequantized)."""
+    def predict(self, x: np.ndarray) -> list[np.ndarray]:
+        """Float outputs for every sample of `x`, one array per model output in the Keras model's order
+        (quantized outputs are dequantized)."""
 
     @abstractmethod
     def bind(self, x: np.ndarray) -> Callable[[], Any]:

@@ -8,12 +8,14 @@ from typing import Any
 import numpy as np
 
 from .. import keras_compat
+from ..classifier import output_names, outputs_as_list
 from .base import Runner, chunks
 
 
 class KerasRunner(Runner):
     def __init__(self, model: Any):
         self.model = model
+        self.names = output_names(model)
 
     @property
     def runtime(self) -> dict[str, Any]:
@@ -27,8 +29,9 @@ class KerasRunner(Runner):
         tf = keras_compat.tensorflow()
         return tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.asarray(self.model(chunk, training=False)) for chunk in chunks(x)])
+    def predict(self, x: np.ndarray) -> list[np.ndarray]:
+        runs = [outputs_as_list(self.model(chunk, training=False), self.names) for chunk in chunks(x)]
+        return [np.concatenate([run[i] for run in runs]) for i in range(len(self.names))]
 
     def bind(self, x: np.ndarray) -> Callable[[], Any]:
         # A traced tf.function: model.predict costs tens of milliseconds of overhead per call (PITFALLS.md).
@@ -37,4 +40,4 @@ class KerasRunner(Runner):
         function = tf.function(lambda inputs: model(inputs, training=False))
         tensor = tf.constant(x)
         function(tensor)
-        return lambda: function(tensor).numpy()
+        return lambda: outputs_as_list(function(tensor), self.names)

@@ -14,7 +14,10 @@ from .base import Runner, chunks
 
 
 class LiteRTRunner(Runner):
-    def __init__(self, path: Path, *, threads: int = 1):
+    """Outputs come back in the order of `outputs` (the Keras model's output names), matched through the
+    .tflite's signature: the flatbuffer's own output order is not the model's."""
+
+    def __init__(self, path: Path, *, threads: int = 1, outputs: list[str] | None = None):
         self.path = Path(path)
         self.threads = threads
         self._by_batch: dict[int, Any] = {}
@@ -23,8 +26,13 @@ class LiteRTRunner(Runner):
         except (RuntimeError, ValueError) as error:
             raise StageError(f"LiteRT cannot load {self.path.name}: {first_line(error)}") from error
         self.input = interpreter.get_input_details()[0]
-        self.output = interpreter.get_output_details()[0]
+        self.outputs = _ordered_outputs(interpreter, outputs)
         self._by_batch[int(self.input["shape"][0])] = interpreter
+
+    @property
+    def output(self) -> dict[str, Any]:
+        """The first output's details."""
+        return self.outputs[0]
 
     def _interpreter(self, batch: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
@@ -48,7 +56,10 @@ class LiteRTRunner(Runner):
         return {"engine": "litert", "op_resolver": "auto (XNNPACK)", "num_threads": self.threads}
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Float samples -> the input tensor's type, with its scale and zero point when it is quantized."""
+        """Float samples -> the input tensor's type, with its scale and zero point when it is quantized.
+
+        Integer inputs that are not quantized (token ids) keep their values.
+        """
         dtype = self.input["dtype"]
         scale, zero_point = self.input["quantization"]
         if np.issubdtype(dtype, np.integer) and scale:
@@ -56,30 +67,47 @@ class LiteRTRunner(Runner):
             return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
         return np.ascontiguousarray(x, dtype=dtype)
 
-    def dequantize_output(self, y: np.ndarray) -> np.ndarray:
-        scale, zero_point = self.output["quantization"]
+    def dequantize_output(self, y: np.ndarray, detail: dict[str, Any] | None = None) -> np.ndarray:
+        scale, zero_point = (detail or self.output)["quantization"]
         if np.issubdtype(y.dtype, np.integer) and scale:
             return (y.astype(np.float32) - zero_point) * scale
         return y.astype(np.float32, copy=False)
 
-    def _run(self, interpreter, prepared: np.ndarray) -> np.ndarray:
+    def _run(self, interpreter, prepared: np.ndarray) -> list[np.ndarray]:
         interpreter.set_tensor(self.input["index"], prepared)
         interpreter.invoke()
-        return interpreter.get_tensor(self.output["index"])
+        return [interpreter.get_tensor(detail["index"]) for detail in self.outputs]
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        outputs = []
+    def predict(self, x: np.ndarray) -> list[np.ndarray]:
+        runs: list[list[np.ndarray]] = []
         for chunk in chunks(x):
             try:
                 interpreter = self._for_batch(len(chunk))
             except (RuntimeError, ValueError):  # a graph with a fixed batch: run sample by sample
                 interpreter = self._for_batch(int(self.input["shape"][0]))
-                outputs.extend(self._run(interpreter, self.quantize_input(sample[None])) for sample in chunk)
+                runs.extend(self._run(interpreter, self.quantize_input(sample[None])) for sample in chunk)
                 continue
-            outputs.append(self._run(interpreter, self.quantize_input(chunk)))
-        return self.dequantize_output(np.concatenate(outputs))
+            runs.append(self._run(interpreter, self.quantize_input(chunk)))
+        return [
+            self.dequantize_output(np.concatenate([run[i] for run in runs]), detail)
+            for i, detail in enumerate(self.outputs)
+        ]
 
     def bind(self, x: np.ndarray) -> Callable[[], Any]:
         interpreter = self._for_batch(len(x))
         prepared = self.quantize_input(x)
         return lambda: self._run(interpreter, prepared)
+
+
+def _ordered_outputs(interpreter, names: list[str] | None) -> list[dict[str, Any]]:
+    """Output details in the order of `names`, matched by the signature's output names when they are there."""
+    details = interpreter.get_output_details()
+    if not names or len(details) == 1:
+        return details
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        by_name = interpreter.get_signature_runner(next(iter(signatures))).get_output_details()
+        if set(by_name) == set(names):
+            index_to_detail = {detail["index"]: detail for detail in details}
+            return [index_to_detail[by_name[name]["index"]] for name in names]
+    raise StageError(f"cannot tell which output is which: the .tflite names its outputs {sorted(signatures)}")

@@ -23,7 +23,14 @@ _ONNX_TYPES = {
 
 
 class OnnxRuntimeRunner(Runner):
-    def __init__(self, path: Path, *, threads: int = 1, optimization: OrtOptimization = OrtOptimization.ALL):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int = 1,
+        optimization: OrtOptimization = OrtOptimization.ALL,
+        outputs: list[str] | None = None,
+    ):
         import onnxruntime as ort
 
         self.threads = threads
@@ -46,6 +53,9 @@ class OnnxRuntimeRunner(Runner):
             raise StageError(f"ONNX Runtime cannot load {Path(path).name}: {first_line(error)}") from error
         self.input = self.session.get_inputs()[0]
         self.input_dtype = _ONNX_TYPES.get(self.input.type, np.float32)
+        available = [output.name for output in self.session.get_outputs()]
+        # export_onnx names the graph's outputs after the Keras outputs; older files keep their own order.
+        self.output_names = outputs if outputs and set(outputs) <= set(available) else available
 
     @property
     def runtime(self) -> dict[str, Any]:
@@ -56,13 +66,13 @@ class OnnxRuntimeRunner(Runner):
             "intra_op_threads": self.threads,
         }
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        outputs = [self.session.run(None, {self.input.name: self._prepared(chunk)})[0] for chunk in chunks(x)]
-        return np.concatenate(outputs).astype(np.float32, copy=False)
+    def predict(self, x: np.ndarray) -> list[np.ndarray]:
+        runs = [self.session.run(self.output_names, {self.input.name: self._prepared(chunk)}) for chunk in chunks(x)]
+        return [np.concatenate([run[i] for run in runs]).astype(np.float32, copy=False) for i in range(len(runs[0]))]
 
     def bind(self, x: np.ndarray) -> Callable[[], Any]:
         feed = {self.input.name: self._prepared(x)}
-        return lambda: self.session.run(None, feed)
+        return lambda: self.session.run(self.output_names, feed)
 
     def _prepared(self, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x, dtype=self.input_dtype)

@@ -1,0 +1,201 @@
+"""Datasets: labelled arrays in train / validation / test splits, and the checks that they fit a model.
+
+Sources (see `sources.py`): the embedded scikit-learn digits (optionally resized, e.g. `digits:28x28x1`), the
+Keras dataset names (`mnist`, `fashion_mnist`, `cifar10`, `cifar100`, `imdb`) through Keras' own loaders and
+cache, `.npz` files, image folders with one sub-folder per class, and two offline stand-ins made from real data:
+`synthetic_text` (token sequences with a learnable sentiment) and `digits_multihead` (three heads per image).
+
+Labels are integer class indices; a multi-output dataset holds one label array per head, by head name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+Labels = np.ndarray | dict[str, np.ndarray]
+
+MIN_TRAIN = 10  # fewer cannot fine-tune a pruned model nor calibrate int8 meaningfully
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Labelled arrays in three splits. Labels are class indices, or a dict of per-head label arrays."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: Labels
+    x_val: np.ndarray
+    y_val: Labels
+    x_test: np.ndarray
+    y_test: Labels
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def heads(self) -> tuple[str, ...] | None:
+        """Head names of a multi-output dataset; None when there is one label array."""
+        return tuple(self.y_train) if isinstance(self.y_train, dict) else None
+
+    @property
+    def num_classes(self) -> int:
+        """Classes of the (first) label array."""
+        labels = [
+            y if not isinstance(y, dict) else next(iter(y.values())) for y in (self.y_train, self.y_val, self.y_test)
+        ]
+        return int(max(np.max(y) for y in labels)) + 1
+
+    def labels(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
+        """One split's labels by head name, for a model whose outputs are `names`.
+
+        Raises:
+            DataError: the data's heads and the model's outputs do not match.
+        """
+        y = getattr(self, f"y_{split}")
+        if not isinstance(y, dict):
+            if len(names) != 1:
+                raise DataError(
+                    f"the model has {len(names)} outputs ({', '.join(names)}) but the data has one label array; "
+                    f"give y_{split}_<output> per output"
+                )
+            return {names[0]: y}
+        if set(y) != set(names):
+            raise DataError(
+                f"the data's label heads ({', '.join(y)}) differ from the model's outputs ({', '.join(names)})"
+            )
+        return {name: y[name] for name in names}
+
+    def summary(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "name": self.name,
+            "train": len(self.x_train),
+            "val": len(self.x_val),
+            "test": len(self.x_test),
+            "input_shape": list(self.input_shape),
+        }
+        if self.heads:
+            data["heads"] = list(self.heads)
+        else:
+            data["classes"] = self.num_classes
+        return data
+
+    def astype(self, dtype: str | np.dtype) -> Dataset:
+        """The same splits with inputs cast to the model's input dtype."""
+        return replace(
+            self,
+            x_train=self.x_train.astype(dtype, copy=False),
+            x_val=self.x_val.astype(dtype, copy=False),
+            x_test=self.x_test.astype(dtype, copy=False),
+        )
+
+    def map_inputs(self, function) -> Dataset:
+        return replace(self, x_train=function(self.x_train), x_val=function(self.x_val), x_test=function(self.x_test))
+
+
+def load_dataset(source, *, seed: int = 0, val_fraction: float = 0.2, input_shape: tuple | None = None) -> Dataset:
+    """Load a dataset by name or path and split it.
+
+    Args:
+        source: `digits` (or `digits:HxWxC`), a Keras dataset name, `synthetic_text`, `digits_multihead`, the path
+            of an `.npz`, or an image folder.
+        seed: fixes the validation split (and the test split, for sources without one).
+        val_fraction: share of the training split held out for validation when the source has none.
+        input_shape: the model's input shape, when known: images are resized to it and `digits` follow it.
+
+    Raises:
+        InputError: a path that does not exist or cannot be read.
+        DataError: unknown name, malformed, empty or non-finite data, too small to split, not available offline.
+    """
+    from .sources import load
+
+    return load(str(source), seed=seed, val_fraction=val_fraction, input_shape=input_shape)
+
+
+def split(x: np.ndarray, y: Labels, *, fraction: float, seed: int) -> tuple[np.ndarray, Labels, np.ndarray, Labels]:
+    """Hold out `fraction` of the samples (stratified on the class labels when possible).
+
+    Returns:
+        x_keep, y_keep, x_held, y_held.
+    """
+    from sklearn.model_selection import train_test_split
+
+    held = round(len(x) * fraction)
+    if held < 1 or len(x) - held < 1:
+        raise DataError(f"{len(x)} samples are too few to hold out {fraction:.0%} for validation")
+    strata = next(iter(y.values())) if isinstance(y, dict) else y
+    stratify = None
+    if strata.ndim == 1 and np.issubdtype(strata.dtype, np.integer):
+        counts = np.bincount(strata)
+        present = counts[counts > 0]
+        if present.min() >= 2 and held >= len(present) and len(x) - held >= len(present):
+            stratify = strata
+    keep, out = train_test_split(np.arange(len(x)), test_size=held, random_state=seed, stratify=stratify)
+    return x[keep], _take(y, keep), x[out], _take(y, out)
+
+
+def _take(y: Labels, indices: np.ndarray) -> Labels:
+    return {name: values[indices] for name, values in y.items()} if isinstance(y, dict) else y[indices]
+
+
+def check_sizes(dataset: Dataset) -> None:
+    """Raise a DataError when a split is too small for what effkit does with it."""
+    if len(dataset.x_train) < MIN_TRAIN:
+        raise DataError(
+            f"the training split has {len(dataset.x_train)} samples; effkit needs at least {MIN_TRAIN} "
+            "to fine-tune pruned models and calibrate int8"
+        )
+    for split_name in ("val", "test"):
+        if not len(getattr(dataset, f"x_{split_name}")):
+            raise DataError(f"the {split_name} split is empty")
+
+
+def check_fits(dataset: Dataset, *, input_shape: tuple, heads: tuple | None = None) -> None:
+    """Raise a DataError when the data cannot feed a model with this input shape (and these heads).
+
+    Args:
+        dataset: the data.
+        input_shape: the model's input shape without the batch dimension (None for any size).
+        heads: the model's `classifier.Head`s; classification labels must lie within each head's classes.
+    """
+    expected = tuple(input_shape)
+    actual = dataset.input_shape
+    if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual, strict=False)):
+        shown = tuple("?" if e is None else e for e in expected)
+        raise DataError(f"data samples have shape {actual} but the model expects {shown}")
+    if heads is None:
+        return
+    names = [head.name for head in heads]
+    for split_name in SPLITS:
+        labels = dataset.labels(split_name, names)
+        for head in heads:
+            values = labels[head.name]
+            if not head.classifies:
+                continue
+            if not np.all(values == np.round(values)) or values.min() < 0:
+                raise DataError(f"{split_name} labels of {head.name!r} must be class indices 0..{head.num_classes - 1}")
+            if values.max() >= head.num_classes:
+                label = int(values.max())
+                where = f"{split_name} label {label}" + (f" of {head.name!r}" if len(heads) > 1 else "")
+                raise DataError(
+                    f"{where} is outside the model's {head.num_classes} classes (0..{head.num_classes - 1})"
+                )
+
+
+def fit_sequences(dataset: Dataset, length: int) -> Dataset:
+    """Pad (with 0 at the end) or truncate integer token sequences to the model's length."""
+    if dataset.x_train.ndim != 2 or dataset.x_train.shape[1] == length:
+        return dataset
+
+    def fitted(x: np.ndarray) -> np.ndarray:
+        if x.shape[1] >= length:
+            return x[:, :length]
+        return np.pad(x, ((0, 0), (0, length - x.shape[1])))
+
+    return dataset.map_inputs(fitted)
