@@ -16,7 +16,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: $(STAMP)
+	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/compress_default.py
+	$(BIN)/effkit bench bench/suites/quick.toml --out results --baseline bench/baselines/quick.json
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -2,7 +2,7 @@
 
 Runs the real command in a fresh process (TensorFlow import and training included), then reads its report.json:
 
-- wall time of the whole command                               target <= 90 s (issue #2)
+- wall time of the whole command                               target <= 60 s (issue #5; #2 asked <= 90 s)
 - variants made, all ok                                        target >= 16, including ONNX dynamic and static
                                                                and LiteRT-quantizer dynamic and static (#2, #3)
 - recommended variant: gzip bytes vs float32 TFLite raw bytes  target >= 10x smaller, with <= 1.0 pp top-1 loss
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 TARGETS = {
-    "wall_seconds": 90.0,
+    "wall_seconds": 60.0,
     "variants": 16,
     "size_ratio": 10.0,
     "accuracy_drop_pp": 1.0,

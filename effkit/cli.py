@@ -1,13 +1,15 @@
 """The `effkit` command: parse, call the library, print. Heavy imports happen inside each command.
 
-Exit codes: 0 all variants ok; 2 bad input (one line on stderr); 3 some variants failed or mismatched; 1 internal
-error; 130 interrupted. `--debug` shows tracebacks.
+Exit codes: 0 all variants ok (bench: the gate passed); 1 the bench gate found regressions, or an internal error;
+2 bad input (one line on stderr); 3 some variants failed or mismatched; 130 interrupted. `--debug` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -25,14 +27,16 @@ from .config import (
     ParityConfig,
     PruneConfig,
     Quant,
+    parse_counts,
     parse_enum,
     parse_enum_list,
     parse_sparsities,
 )
-from .errors import ConfigError, EffkitError, first_line
+from .errors import ConfigError, EffkitError, InputError, first_line
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
+EXIT_REGRESSION = 1  # effkit bench: the gate found regressions
 EXIT_VARIANTS_FAILED = 3
 EXIT_INTERRUPTED = 130
 
@@ -135,8 +139,17 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.max_accuracy_drop,
         help="largest top-1 drop (percentage points) a recommended variant may have",
     )
-    compress.add_argument("--threads", type=int, default=LatencyConfig.threads, help="runtime threads for latency")
-    compress.add_argument("--batch", type=int, default=LatencyConfig.batch, help="batch size for latency")
+    compress.add_argument(
+        "--threads", default="1", help="runtime threads for latency, comma-separated; the first is the headline"
+    )
+    compress.add_argument(
+        "--batch",
+        default="1",
+        help="batch sizes for latency (throughput for > 1), comma-separated; the first is the headline",
+    )
+    compress.add_argument(
+        "--memory", action="store_true", help="measure each runtime's peak memory in a process of its own (~1 s each)"
+    )
     compress.add_argument("--prune-epochs", type=int, default=PruneConfig.epochs, help="fine-tune epochs per sparsity")
     compress.add_argument(
         "--calibration-samples",
@@ -175,6 +188,21 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing model file")
     _common(train)
     train.set_defaults(command=_train)
+
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark suite, write results.json, gate against a baseline",
+        description="Run every model of a suite (a TOML file, see bench/suites/) through compress with the same "
+        "latency protocol; write results.json, results.md, plots and report.html; with --baseline, exit 1 when "
+        "accuracy, size or relative latency regressed beyond the suite's thresholds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bench.add_argument("suite", help="suite file, e.g. bench/suites/quick.toml")
+    bench.add_argument("--out", default="results", help="output folder (trained reference models are reused)")
+    bench.add_argument("--baseline", help="a results.json to compare with (the gate)")
+    bench.add_argument("--update-baseline", action="store_true", help="write this run's results to --baseline")
+    _common(bench)
+    bench.set_defaults(command=_bench)
     return parser
 
 
@@ -217,7 +245,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from .classifier import describe, output_names
     from .data import check_sizes, load_dataset
-    from .errors import DataError, InputError
+    from .errors import DataError
     from .measure import top1
     from .runtime import open_runner
 
@@ -256,6 +284,45 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench import RESULTS_JSON, gate, load_suite, not_ok, regressions_markdown, run_suite, write_results
+
+    suite = load_suite(args.suite)
+    if args.update_baseline and not args.baseline:
+        raise ConfigError("--update-baseline needs --baseline FILE to write")
+    baseline = Path(args.baseline) if args.baseline else None
+    if baseline and not args.update_baseline and not baseline.is_file():
+        raise InputError(f"baseline not found: {baseline}; create one with --update-baseline")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; expected a folder")
+    results = run_suite(suite, out)
+    verdict = None
+    if baseline and not args.update_baseline:
+        verdict = gate(results, baseline, suite.thresholds, out)
+    write_results(results, out)
+    print(f"effkit bench {suite.name}: {len(results['models'])} models in {results['seconds']} s; results in {out}")
+    if args.update_baseline:
+        import shutil
+
+        baseline.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / RESULTS_JSON, baseline)
+        print(f"baseline written to {baseline}")
+    if verdict is not None:
+        if not verdict["passed"]:
+            print(regressions_markdown(verdict["regressions"]))
+            print(f"effkit: {len(verdict['regressions'])} regression(s) against {baseline}", file=sys.stderr)
+            return EXIT_REGRESSION
+        print(f"gate passed against {baseline}")
+        return EXIT_OK
+    failures = not_ok(results)
+    for name in failures:
+        print(f"effkit: {name} is not ok", file=sys.stderr)
+    return EXIT_VARIANTS_FAILED if failures else EXIT_OK
+
+
 def _tflite_backends(text: str) -> tuple[Backend, ...]:
     choices = {
         "converter": (Backend.CONVERTER,),
@@ -279,8 +346,9 @@ def _compress(args: argparse.Namespace) -> int:
         tflite_backends=_tflite_backends(args.tflite_backend),
         prune=PruneConfig(epochs=args.prune_epochs),
         latency=LatencyConfig(
-            batch=args.batch,
-            threads=args.threads,
+            batches=parse_counts(args.batch, what="--batch"),
+            threads=parse_counts(args.threads, what="--threads"),
+            memory=args.memory,
             ort_optimization=parse_enum(OrtOptimization, args.ort_optimization, what="ONNX Runtime optimization"),
         ),
         onnx_quant=OnnxQuantConfig(
@@ -312,5 +380,19 @@ def _compress(args: argparse.Namespace) -> int:
     return EXIT_VARIANTS_FAILED if not_ok else EXIT_OK
 
 
+def run() -> None:
+    """The console script: `main`, then a quick exit.
+
+    Python's interpreter teardown with TensorFlow loaded takes over a second after the work is done and every file is
+    closed (all of effkit's writes are atomic renames), so the command runs the exit handlers libraries registered
+    and leaves without the rest. `main` stays a plain function for callers in Python.
+    """
+    code = main()
+    atexit._run_exitfuncs()  # what libraries registered (TensorFlow removes its autograph files from /tmp)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

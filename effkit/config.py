@@ -71,6 +71,17 @@ def parse_enum_list(enum_type: type[StrEnum], text: str, *, what: str) -> tuple:
     return tuple(dict.fromkeys(parse_enum(enum_type, item, what=what) for item in items))
 
 
+def parse_counts(text: str, *, what: str) -> tuple[int, ...]:
+    """`1,8` -> (1, 8): batch sizes or thread counts."""
+    try:
+        values = tuple(dict.fromkeys(int(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        raise ConfigError(f"{what} must be whole numbers like 1,8; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{what} must be whole numbers >= 1; got {text!r}")
+    return values
+
+
 def parse_sparsities(text: str) -> tuple[float, ...]:
     """`0.5,0.8` -> (0.5, 0.8); an empty string means no pruning."""
     values = []
@@ -88,9 +99,9 @@ def parse_sparsities(text: str) -> tuple[float, ...]:
 class PruneConfig:
     """Magnitude pruning and its fine-tune (tfmot PolynomialDecay)."""
 
-    epochs: int = 20
-    batch_size: int = 32
-    learning_rate: float = 1e-3
+    epochs: int = 16
+    batch_size: int = 64
+    learning_rate: float = 2e-3
     lr_decay_rate: float = 0.9  # exponential decay per epoch
     ramp_fraction: float = 0.5  # share of the fine-tune over which sparsity rises to its target
     patience: int = 3  # early stopping on validation loss, counted after the target sparsity is reached
@@ -139,11 +150,15 @@ class ParityConfig:
 
 @dataclass(frozen=True)
 class LatencyConfig:
-    """One latency protocol for every runtime: warm-up, then at least `min_runs` and `min_seconds`."""
+    """One latency protocol for every runtime: warm-up, then at least `min_runs` and `min_seconds`.
 
-    batch: int = 1
-    threads: int = 1  # LiteRT num_threads and ONNX Runtime intra-op threads
+    Every artifact is timed at each batch size and thread count; the first pair gives the headline figure.
+    """
+
+    batches: tuple[int, ...] = (1,)
+    threads: tuple[int, ...] = (1,)  # LiteRT num_threads and ONNX Runtime intra-op threads
     ort_optimization: OrtOptimization = OrtOptimization.ALL
+    memory: bool = False  # peak memory of each runtime, in a subprocess of its own (about 1 s per artifact)
     warmup_runs: int = 10
     warmup_seconds: float = 0.2
     min_runs: int = 200
@@ -152,10 +167,18 @@ class LatencyConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ort_optimization", OrtOptimization(self.ort_optimization))
+        object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
+        object.__setattr__(self, "threads", tuple(int(t) for t in self.threads))
+
+    @property
+    def batch(self) -> int:
+        """The headline batch size."""
+        return self.batches[0]
 
     def validate(self) -> None:
-        if self.batch < 1 or self.threads < 1:
-            raise ConfigError(f"latency batch and threads must be >= 1, got batch={self.batch} threads={self.threads}")
+        if not self.batches or not self.threads or min(self.batches) < 1 or min(self.threads) < 1:
+            shown = f"batches={list(self.batches)} threads={list(self.threads)}"
+            raise ConfigError(f"latency batches and threads must be >= 1, got {shown}")
         if self.min_runs < 1:
             raise ConfigError(f"latency min runs must be >= 1, got {self.min_runs}")
 
@@ -211,6 +234,8 @@ class CompressConfig:
         data["formats"] = [f.value for f in self.formats]
         data["tflite_backends"] = [b.value for b in self.tflite_backends]
         data["latency"]["ort_optimization"] = self.latency.ort_optimization.value
+        data["latency"]["batches"] = list(self.latency.batches)
+        data["latency"]["threads"] = list(self.latency.threads)
         data["onnx_quant"]["types"] = self.onnx_quant.types.value
         data["onnx_quant"]["calibration"] = self.onnx_quant.calibration.value
         return data

@@ -24,14 +24,25 @@ from .data import Dataset, check_fits, check_sizes, fit_sequences, load_dataset
 from .errors import EffkitError, InputError, ModelError, first_line
 from .measure import file_sizes, mae, parity, parity_problem, time_latency, top1, weight_sparsity
 from .recipes import Recipe, RecipeInputs, plan
-from .report import REFERENCE_VARIANT, REPORT_JSON, REPORT_MD, environment, recommend, write_report
+from .report import (
+    REFERENCE_VARIANT,
+    REPORT_HTML,
+    REPORT_JSON,
+    REPORT_MD,
+    environment,
+    recommend,
+    write_report,
+    write_visual_report,
+)
 from .runtime import Runner, open_runner
-from .types import Report, Status, Step, Variant
+from .runtime.probe import peak_memory
+from .types import Latency, Report, Status, Step, Variant
 
 log = logging.getLogger("effkit")
 
 DEFAULT_OUT = Path("effkit-out")
 ARTIFACTS = "artifacts"
+LATENCY_INPUT = "latency_input.npy"
 BASELINE = "baseline"
 
 
@@ -96,6 +107,8 @@ def compress(
     bridge_diff = _verify_bridge(loaded, dataset)
     if model is not None:  # inputs are valid: now the output folder may be created or cleared
         _claim_out_dir(out_dir)
+    # The samples every latency figure was timed on, so that a later check (effkit bench) times the same input.
+    _save_latency_input(out_dir / LATENCY_INPUT, dataset.x_test, max(config.latency.batches))
     log.info(
         "model %s: %s parameters, input %s %s, outputs %s; data %s: %d train / %d val / %d test",
         name,
@@ -145,6 +158,10 @@ def compress(
         # Also on Ctrl-C or an internal error: what was measured is written, marked incomplete.
         report = _report(variants, config, model_record, dataset, run.baseline_top1, complete=complete)
         write_report(report, out_dir)
+    try:
+        write_visual_report(report, out_dir)
+    except Exception as error:  # plots are a convenience: their failure must not cost the measured report
+        log.warning("could not draw the plots: %s", _reason(error))
     log.info("wrote %s and %s in %.1fs", out_dir / REPORT_JSON, out_dir / REPORT_MD, time.perf_counter() - started)
     return report
 
@@ -184,7 +201,7 @@ def _claim_out_dir(out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"cannot create {out_dir}: {error.strerror}") from None
-    for leftover in (out_dir / REPORT_JSON, out_dir / REPORT_MD):
+    for leftover in (out_dir / REPORT_JSON, out_dir / REPORT_MD, out_dir / REPORT_HTML, out_dir / LATENCY_INPUT):
         leftover.unlink(missing_ok=True)
     shutil.rmtree(out_dir / ARTIFACTS, ignore_errors=True)
 
@@ -315,7 +332,7 @@ class _Run:
             runner = self._runner(source.model, Format.KERAS)
         except Exception as error:
             return _failed(variant, error)
-        return self.measured(variant, runner, Path(path), source)
+        return self.measured(variant, runner, Path(path), source, load_ms=None)
 
     def artifact_variant(self, source: _Source, recipe: Recipe, inputs: RecipeInputs) -> Variant:
         path = self.artifacts / recipe.file_name(source.name)
@@ -337,16 +354,20 @@ class _Run:
                 variant = replace(
                     variant, steps=(*source.steps, Step("quantize", {"mode": str(recipe.quantization), **step}))
                 )
+            started = time.perf_counter()
             runner = self._runner(path, recipe.format)
+            load_ms = (time.perf_counter() - started) * 1e3
         except Exception as error:
             return _failed(variant, error)
-        return self.measured(variant, runner, path, source)
+        return self.measured(variant, runner, path, source, load_ms=load_ms)
 
-    def measured(self, variant: Variant, runner: Runner, path: Path, source: _Source) -> Variant:
-        """Accuracy and parity on the whole test split (every head), sizes, and latency under the one protocol."""
+    def measured(
+        self, variant: Variant, runner: Runner, path: Path, source: _Source, *, load_ms: float | None
+    ) -> Variant:
+        """Accuracy and parity on the whole test split (every head), sizes, latency under the one protocol at every
+        batch size and thread count, and (when asked) the runtime's peak memory in a process of its own."""
         interrupt.check()
         x_test = self.dataset.x_test
-        batch = self.config.latency.batch
         try:
             outputs = runner.predict(x_test)
             accuracy = _primary_top1(self.info, outputs, self.test_labels)
@@ -355,13 +376,13 @@ class _Run:
                 for head, output, reference in zip(self.info.heads, outputs, source.outputs, strict=True)
             }
             size_bytes, gzip_bytes = file_sizes(path)
-            latency = time_latency(
-                runner.bind(x_test[:batch]),
-                config=self.config.latency,
-                batch=batch,
-                threads=runner.threads,
-                runtime=runner.runtime,
-            )
+            grid = self._latency_grid(runner, path, Format(variant.format))
+            latency = grid[0]
+            memory = None
+            if self.config.latency.memory and variant.format != Format.KERAS:
+                memory = peak_memory(
+                    path, Format(variant.format), batch=latency.batch, threads=self.config.latency.threads[0]
+                )
             variant = replace(
                 variant,
                 sparsity=round(source.sparsity, 4),
@@ -370,6 +391,9 @@ class _Run:
                 top1=accuracy,
                 top1_delta_pp=round((accuracy - self.baseline_top1) * 100, 4),
                 latency_ms=latency,
+                latency_grid=tuple(grid) if len(grid) > 1 else None,
+                load_ms=None if load_ms is None else round(load_ms, 3),
+                memory_mb=memory,
                 parity=heads[self.info.primary.name]["parity"],
                 heads=(
                     {name: {**f, "parity": f["parity"].to_dict()} for name, f in heads.items()}
@@ -400,11 +424,35 @@ class _Run:
         )
         return variant
 
-    def _runner(self, artifact: Any, fmt: Format) -> Runner:
+    def _latency_grid(self, runner: Runner, path: Path, fmt: Format) -> list[Latency]:
+        """One latency per (thread count, batch size); the first is the runner's own (first thread count)."""
+        config = self.config.latency
+        # Keras runs on TensorFlow's own thread pool, fixed for the process: one thread count to report.
+        thread_counts = config.threads if fmt != Format.KERAS else config.threads[:1]
+        grid = []
+        for threads in thread_counts:
+            timed = runner if threads == config.threads[0] else self._runner(path, fmt, threads=threads)
+            for batch in config.batches:
+                grid.append(
+                    time_latency(
+                        timed.bind(_batch_of(self.dataset.x_test, batch)),
+                        config=config,
+                        batch=batch,
+                        threads=timed.threads,
+                        runtime=timed.runtime,
+                    )
+                )
+        return grid
+
+    def _runner(self, artifact: Any, fmt: Format, *, threads: int | None = None) -> Runner:
         latency = self.config.latency
         names = [head.name for head in self.info.heads]
         return open_runner(
-            artifact, fmt, threads=latency.threads, ort_optimization=latency.ort_optimization, outputs=names
+            artifact,
+            fmt,
+            threads=threads or latency.threads[0],
+            ort_optimization=latency.ort_optimization,
+            outputs=names,
         )
 
     def _shown(self, path: Path) -> str:
@@ -413,6 +461,18 @@ class _Run:
             return str(Path(path).relative_to(self.artifacts.parent))
         except ValueError:
             return str(path)
+
+
+def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:
+    from .files import atomic_output
+
+    with atomic_output(path) as temporary, temporary.open("wb") as handle:
+        np.save(handle, _batch_of(x, batch), allow_pickle=False)
+
+
+def _batch_of(x: np.ndarray, batch: int) -> np.ndarray:
+    """The first `batch` test samples, repeated when the split is smaller."""
+    return x[:batch] if len(x) >= batch else np.resize(x, (batch, *x.shape[1:]))
 
 
 def _head_figures(head: Head, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

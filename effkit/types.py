@@ -55,6 +55,7 @@ class Latency:
     batch: int
     threads: int
     runs: int
+    throughput: float | None = None  # samples per second at the mean latency
     runtime: dict[str, Any] | None = None  # the engine and its settings, e.g. ONNX Runtime's graph optimization
 
     @classmethod
@@ -74,6 +75,7 @@ class Latency:
             batch=batch,
             threads=threads,
             runs=len(ms),
+            throughput=batch / (statistics.fmean(ms) / 1e3),
             runtime=runtime,
         )
 
@@ -129,7 +131,10 @@ class Variant:
     top1_delta_pp: float | None = None
     compression_raw: float | None = None  # float32 TFLite raw bytes / this raw bytes
     compression_gzip: float | None = None  # float32 TFLite gzip bytes / this gzip bytes
-    latency_ms: Latency | None = None
+    latency_ms: Latency | None = None  # at the first batch size and thread count
+    latency_grid: tuple[Latency, ...] | None = None  # every batch size x thread count, when more than one
+    load_ms: float | None = None  # loading the artifact into its runtime, ready to run
+    memory_mb: dict[str, float] | None = None  # {"peak", "model"}: the runtime's peak RSS in a process of its own
     parity: Parity | None = None  # of the primary (first classification) head
     heads: dict[str, dict[str, Any]] | None = None  # multi-output models: per head {"top1"|"mae", "parity"}
     steps: tuple[Step, ...] = ()
@@ -141,6 +146,7 @@ class Variant:
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["latency_ms"] = self.latency_ms.to_dict() if self.latency_ms else None
+        data["latency_grid"] = [latency.to_dict() for latency in self.latency_grid] if self.latency_grid else None
         data["parity"] = self.parity.to_dict() if self.parity else None
         data["steps"] = [step.to_dict() for step in self.steps]
         return data
@@ -150,6 +156,8 @@ class Variant:
         values = _from_known(cls, data)
         if values.get("latency_ms"):
             values["latency_ms"] = Latency.from_dict(values["latency_ms"])
+        if values.get("latency_grid"):
+            values["latency_grid"] = tuple(Latency.from_dict(latency) for latency in values["latency_grid"])
         if values.get("parity"):
             values["parity"] = Parity.from_dict(values["parity"])
         values["steps"] = tuple(Step.from_dict(step) for step in values.get("steps") or ())

@@ -45,7 +45,8 @@ def test_sparsity_outside_unit_interval_is_refused(sparsity):
         (CompressConfig(calibration_samples=0), "calibration samples"),
         (CompressConfig(formats=(Format.KERAS,)), "always measured"),
         (CompressConfig(prune=PruneConfig(epochs=0)), "prune epochs"),
-        (CompressConfig(latency=LatencyConfig(threads=0)), "threads"),
+        (CompressConfig(latency=LatencyConfig(threads=(0,))), "threads"),
+        (CompressConfig(latency=LatencyConfig(batches=())), "batches"),
     ],
 )
 def test_invalid_settings_are_refused(config, message):

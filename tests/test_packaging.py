@@ -22,4 +22,4 @@ def test_every_package_is_declared():
 
 def test_the_console_script_points_at_the_cli():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["effkit"] == "effkit.cli:main"
+    assert project["scripts"]["effkit"] == "effkit.cli:run"

@@ -39,7 +39,10 @@ def test_recommend_breaks_size_ties_by_latency():
 def _report(recommended="small"):
     return Report(
         environment={"cpu": "test cpu", "cores": 2, "python": "3.11"},
-        config={"max_accuracy_drop": 1.0, "latency": {"batch": 1, "threads": 1, "min_runs": 200, "min_seconds": 0.5}},
+        config={
+            "max_accuracy_drop": 1.0,
+            "latency": {"batches": [1], "threads": [1], "min_runs": 200, "min_seconds": 0.5},
+        },
         model={"name": "tiny"},
         data={"name": "digits", "test": 359},
         baseline={"top1": 0.97},

@@ -42,17 +42,21 @@ def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> Path:
     return Path(path)
 
 
+# Numbers that depend on what the process did before, not on the model: tf2onnx's `__<n>` suffixes (a
+# process-wide counter) and TensorFlow's numeric path segments such as `embedding_lookup/2049:0` (object ids).
 _GENERATED = re.compile(r"__(\d+)")
+_TF_IDS = re.compile(r"(?<=/)(\d+)(?=[:/]|$)")
 
 
 def _canonical_names(graph) -> None:
-    """tf2onnx suffixes the names it makes with `__<n>` from a process-wide counter, so converting the same model
-    twice in one process gives two different files. Renumber those suffixes by first appearance in the graph (a
-    one-to-one mapping, so distinct names stay distinct)."""
-    numbers: dict[str, str] = {}
+    """Renumber process-dependent numbers in tensor and node names by first appearance in the graph, so the same
+    model gives the same file in any process (one-to-one mappings, so distinct names stay distinct)."""
+    suffixes: dict[str, str] = {}
+    ids: dict[str, str] = {}
 
     def canonical(name: str) -> str:
-        return _GENERATED.sub(lambda m: "__" + numbers.setdefault(m.group(1), str(len(numbers) + 1)), name)
+        name = _GENERATED.sub(lambda m: "__" + suffixes.setdefault(m.group(1), str(len(suffixes) + 1)), name)
+        return _TF_IDS.sub(lambda m: ids.setdefault(m.group(1), str(len(ids) + 1)), name)
 
     def walk(g) -> None:
         for value in (*g.input, *g.initializer, *g.output, *g.value_info):

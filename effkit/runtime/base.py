@@ -30,6 +30,11 @@ class Runner(ABC):
     def runtime(self) -> dict[str, Any]:
         """The engine and the settings its figures were measured with."""
 
+    @property
+    @abstractmethod
+    def input_spec(self) -> tuple[tuple[int, ...], np.dtype]:
+        """The input's shape without the batch dimension, and the dtype the caller's samples should have."""
+
 
 def chunks(x: np.ndarray, size: int = EVAL_BATCH):
     for start in range(0, len(x), size):

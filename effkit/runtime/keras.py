@@ -22,6 +22,11 @@ class KerasRunner(Runner):
         return {"engine": "tensorflow", "call": "tf.function", "intra_op_threads": self.threads}
 
     @property
+    def input_spec(self) -> tuple[tuple[int, ...], np.dtype]:
+        tensor = self.model.inputs[0]
+        return tuple(int(d or 1) for d in tensor.shape[1:]), np.dtype(getattr(tensor.dtype, "name", tensor.dtype))
+
+    @property
     def threads(self) -> int:
         """TensorFlow's intra-op pool: 0 means one thread per core."""
         import os

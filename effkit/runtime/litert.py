@@ -55,6 +55,13 @@ class LiteRTRunner(Runner):
         # The default (AUTO) op resolver applies the XNNPACK delegate wherever it has kernels.
         return {"engine": "litert", "op_resolver": "auto (XNNPACK)", "num_threads": self.threads}
 
+    @property
+    def input_spec(self) -> tuple[tuple[int, ...], np.dtype]:
+        dtype = self.input["dtype"]
+        # A quantized input takes float samples (effkit quantizes them); token ids stay integers.
+        quantized = np.issubdtype(dtype, np.integer) and self.input["quantization"][0]
+        return tuple(int(d) for d in self.input["shape"][1:]), np.dtype(np.float32 if quantized else dtype)
+
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
         """Float samples -> the input tensor's type, with its scale and zero point when it is quantized.
 

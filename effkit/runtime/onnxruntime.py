@@ -66,6 +66,10 @@ class OnnxRuntimeRunner(Runner):
             "intra_op_threads": self.threads,
         }
 
+    @property
+    def input_spec(self) -> tuple[tuple[int, ...], np.dtype]:
+        return tuple(d if isinstance(d, int) else 1 for d in self.input.shape[1:]), np.dtype(self.input_dtype)
+
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
         runs = [self.session.run(self.output_names, {self.input.name: self._prepared(chunk)}) for chunk in chunks(x)]
         return [np.concatenate([run[i] for run in runs]).astype(np.float32, copy=False) for i in range(len(runs[0]))]

@@ -1,0 +1,421 @@
+"""effkit bench: run a suite of models through `compress`, collect one results.json, gate it against a baseline.
+
+A suite is a TOML file (see bench/suites/): the compress settings shared by its models, the gate's thresholds,
+and the models, each a reference classifier from models/ (trained here, or reused from an earlier run in the same
+output folder) or a model file, with its data.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import time
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .config import CompressConfig
+from .errors import ConfigError, EffkitError, InputError, first_line
+from .files import write_text
+from .gate import Thresholds, compare, regressions_markdown
+from .report import environment
+from .types import Report, Status
+
+log = logging.getLogger("effkit")
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+RESULTS_HTML = "report.html"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SuiteModel:
+    """One entry of a suite: a reference model (trained from models/) or a model file, and its data."""
+
+    name: str
+    data: str
+    reference: str | None = None
+    path: str | None = None
+    epochs: int | None = None  # training epochs for a reference model (each phase); None: its recipe's
+    compress: dict[str, Any] = field(default_factory=dict)  # overrides of the suite's [compress] settings
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    models: tuple[SuiteModel, ...]
+    compress: dict[str, Any]
+    thresholds: Thresholds
+    seed: int = 0
+    description: str = ""
+    path: Path | None = None
+
+    def config_for(self, model: SuiteModel) -> CompressConfig:
+        merged = _merge(self.compress, model.compress)
+        merged.setdefault("seed", self.seed)
+        try:
+            config = CompressConfig.from_dict(merged)
+        except TypeError as error:
+            raise ConfigError(f"suite {self.name}: bad [compress] settings for {model.name}: {error}") from None
+        config.validate()
+        return config
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and check a suite file.
+
+    Raises:
+        InputError: the file is missing or not TOML.
+        ConfigError: unknown keys, unknown reference models, or settings compress would refuse.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"suite not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not valid TOML: {first_line(error)}") from None
+    _known(data, {"name", "description", "seed", "compress", "thresholds", "models"}, where=str(path))
+    models = []
+    for index, entry in enumerate(data.get("models", ())):
+        where = f"{path} models[{index}]"
+        _known(entry, {f.name for f in fields(SuiteModel)}, where=where)
+        if bool(entry.get("reference")) == bool(entry.get("path")):
+            raise ConfigError(f"{where}: give exactly one of reference (a model from models/) or path")
+        if entry.get("reference"):
+            import effkit_models
+
+            effkit_models.get(entry["reference"])  # fails with the list of known names
+        name = entry.get("name") or entry.get("reference") or Path(entry["path"]).stem
+        default_data = "digits" if entry.get("path") else _reference_data(entry["reference"])
+        models.append(SuiteModel(**{**entry, "name": name, "data": entry.get("data", default_data)}))
+    if not models:
+        raise ConfigError(f"{path} lists no [[models]]")
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: model names must be unique, got {names}")
+    thresholds = data.get("thresholds", {})
+    _known(thresholds, {f.name for f in fields(Thresholds)}, where=f"{path} [thresholds]")
+    suite = Suite(
+        name=data.get("name", path.stem),
+        description=data.get("description", ""),
+        seed=int(data.get("seed", 0)),
+        compress=data.get("compress", {}),
+        thresholds=Thresholds(**thresholds),
+        models=tuple(models),
+        path=path,
+    )
+    for model in suite.models:  # refuse bad settings now, not after an hour of benchmarking
+        suite.config_for(model)
+    return suite
+
+
+def _reference_data(reference: str) -> str:
+    import effkit_models
+
+    return effkit_models.get(reference).OFFLINE_DATA
+
+
+def _known(data: dict, known: set[str], *, where: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
+    return merged
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Running a suite
+
+
+def run_suite(suite: Suite, out_dir: str | Path) -> dict[str, Any]:
+    """Compress every model of the suite into `out_dir/<model>/` and return the results (also in results.json).
+
+    A model that cannot be loaded, trained or compressed is recorded with its error; the others still run.
+    """
+    from .pipeline import compress
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    entries = []
+    for model in suite.models:
+        log.info("bench %s: model %s on %s", suite.name, model.name, model.data)
+        try:
+            config = suite.config_for(model)
+            source = Path(model.path) if model.path else _trained(model, out_dir, seed=suite.seed)
+            report = compress(
+                source, model.data, config=config, out_dir=out_dir / model.name, name=model.name, overwrite=True
+            )
+        except EffkitError as error:
+            log.warning("bench %s: %s failed: %s", suite.name, model.name, first_line(error))
+            entries.append({"name": model.name, "data": model.data, "status": "failed", "error": first_line(error)})
+            continue
+        entries.append(_entry(model, report, suite.thresholds.latency_reference))
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "suite": suite.name,
+        "description": suite.description,
+        "complete": True,
+        "seconds": round(time.perf_counter() - started, 1),
+        "environment": environment(),
+        "thresholds": suite.thresholds.to_dict(),
+        "models": entries,
+    }
+    return results
+
+
+def _trained(model: SuiteModel, out_dir: Path, *, seed: int) -> Path:
+    """The reference model's file, trained now or reused from an earlier run with the same recipe and data."""
+    import effkit_models
+
+    from . import __version__, keras_compat
+    from .data import load_dataset
+
+    recipe = {
+        "reference": model.reference,
+        "data": model.data,
+        "epochs": model.epochs,
+        "seed": seed,
+        "effkit": __version__,
+    }
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    path = out_dir / "models" / f"{model.reference}-{key}.keras"
+    if path.exists():
+        log.info("bench: reusing %s", path)
+        return path
+    dataset = load_dataset(model.data, seed=seed)
+    trained = effkit_models.train_reference(
+        model.reference, dataset, generation=keras_compat.KERAS_3, seed=seed, epochs=model.epochs
+    )
+    keras_compat.save_model(trained, path)
+    write_text(path.with_suffix(".json"), json.dumps(recipe, indent=2) + "\n")
+    return path
+
+
+def _entry(model: SuiteModel, report: Report, reference_name: str) -> dict[str, Any]:
+    """What results.json keeps of one model's report: a flat row per variant, latency also as a ratio."""
+    reference = next((v for v in report.variants if v.name == reference_name and v.latency_ms), None)
+    rows = []
+    for v in report.variants:
+        latency = v.latency_ms
+        rows.append(
+            {
+                "name": v.name,
+                "format": str(v.format),
+                "quantization": str(v.quantization),
+                "backend": str(v.backend),
+                "status": str(v.status),
+                "error": v.error,
+                "top1": v.top1,
+                "top1_delta_pp": v.top1_delta_pp,
+                "size_bytes": v.size_bytes,
+                "gzip_bytes": v.gzip_bytes,
+                "p50_ms": latency.p50 if latency else None,
+                "latency_ratio": round(latency.p50 / reference.latency_ms.p50, 4) if latency and reference else None,
+                "load_ms": v.load_ms,
+                "memory_mb": v.memory_mb,
+                "latency_grid": [
+                    {"batch": g.batch, "threads": g.threads, "p50_ms": g.p50, "throughput": g.throughput}
+                    for g in (v.latency_grid or ((latency,) if latency else ()))
+                ],
+            }
+        )
+    return {
+        "name": model.name,
+        "reference": model.reference,
+        "path": model.path,
+        "data": model.data,
+        "status": "ok",
+        "report": f"{model.name}/report.json",
+        "baseline_top1": report.baseline["top1"],
+        "recommended": report.recommended,
+        "latency_reference": reference_name if reference else None,
+        "variants": rows,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing results
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """results.json, results.md and a report.html embedding each model's plots and table."""
+    out_dir = Path(out_dir)
+    written = [
+        write_text(out_dir / RESULTS_JSON, json.dumps(results, indent=2) + "\n"),
+        write_text(out_dir / RESULTS_MD, results_markdown(results)),
+    ]
+    written.append(write_text(out_dir / RESULTS_HTML, results_html(results, out_dir)))
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary_file:  # GitHub Actions shows this Markdown on the run's page
+        with open(summary_file, "a", encoding="utf-8") as handle:
+            handle.write(results_markdown(results) + "\n")
+    return written
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    lines = [f"# effkit bench: {results['suite']}", ""]
+    if results.get("description"):
+        lines += [results["description"], ""]
+    env = results.get("environment", {})
+    lines += [
+        f"{len(results['models'])} models in {results.get('seconds', '?')} s on {env.get('cpu', '?')}, "
+        f"{env.get('cores', '?')} cores. Latency ratio = p50 / p50 of "
+        f"`{results['thresholds']['latency_reference']}` in the same run.",
+        "",
+    ]
+    gate = results.get("gate")
+    if gate:
+        verdict = "passed" if gate["passed"] else f"FAILED: {len(gate['regressions'])} regression(s)"
+        lines += [f"**Gate against `{gate['baseline']}`: {verdict}.**", ""]
+        if gate["regressions"]:
+            lines += [regressions_markdown(gate["regressions"]), ""]
+    for model in results["models"]:
+        lines.append(f"## {model['name']} ({model['data']})")
+        lines.append("")
+        if model["status"] != "ok":
+            lines += [f"Failed: {model['error']}", ""]
+            continue
+        lines.append(f"Baseline top-1 {model['baseline_top1'] * 100:.2f}%; recommended: `{model['recommended']}`.")
+        lines.append("")
+        lines.append("| variant | status | top-1 | Δ pp | gzip KiB | p50 ms | ratio |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|")
+        for v in model["variants"]:
+            lines.append(
+                f"| {'★ ' if v['name'] == model['recommended'] else ''}{v['name']} | {v['status']} | "
+                f"{_cell(v['top1'], '{:.2%}')} | {_cell(v['top1_delta_pp'], '{:+.2f}')} | "
+                f"{_cell(v['gzip_bytes'] and v['gzip_bytes'] / 1024, '{:.1f}')} | {_cell(v['p50_ms'], '{:.4f}')} | "
+                f"{_cell(v['latency_ratio'], '{:.2f}')} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value, template: str) -> str:
+    return "" if value is None else template.format(value)
+
+
+def results_html(results: dict[str, Any], out_dir: Path) -> str:
+    """One page for the whole suite: each model's plots and table, taken from its own report."""
+    import html
+
+    from .report import REPORT_HTML
+
+    sections = []
+    for model in results["models"]:
+        page = out_dir / model["name"] / REPORT_HTML
+        if model["status"] == "ok" and page.exists():
+            text = page.read_text(encoding="utf-8")
+            body = text[text.index("<body>") + len("<body>") : text.rindex("</body>")]
+            sections.append(f"<section>{body.replace('<h1>', '<h2>').replace('</h1>', '</h2>')}</section>")
+        else:
+            sections.append(
+                f"<h2>{html.escape(model['name'])}</h2><p>Failed: {html.escape(str(model.get('error')))}</p>"
+            )
+    gate = results.get("gate")
+    gate_html = ""
+    if gate:
+        verdict = "passed" if gate["passed"] else f"FAILED: {len(gate['regressions'])} regression(s)"
+        items = "".join(
+            f"<li>{html.escape(r['model'])} / {html.escape(r['variant'])}: {html.escape(r['metric'])} "
+            f"{html.escape(str(r['baseline']))} → {html.escape(str(r['current']))} ({html.escape(r['why'])})</li>"
+            for r in gate["regressions"]
+        )
+        gate_html = f"<p><strong>Gate: {verdict}</strong></p><ul>{items}</ul>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>effkit bench: {html.escape(results["suite"])}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+img {{ max-width: 48%; margin: 0.5em 1% 0.5em 0; border: 1px solid #ddd; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }}
+td:nth-child(2), th:nth-child(2) {{ text-align: left; font-family: monospace; }}
+tr.chosen {{ background: #fff3b0; font-weight: bold; }}
+</style></head><body>
+<h1>effkit bench: {html.escape(results["suite"])}</h1>
+<p>{html.escape(results.get("description", ""))}</p>{gate_html}
+{"".join(sections)}
+</body></html>
+"""
+
+
+def gate(results: dict[str, Any], baseline_path: Path, thresholds: Thresholds, out_dir: Path) -> dict[str, Any]:
+    """Compare with a baseline results.json; the verdict is stored in `results["gate"]` and returned.
+
+    A latency regression is confirmed before it counts: noise on a shared 2-core machine comes in bursts of a few
+    seconds, which can hit a variant and spare its reference. The suspect and its reference are timed again in
+    alternation (`confirm_latency`), and the median of those ratios is judged instead.
+    """
+    if not baseline_path.is_file():
+        raise InputError(f"baseline not found: {baseline_path}; create one with --update-baseline")
+    try:
+        baseline = json.loads(baseline_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"baseline {baseline_path} is not JSON: {first_line(error)}") from None
+    if baseline.get("schema_version") != SCHEMA_VERSION or "models" not in baseline:
+        raise InputError(f"{baseline_path} is not an effkit bench results file (schema {SCHEMA_VERSION})")
+    regressions = compare(results, baseline, thresholds)
+    suspects = {(r["model"], r["variant"]) for r in regressions if r["metric"] == "latency_ratio"}
+    if suspects:
+        log.info("bench: timing %d latency suspect(s) again against their reference", len(suspects))
+        for model in results["models"]:
+            for variant in model.get("variants", ()):
+                if (model["name"], variant["name"]) in suspects:
+                    variant["latency_ratio_first"] = variant["latency_ratio"]
+                    variant["latency_ratio"] = confirm_latency(
+                        out_dir / model["name"], variant["name"], model["latency_reference"]
+                    )
+        regressions = compare(results, baseline, thresholds)
+    results["gate"] = {"baseline": str(baseline_path), "passed": not regressions, "regressions": regressions}
+    return results["gate"]
+
+
+def confirm_latency(model_dir: Path, variant_name: str, reference_name: str, *, rounds: int = 7) -> float:
+    """The median over `rounds` alternating timings of p50(variant) / p50(reference), at the report's headline
+    batch size and thread count, on the same input samples compress timed (its latency_input.npy)."""
+    import statistics
+
+    import numpy as np
+
+    from .config import Format, LatencyConfig
+    from .measure import time_latency
+    from .pipeline import LATENCY_INPUT
+    from .runtime import open_runner
+
+    report = Report.from_json((model_dir / "report.json").read_text(encoding="utf-8"))
+    headline = report.variant(reference_name).latency_ms
+    samples = np.load(model_dir / LATENCY_INPUT, allow_pickle=False)[: headline.batch]
+    protocol = LatencyConfig(warmup_runs=10, warmup_seconds=0.05, min_runs=100, min_seconds=0.15)
+    runners = []
+    for name in (variant_name, reference_name):
+        variant = report.variant(name)
+        runner = open_runner(model_dir / variant.path, Format(variant.format), threads=headline.threads)
+        runners.append(runner.bind(samples))
+    ratios = []
+    for _ in range(rounds):
+        timed = [
+            time_latency(call, config=protocol, batch=headline.batch, threads=headline.threads).p50 for call in runners
+        ]
+        ratios.append(timed[0] / timed[1])
+    return round(statistics.median(ratios), 4)
+
+
+def not_ok(results: dict[str, Any]) -> list[str]:
+    """Models that failed and variants that are not ok, as `model/variant` names."""
+    names = [m["name"] for m in results["models"] if m["status"] != "ok"]
+    for model in results["models"]:
+        names += [f"{model['name']}/{v['name']}" for v in model.get("variants", ()) if v["status"] != Status.OK]
+    return names

@@ -1,0 +1,111 @@
+"""The CI gate: what counts as a regression between a baseline results.json and a new one.
+
+Accuracy and size are deterministic on a given stack, so their thresholds can be tight. Latency is judged as a
+ratio to a reference artifact measured in the same run (by default the float32 TFLite baseline), so a slower or
+busier machine moves both figures together and does not trip the gate; only an artifact that got slower relative
+to its own reference does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    accuracy_drop_pp: float = 0.5  # top-1 may fall this many percentage points
+    size_growth_pct: float = 2.0  # gzip bytes may grow this much
+    latency_slowdown_pct: float = 30.0  # the p50 ratio to the reference artifact may grow this much
+    latency_reference: str = "baseline-tflite-none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(results: dict[str, Any], baseline: dict[str, Any], thresholds: Thresholds) -> list[dict[str, Any]]:
+    """Every regression of `results` against `baseline`, model by model and variant by variant.
+
+    A variant that was ok and no longer is, or has disappeared, is a regression; so is a model that ran in the
+    baseline and fails now. Variants new in `results` are not judged.
+    """
+    current = {model["name"]: model for model in results["models"]}
+    regressions = []
+    for old_model in baseline["models"]:
+        name = old_model["name"]
+        model = current.get(name)
+        if model is None or model["status"] != "ok":
+            if old_model["status"] == "ok":
+                why = "not in this run" if model is None else model.get("error", "failed")
+                regressions.append(_row(name, "(model)", "status", "ok", "failed" if model else "missing", why))
+            continue
+        variants = {v["name"]: v for v in model["variants"]}
+        for old in old_model.get("variants", ()):
+            new = variants.get(old["name"])
+            regressions += _variant_regressions(name, old, new, thresholds)
+    return regressions
+
+
+def _variant_regressions(model: str, old: dict, new: dict | None, limits: Thresholds) -> list[dict[str, Any]]:
+    variant = old["name"]
+    if new is None:
+        return [_row(model, variant, "status", old["status"], "missing", "variant no longer made")]
+    if old["status"] == "ok" and new["status"] != "ok":
+        return [_row(model, variant, "status", "ok", new["status"], new.get("error") or "")]
+    if new["status"] != "ok":
+        return []
+    found = []
+    if old.get("top1") is not None and new.get("top1") is not None:
+        drop = (old["top1"] - new["top1"]) * 100
+        if drop > limits.accuracy_drop_pp + 1e-9:
+            found.append(
+                _row(
+                    model,
+                    variant,
+                    "top1",
+                    f"{old['top1']:.4f}",
+                    f"{new['top1']:.4f}",
+                    f"-{drop:.2f} pp > {limits.accuracy_drop_pp} pp",
+                )
+            )
+    if old.get("gzip_bytes") and new.get("gzip_bytes"):
+        growth = (new["gzip_bytes"] / old["gzip_bytes"] - 1) * 100
+        if growth > limits.size_growth_pct:
+            found.append(
+                _row(
+                    model,
+                    variant,
+                    "gzip_bytes",
+                    old["gzip_bytes"],
+                    new["gzip_bytes"],
+                    f"+{growth:.1f}% > {limits.size_growth_pct}%",
+                )
+            )
+    # Keras rows time TensorFlow's own call overhead: a reference for accuracy, not an artifact to gate on.
+    if old.get("latency_ratio") and new.get("latency_ratio") and new.get("format") != "keras":
+        slowdown = (new["latency_ratio"] / old["latency_ratio"] - 1) * 100
+        if slowdown > limits.latency_slowdown_pct:
+            found.append(
+                _row(
+                    model,
+                    variant,
+                    "latency_ratio",
+                    old["latency_ratio"],
+                    new["latency_ratio"],
+                    f"+{slowdown:.0f}% > {limits.latency_slowdown_pct}%",
+                )
+            )
+    return found
+
+
+def _row(model: str, variant: str, metric: str, baseline: Any, current: Any, why: str) -> dict[str, Any]:
+    return {"model": model, "variant": variant, "metric": metric, "baseline": baseline, "current": current, "why": why}
+
+
+def regressions_markdown(regressions: list[dict[str, Any]]) -> str:
+    lines = ["| model | variant | metric | baseline | now | why |", "|---|---|---|---:|---:|---|"]
+    lines += [
+        f"| {r['model']} | {r['variant']} | {r['metric']} | {r['baseline']} | {r['current']} | {r['why']} |"
+        for r in regressions
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""Trade-off plots of a Report: accuracy against gzip size and against latency, Pareto front highlighted.
+
+One point per measured variant (failed and mismatched ones are left out: they are not choices), coloured by format
+and shaped by quantization; the recommended variant is a star.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .files import atomic_output
+from .types import Report, Status, Variant
+
+COLORS = {"keras": "#7f7f7f", "tflite": "#1f77b4", "onnx": "#ff7f0e"}
+MARKERS = {"none": "o", "dynamic": "s", "float16": "^", "int8": "D", "int16x8": "v"}
+PLOTS = {
+    "accuracy_vs_size.png": ("gzip_bytes", "gzip size (KiB, log scale)", 1 / 1024),
+    "accuracy_vs_latency.png": ("p50", "batch-1 p50 latency (ms, log scale)", 1.0),
+}
+
+
+def pareto_front(points: Sequence[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The points no other point beats on both axes: smaller x (size, latency) and larger y (accuracy)."""
+    front: list[tuple[float, float, str]] = []
+    best = float("-inf")
+    for x, y, name in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y, name))
+            best = y
+    return front
+
+
+def _x(variant: Variant, field: str) -> float | None:
+    if field == "p50":
+        return variant.latency_ms.p50 if variant.latency_ms else None
+    return getattr(variant, field)
+
+
+def plot_tradeoffs(report: Report, out_dir: Path) -> list[Path]:
+    """Write accuracy_vs_size.png and accuracy_vs_latency.png into `out_dir`; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [v for v in report.variants if v.status == Status.OK and v.top1 is not None]
+    written = []
+    for file_name, (field, label, scale) in PLOTS.items():
+        points = [(x * scale, v.top1 * 100, v.name) for v in measured if (x := _x(v, field)) is not None]
+        figure, axes = plt.subplots(figsize=(10, 5.2), dpi=110)
+        for variant in measured:
+            x = _x(variant, field)
+            if x is None:
+                continue
+            axes.scatter(
+                x * scale,
+                variant.top1 * 100,
+                c=COLORS.get(str(variant.format), "black"),
+                marker=MARKERS.get(str(variant.quantization), "o"),
+                s=46,
+                alpha=0.85,
+                edgecolors="white",
+                linewidths=0.5,
+            )
+        front = pareto_front(points)
+        if front:
+            axes.step(
+                [p[0] for p in front],
+                [p[1] for p in front],
+                where="post",
+                color="#2ca02c",
+                linewidth=1.6,
+                label="Pareto front",
+                zorder=1,
+            )
+            for x, y, name in front:
+                axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color="#2ca02c")
+        chosen = next((p for p in points if p[2] == report.recommended), None)
+        if chosen:
+            axes.scatter(
+                [chosen[0]],
+                [chosen[1]],
+                marker="*",
+                s=320,
+                c="gold",
+                edgecolors="black",
+                zorder=5,
+                label=f"recommended: {chosen[2]}",
+            )
+        for fmt, color in COLORS.items():
+            axes.scatter([], [], c=color, marker="o", label=fmt)
+        for quantization, marker in MARKERS.items():
+            if any(str(v.quantization) == quantization for v in measured):
+                axes.scatter([], [], c="white", edgecolors="black", marker=marker, label=quantization)
+        axes.set_xscale("log")
+        axes.set_xlabel(label)
+        axes.set_ylabel("top-1 accuracy (%)")
+        axes.set_title(
+            f"{report.model.get('name', 'model')} on {report.data.get('name', 'data')}: "
+            f"accuracy vs {'size' if field == 'gzip_bytes' else 'latency'}"
+        )
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        figure.tight_layout()
+        path = Path(out_dir) / file_name
+        with atomic_output(path) as temporary:
+            figure.savefig(temporary, format="png")
+        plt.close(figure)
+        written.append(path)
+    return written
