@@ -60,8 +60,10 @@ class Suite:
         merged.setdefault("seed", self.seed)
         try:
             config = CompressConfig.from_dict(merged)
-        except TypeError as error:
-            raise ConfigError(f"suite {self.name}: bad [compress] settings for {model.name}: {error}") from None
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ConfigError(
+                f"suite {self.name}: bad [compress] settings for {model.name}: {first_line(error)}"
+            ) from None
         config.validate()
         return config
 
@@ -91,7 +93,9 @@ def load_suite(path: str | Path) -> Suite:
             import effkit_models
 
             effkit_models.get(entry["reference"])  # fails with the list of known names
-        name = entry.get("name") or entry.get("reference") or Path(entry["path"]).stem
+        name = str(entry.get("name") or entry.get("reference") or Path(entry["path"]).stem)
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise ConfigError(f"{where}: model name {name!r} must be a plain folder name (it names the output folder)")
         default_data = "digits" if entry.get("path") else _reference_data(entry["reference"])
         models.append(SuiteModel(**{**entry, "name": name, "data": entry.get("data", default_data)}))
     if not models:
@@ -100,18 +104,23 @@ def load_suite(path: str | Path) -> Suite:
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: model names must be unique, got {names}")
     thresholds = data.get("thresholds", {})
+    if not isinstance(thresholds, dict) or not isinstance(data.get("compress", {}), dict):
+        raise ConfigError(f"{path}: [thresholds] and [compress] must be tables")
     _known(thresholds, {f.name for f in fields(Thresholds)}, where=f"{path} [thresholds]")
-    suite = Suite(
-        name=data.get("name", path.stem),
-        description=data.get("description", ""),
-        seed=int(data.get("seed", 0)),
-        compress=data.get("compress", {}),
-        thresholds=Thresholds(**thresholds),
-        models=tuple(models),
-        path=path,
-    )
-    for model in suite.models:  # refuse bad settings now, not after an hour of benchmarking
-        suite.config_for(model)
+    try:
+        suite = Suite(
+            name=str(data.get("name", path.stem)),
+            description=str(data.get("description", "")),
+            seed=int(data.get("seed", 0)),
+            compress=data.get("compress", {}),
+            thresholds=Thresholds(**thresholds),
+            models=tuple(models),
+            path=path,
+        )
+        for model in suite.models:  # refuse bad settings now, not after an hour of benchmarking
+            suite.config_for(model)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise ConfigError(f"{path}: {first_line(error)}") from None
     return suite
 
 
@@ -251,8 +260,9 @@ def _entry(model: SuiteModel, report: Report, reference_name: str) -> dict[str, 
 # Writing results
 
 
-def write_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
-    """results.json, results.md and a report.html embedding each model's plots and table."""
+def write_results(results: dict[str, Any], out_dir: Path, *, step_summary: bool = True) -> list[Path]:
+    """results.json, results.md and a report.html embedding each model's plots and table; with `step_summary`,
+    results.md is also appended to GitHub Actions' $GITHUB_STEP_SUMMARY when that is set."""
     out_dir = Path(out_dir)
     written = [
         write_text(out_dir / RESULTS_JSON, json.dumps(results, indent=2) + "\n"),
@@ -260,7 +270,7 @@ def write_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
     ]
     written.append(write_text(out_dir / RESULTS_HTML, results_html(results, out_dir)))
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary_file:  # GitHub Actions shows this Markdown on the run's page
+    if step_summary and summary_file:  # GitHub Actions shows this Markdown on the run's page
         with open(summary_file, "a", encoding="utf-8") as handle:
             handle.write(results_markdown(results) + "\n")
     return written
@@ -312,7 +322,7 @@ def results_html(results: dict[str, Any], out_dir: Path) -> str:
     """One page for the whole suite: each model's plots and table, taken from its own report."""
     import html
 
-    from .report import REPORT_HTML
+    from .report import REPORT_HTML, html_page
 
     sections = []
     for model in results["models"]:
@@ -335,21 +345,9 @@ def results_html(results: dict[str, Any], out_dir: Path) -> str:
             for r in gate["regressions"]
         )
         gate_html = f"<p><strong>Gate: {verdict}</strong></p><ul>{items}</ul>"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>effkit bench: {html.escape(results["suite"])}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-img {{ max-width: 48%; margin: 0.5em 1% 0.5em 0; border: 1px solid #ddd; }}
-table {{ border-collapse: collapse; font-size: 0.85em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }}
-td:nth-child(2), th:nth-child(2) {{ text-align: left; font-family: monospace; }}
-tr.chosen {{ background: #fff3b0; font-weight: bold; }}
-</style></head><body>
-<h1>effkit bench: {html.escape(results["suite"])}</h1>
-<p>{html.escape(results.get("description", ""))}</p>{gate_html}
-{"".join(sections)}
-</body></html>
-"""
+    title = f"effkit bench: {results['suite']}"
+    description = html.escape(results.get("description", ""))
+    return html_page(title, f"<h1>{html.escape(title)}</h1>\n<p>{description}</p>{gate_html}\n{''.join(sections)}")
 
 
 def gate(results: dict[str, Any], baseline_path: Path, thresholds: Thresholds, out_dir: Path) -> dict[str, Any]:
@@ -399,10 +397,13 @@ def confirm_latency(model_dir: Path, variant_name: str, reference_name: str, *, 
     headline = report.variant(reference_name).latency_ms
     samples = np.load(model_dir / LATENCY_INPUT, allow_pickle=False)[: headline.batch]
     protocol = LatencyConfig(warmup_runs=10, warmup_seconds=0.05, min_runs=100, min_seconds=0.15)
+    optimization = report.config.get("latency", {}).get("ort_optimization", "all")
     runners = []
     for name in (variant_name, reference_name):
         variant = report.variant(name)
-        runner = open_runner(model_dir / variant.path, Format(variant.format), threads=headline.threads)
+        runner = open_runner(
+            model_dir / variant.path, Format(variant.format), threads=headline.threads, ort_optimization=optimization
+        )
         runners.append(runner.bind(samples))
     ratios = []
     for _ in range(rounds):

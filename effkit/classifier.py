@@ -129,12 +129,12 @@ def describe(model: Any, x_sample: np.ndarray, *, name: str, labels: dict[str, n
         kind = _kind_from_layer(model, head_name, len(names)) or _kind_from_values(values)
         head_labels = None if labels is None else labels.get(head_name)
         if kind == OutputKind.LOGITS and units == 1:
-            kind = OutputKind.REGRESSION if _fractional(head_labels) else OutputKind.BINARY_LOGIT
+            kind = OutputKind.REGRESSION if _regression_targets(head_labels, units) else OutputKind.BINARY_LOGIT
         elif units == 1 and kind == OutputKind.PROBABILITIES:  # a one-unit softmax is constant; treat as sigmoid
             kind = OutputKind.SIGMOID
         elif units > 1 and kind == OutputKind.SIGMOID:  # multi-label sigmoid: score the largest as the class
             kind = OutputKind.PROBABILITIES
-        elif units > 1 and kind == OutputKind.LOGITS and len(names) > 1 and _fractional(head_labels):
+        elif units > 1 and kind == OutputKind.LOGITS and len(names) > 1 and _regression_targets(head_labels, units):
             kind = OutputKind.REGRESSION
         heads.append(Head(head_name, kind, units))
     if not any(head.classifies for head in heads):
@@ -149,9 +149,16 @@ def describe(model: Any, x_sample: np.ndarray, *, name: str, labels: dict[str, n
     )
 
 
-def _fractional(labels: np.ndarray | None) -> bool:
-    """Labels that are not whole numbers belong to a regression head."""
-    return labels is not None and not np.all(np.asarray(labels) == np.round(labels))
+def _regression_targets(labels: np.ndarray | None, units: int) -> bool:
+    """Whether a linear head's labels are values to regress rather than classes: fractions, several values per
+    sample, or whole numbers a classifier of `units` outputs could not emit (an age of 42 for one unit)."""
+    if labels is None:
+        return False
+    labels = np.asarray(labels)
+    if labels.ndim > 1 or not np.all(labels == np.round(labels)):
+        return True
+    classes = 2 if units == 1 else units
+    return bool(labels.min() < 0 or labels.max() >= classes)
 
 
 def _kind_from_layer(model: Any, head_name: str, heads: int) -> OutputKind | None:
@@ -177,6 +184,18 @@ def _kind_from_values(outputs: np.ndarray) -> OutputKind:
         return OutputKind.SIGMOID if in_unit_range else OutputKind.LOGITS
     sums_to_one = bool(np.allclose(outputs.sum(axis=1), 1.0, atol=1e-3))
     return OutputKind.PROBABILITIES if in_unit_range and sums_to_one else OutputKind.LOGITS
+
+
+def vocabulary(model: Any) -> int | None:
+    """The input size of the model's first Embedding layer (token ids must lie below it), or None."""
+    for layer in model.layers:
+        if type(layer).__name__ == "Embedding":
+            return int(layer.input_dim)
+        if getattr(layer, "layers", None):
+            inner = vocabulary(layer)
+            if inner is not None:
+                return inner
+    return None
 
 
 def predicted_classes(outputs: np.ndarray, kind: OutputKind) -> np.ndarray:

@@ -159,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     compress.add_argument("--seed", type=int, default=defaults.seed, help="seed for splits, training and sampling")
     compress.add_argument(
-        "--overwrite", action="store_true", help="replace earlier results in --out (its report and artifacts)"
+        "--overwrite", action="store_true", help="replace earlier results in --out (only the files their report names)"
     )
     compress.add_argument(
         "--unsafe-load",
@@ -299,16 +299,17 @@ def _bench(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; expected a folder")
     results = run_suite(suite, out)
+    gated = baseline is not None and not args.update_baseline
+    write_results(results, out, step_summary=not gated)  # before the gate: the measurements survive whatever it meets
     verdict = None
-    if baseline and not args.update_baseline:
+    if gated:
         verdict = gate(results, baseline, suite.thresholds, out)
-    write_results(results, out)
+        write_results(results, out)
     print(f"effkit bench {suite.name}: {len(results['models'])} models in {results['seconds']} s; results in {out}")
     if args.update_baseline:
-        import shutil
+        from .files import write_bytes
 
-        baseline.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / RESULTS_JSON, baseline)
+        write_bytes(baseline, (out / RESULTS_JSON).read_bytes())
         print(f"baseline written to {baseline}")
     if verdict is not None:
         if not verdict["passed"]:

@@ -19,6 +19,15 @@ class Thresholds:
     latency_slowdown_pct: float = 30.0  # the p50 ratio to the reference artifact may grow this much
     latency_reference: str = "baseline-tflite-none"
 
+    def __post_init__(self) -> None:
+        for name in ("accuracy_drop_pp", "size_growth_pct", "latency_slowdown_pct"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"threshold {name} must be a number >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.latency_reference, str):
+            raise ValueError(f"latency_reference must be a variant name, got {self.latency_reference!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

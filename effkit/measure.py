@@ -23,9 +23,28 @@ PRUNABLE_WEIGHTS = ("kernel", "embeddings", "pointwise_kernel", "recurrent_kerne
 
 
 def file_sizes(path: Path) -> tuple[int, int]:
-    """Raw bytes and gzip -9 bytes of an artifact file."""
-    data = Path(path).read_bytes()
+    """Raw bytes and gzip -9 bytes of an artifact: a file, or a folder (a SavedModel) as a .tar.gz of it."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return sum(p.stat().st_size for p in files), len(gzip.compress(_tar(path, files), compresslevel=9, mtime=0))
+    data = path.read_bytes()
     return len(data), len(gzip.compress(data, compresslevel=9, mtime=0))
+
+
+def _tar(root: Path, files: list[Path]) -> bytes:
+    """The files as an uncompressed tar with fixed metadata, so equal folders give equal bytes."""
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for file in files:
+            info = tarfile.TarInfo(str(file.relative_to(root)))
+            data = file.read_bytes()
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
 
 
 def top1(outputs: np.ndarray, labels: np.ndarray, kind: OutputKind) -> float:
@@ -51,14 +70,17 @@ def parity(reference: np.ndarray, outputs: np.ndarray, kind: OutputKind) -> Pari
     )
 
 
-def parity_problem(result: Parity, reference: np.ndarray, *, quantization: Quant, config: ParityConfig) -> str | None:
+def parity_problem(
+    result: Parity, reference: np.ndarray, *, quantization: Quant, config: ParityConfig, regression: bool = False
+) -> str | None:
     """Why an artifact's parity misses the threshold for its precision, or None when it is within it.
 
     float32 and float16 artifacts must agree on nearly every top-1 prediction and stay within a small absolute
-    difference (scaled by the largest reference output when outputs are logits larger than 1); quantized ones must
-    agree on `quantized_agreement` percent of top-1 predictions. On a test split of fewer than 1,000 samples,
-    99.9% would allow no flip at all, so float artifacts may differ on one sample (a near-tie that float16 rounding
-    can tip).
+    difference (scaled by the largest reference output when outputs are logits larger than 1). Quantized ones must
+    agree on `quantized_agreement` percent of top-1 predictions; a quantized regression head's mean absolute
+    difference must stay under `regression_rel_diff` times the spread (std) of its reference outputs. On a test
+    split of fewer than 1,000 samples, 99.9% would allow no flip at all, so float artifacts may differ on one
+    sample (a near-tie that float16 rounding can tip).
     """
     if quantization in (Quant.NONE, Quant.FLOAT16):
         scale = max(1.0, float(np.max(np.abs(reference))))
@@ -69,6 +91,13 @@ def parity_problem(result: Parity, reference: np.ndarray, *, quantization: Quant
         limit = None
         agreement = config.quantized_agreement
     problems = []
+    if regression and limit is None:  # a quantized regression head: its error must stay small against its spread
+        spread = float(np.std(reference))
+        if result.mean_abs_diff > config.regression_rel_diff * spread:
+            problems.append(
+                f"mean abs output difference {result.mean_abs_diff:.3g} > {config.regression_rel_diff:g} x the "
+                f"reference's spread ({spread:.3g})"
+            )
     if result.top1_agreement is not None and result.top1_agreement < agreement:
         problems.append(f"top-1 agreement with Keras {result.top1_agreement:.2f}% < {agreement:g}%")
     if limit is not None and result.max_abs_diff > limit:

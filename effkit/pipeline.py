@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -18,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from . import interrupt, keras_compat
-from .classifier import Head, ModelInfo, describe, output_names
+from .classifier import Head, ModelInfo, describe, output_names, vocabulary
 from .config import Backend, CompressConfig, Format, Quant
-from .data import Dataset, check_fits, check_sizes, fit_sequences, load_dataset
+from .data import Dataset, check_fits, check_sizes, check_tokens, fit_sequences, load_dataset
 from .errors import EffkitError, InputError, ModelError, first_line
 from .measure import file_sizes, mae, parity, parity_problem, time_latency, top1, weight_sparsity
+from .plots import PLOTS as PLOT_FILES
 from .recipes import Recipe, RecipeInputs, plan
 from .report import (
     REFERENCE_VARIANT,
@@ -94,19 +94,23 @@ def compress(
     out_dir = Path(out_dir) if out_dir is not None else _fresh_dir(DEFAULT_OUT / name)
     check_out_dir(out_dir, overwrite=overwrite)
     recipes = plan(config)
-    loaded, model_path, dataset = _load(model, data, name=name, out_dir=out_dir, config=config, safe_mode=safe_mode)
+    loaded, model_path, dataset = _load(model, data, name=name, config=config, safe_mode=safe_mode)
     working = loaded.model
     names = output_names(working)
     if _integer_sequences(working):
         dataset = fit_sequences(dataset, int(working.inputs[0].shape[1]))
     check_fits(dataset, input_shape=tuple(working.inputs[0].shape[1:]))  # before the model first runs on it
+    if (tokens := vocabulary(working)) is not None:
+        check_tokens(dataset, tokens)
     x_sample = dataset.x_train[:32].astype(_input_dtype(working))
     info = describe(working, x_sample, name=name, labels=dataset.labels("train", names))
     check_fits(dataset, input_shape=info.input_shape, heads=info.heads)
     dataset = dataset.astype(info.input_dtype)
     bridge_diff = _verify_bridge(loaded, dataset)
-    if model is not None:  # inputs are valid: now the output folder may be created or cleared
-        _claim_out_dir(out_dir)
+    _claim_out_dir(out_dir)  # inputs are valid: now the output folder may be created or cleared
+    if model is None:
+        model_path = keras_compat.save_model(working, out_dir / f"{name}.keras")
+        log.info("saved the trained reference model to %s", model_path)
     # The samples every latency figure was timed on, so that a later check (effkit bench) times the same input.
     _save_latency_input(out_dir / LATENCY_INPUT, dataset.x_test, max(config.latency.batches))
     log.info(
@@ -186,6 +190,11 @@ def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
             f"{out_dir} already holds effkit results ({REPORT_JSON}); pass --overwrite to replace them "
             "or choose another --out"
         )
+    if out_dir.is_dir() and not overwrite and not (out_dir / REPORT_JSON).exists() and any(out_dir.iterdir()):
+        raise InputError(
+            f"{out_dir} is not empty and holds no effkit report; choose an empty or new --out "
+            "(or pass --overwrite to write into it)"
+        )
     ancestor = out_dir
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -196,38 +205,54 @@ def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
 
 
 def _claim_out_dir(out_dir: Path) -> None:
-    """Create the output folder, clearing what an earlier run of effkit left there (only when overwriting)."""
+    """Create the output folder, removing what an earlier effkit run there made (its report says what).
+
+    Only reachable for a folder with a report when overwriting (`check_out_dir`). Files the report does not name
+    are never touched.
+    """
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise InputError(f"cannot create {out_dir}: {error.strerror}") from None
-    for leftover in (out_dir / REPORT_JSON, out_dir / REPORT_MD, out_dir / REPORT_HTML, out_dir / LATENCY_INPUT):
-        leftover.unlink(missing_ok=True)
-    shutil.rmtree(out_dir / ARTIFACTS, ignore_errors=True)
+    previous = out_dir / REPORT_JSON
+    if not previous.exists():
+        return
+    try:
+        report = Report.from_json(previous.read_text(encoding="utf-8"))
+        named = [v.path for v in report.variants if v.path] + [report.model.get("path") or ""]
+    except (ValueError, KeyError, TypeError):
+        named = []  # an unreadable report: remove only the files every run writes
+    ours = [out_dir / name for name in (REPORT_JSON, REPORT_MD, REPORT_HTML, LATENCY_INPUT, *PLOT_FILES)]
+    for name in named:
+        path = (out_dir / name).resolve()
+        if path.is_relative_to(out_dir.resolve()):  # a user's model elsewhere is named too: leave it
+            ours.append(path)
+    for path in ours:
+        if path.is_file():
+            path.unlink()
+    if (out_dir / ARTIFACTS).is_dir() and not any((out_dir / ARTIFACTS).iterdir()):
+        (out_dir / ARTIFACTS).rmdir()
 
 
 def _fresh_dir(path: Path) -> Path:
-    """`path`, or `path-2`, `path-3`... : the first that holds no report, so earlier results are never replaced."""
+    """`path`, or `path-2`, `path-3`... : the first that is new or empty, so earlier results are never replaced."""
     candidate, number = path, 1
-    while (candidate / REPORT_JSON).exists():
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
         number += 1
         candidate = path.with_name(f"{path.name}-{number}")
     return candidate
 
 
-def _load(model, data, *, name: str, out_dir: Path, config: CompressConfig, safe_mode: bool):
-    """The model (trained first when None) and the data, loaded for each other: the model's input shape tells
-    how to size images and embedded digits."""
+def _load(model, data, *, name: str, config: CompressConfig, safe_mode: bool):
+    """The model (trained in memory when None) and the data, loaded for each other: the model's input shape tells
+    how to size images and embedded digits. Nothing is written here."""
     if model is None:
         import effkit_models
 
         dataset = _dataset(data, config, input_shape=None)
-        _claim_out_dir(out_dir)  # training saves the reference model into out_dir: its first write
         trained = effkit_models.train_reference(name, dataset, generation=keras_compat.KERAS_2, seed=config.seed)
-        path = keras_compat.save_model(trained, out_dir / f"{name}.keras")
-        log.info("saved the trained reference model to %s", path)
-        loaded = keras_compat.LoadedModel(original=trained, model=trained, generation=keras_compat.KERAS_2, path=path)
-        return loaded, path, dataset
+        loaded = keras_compat.LoadedModel(original=trained, model=trained, generation=keras_compat.KERAS_2, path=None)
+        return loaded, None, dataset
     if isinstance(model, (str, Path)):
         loaded = keras_compat.load_model(model, safe_mode=safe_mode)
     else:
@@ -407,7 +432,11 @@ class _Run:
         for head, reference in zip(self.info.heads, source.outputs, strict=True):
             config = self.config.parity
             problem = parity_problem(
-                heads[head.name]["parity"], reference, quantization=variant.quantization, config=config
+                heads[head.name]["parity"],
+                reference,
+                quantization=variant.quantization,
+                config=config,
+                regression=not head.classifies,
             )
             if problem:
                 problems.append(f"{head.name}: {problem}" if len(heads) > 1 else problem)

@@ -16,7 +16,7 @@ COLORS = {"keras": "#7f7f7f", "tflite": "#1f77b4", "onnx": "#ff7f0e"}
 MARKERS = {"none": "o", "dynamic": "s", "float16": "^", "int8": "D", "int16x8": "v"}
 PLOTS = {
     "accuracy_vs_size.png": ("gzip_bytes", "gzip size (KiB, log scale)", 1 / 1024),
-    "accuracy_vs_latency.png": ("p50", "batch-1 p50 latency (ms, log scale)", 1.0),
+    "accuracy_vs_latency.png": ("p50", "p50 latency (ms, log scale)", 1.0),
 }
 
 
@@ -94,6 +94,9 @@ def plot_tradeoffs(report: Report, out_dir: Path) -> list[Path]:
             if any(str(v.quantization) == quantization for v in measured):
                 axes.scatter([], [], c="white", edgecolors="black", marker=marker, label=quantization)
         axes.set_xscale("log")
+        headline = next((v.latency_ms for v in measured if v.latency_ms), None)
+        if field == "p50" and headline:
+            label = f"batch-{headline.batch} p50 latency, {headline.threads} thread(s) (ms, log scale)"
         axes.set_xlabel(label)
         axes.set_ylabel("top-1 accuracy (%)")
         axes.set_title(

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from effkit.data import Dataset
-from effkit.errors import ConfigError
+from effkit.errors import ConfigError, DataError, EffkitError, first_line
 
 from .recipe import train
 
@@ -48,7 +48,14 @@ def train_reference(
     module = get(name)
     keras = keras_compat.keras_module(generation)
     keras.utils.set_random_seed(seed)
-    model = module.build(keras, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    try:
+        model = module.build(keras, input_shape=dataset.input_shape, num_classes=dataset.num_classes)
+    except EffkitError:
+        raise
+    except Exception as error:  # Keras refuses e.g. a convolution over token sequences
+        raise DataError(
+            f"{name} cannot take {dataset.name}: its samples have shape {dataset.input_shape} ({first_line(error)})"
+        ) from None
     log.info(
         "training %s on %s (%d train / %d val samples, %s parameters, Keras %d)",
         name,

@@ -36,7 +36,7 @@ memory = true
 [thresholds]
 accuracy_drop_pp = 0.5
 size_growth_pct = 2.0
-latency_slowdown_pct = 50.0
+latency_slowdown_pct = 100.0  # the gate's latency logic is what is tested; the tiny model's ratios are noisy
 
 [[models]]
 path = "{model}"
@@ -122,9 +122,9 @@ def test_a_latency_regression_is_confirmed_by_timing_again(bench_run, tmp_path):
     suite, results, out = bench_run
     claimed = copy.deepcopy(results)
     onnx = _variant(claimed, "baseline-onnx-none")
-    onnx["latency_ratio"] /= 4  # the baseline claims this artifact was four times faster than it is
+    onnx["latency_ratio"] /= 6  # the baseline claims this artifact was six times faster than it is
     noisy = copy.deepcopy(results)
-    _variant(noisy, "baseline-tflite-int8")["latency_ratio"] *= 3  # this run's figure hit a burst of noise
+    _variant(noisy, "baseline-tflite-int8")["latency_ratio"] *= 6  # this run's figure hit a burst of noise
     baseline = tmp_path / "claimed.json"
     baseline.write_text(json.dumps(claimed))
     verdict = gate(noisy, baseline, suite.thresholds, out)
@@ -202,6 +202,10 @@ def test_pareto_front_keeps_only_undominated_points():
         ("[compress]\nsparsities = [2.0]\n[[models]]\nreference = 'digits_cnn'", ConfigError, "outside"),
         ("[thresholds]\nfast = true\n[[models]]\nreference = 'digits_cnn'", ConfigError, "unknown keys ['fast']"),
         ("not toml [", InputError, "not valid TOML"),
+        ("seed = 'x'\n[[models]]\nreference = 'digits_cnn'", ConfigError, "invalid literal"),
+        ("[compress]\nquantizations = ['int3']\n[[models]]\nreference = 'digits_cnn'", ConfigError, "'int3'"),
+        ("[thresholds]\naccuracy_drop_pp = '0.5'\n[[models]]\nreference = 'digits_cnn'", ConfigError, "number"),
+        ("[[models]]\nreference = 'digits_cnn'\nname = '../victim'", ConfigError, "plain folder name"),
     ],
 )
 def test_bad_suites_are_refused_before_anything_runs(text, error, message, tmp_path):

@@ -103,7 +103,7 @@ def test_missing_and_unknown_sources(tmp_path):
     with pytest.raises(DataError, match="unknown dataset 'mnistt'"):
         load_dataset("mnistt")
     (tmp_path / "text.npz").write_text("not a zip")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match=r"not an \.npz archive"):
         load_dataset(tmp_path / "text.npz")
 
 
@@ -210,3 +210,32 @@ def test_an_image_folder_with_one_subfolder_per_class(tmp_path):
     (tmp_path / "pets" / "dog" / "broken.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match="cannot read image"):
         load_dataset(tmp_path / "pets")
+
+
+def test_one_hot_rows_of_a_head_become_class_indices_and_whole_targets_stay_values(tmp_path):
+    arrays = _arrays()
+    y_train, y_test = arrays.pop("y_train"), arrays.pop("y_test")
+    arrays.update(
+        y_train_kind=np.eye(4)[y_train],
+        y_test_kind=np.eye(4)[y_test],
+        y_train_age=y_train * 10 - 5,
+        y_test_age=y_test * 10 - 5,
+    )
+    dataset = load_npz(_save(tmp_path / "heads.npz", **arrays))
+    np.testing.assert_array_equal(dataset.y_test["kind"], y_test)
+    assert dataset.y_test["age"].min() == -5  # a negative whole-number target is a value, not a bad class index
+
+
+def test_an_image_folder_whose_test_split_lacks_a_class(tmp_path):
+    from PIL import Image
+
+    for split, classes in (("train", ("a", "b", "c")), ("test", ("a", "c"))):
+        for name in classes:
+            (tmp_path / "set" / split / name).mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(np.full((6, 6), 40 * i, np.uint8)).save(tmp_path / "set" / split / name / f"{i}.png")
+    dataset = load_dataset(tmp_path / "set")
+    assert set(dataset.y_test) == {0, 2} and len(dataset.x_test) == 12
+    (tmp_path / "set" / "test" / "d").mkdir()
+    with pytest.raises(DataError, match="no training images: d"):
+        load_dataset(tmp_path / "set")

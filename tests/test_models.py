@@ -25,7 +25,7 @@ CASES = {
     "fashion_mlp": ("digits:28x28x1", 3, (0.5,), 0.8),
     "fashion_cnn": ("digits:28x28x1", 4, (0.5,), 0.7),
     "imdb_text": ("synthetic_text", 8, (0.5,), 0.75),
-    "cifar_cnn": ("digits:32x32x3", 6, (0.5,), 0.5),
+    "cifar_cnn": ("digits:32x32x3", 4, (), 0.3),
     "multihead": ("digits_multihead:28x28x1", 4, (0.5,), 0.8),
     "transfer_mobilenet": ("digits:32x32x3", 3, (), 0.2),
 }

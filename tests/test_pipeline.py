@@ -250,3 +250,13 @@ def test_default_output_folders_are_numbered_not_overwritten(tmp_path):
     first.mkdir()
     (first / "report.json").write_text("{}")
     assert _fresh_dir(first) == tmp_path / "tiny-2"
+
+
+def test_a_savedmodel_folder_goes_through_and_is_sized_as_a_folder(tiny_model, digits, tmp_path):
+    folder = tmp_path / "saved"
+    tiny_model.save(folder, save_format="tf")
+    config = CompressConfig(sparsities=(), quantizations=(Quant.NONE,), formats=(Format.TFLITE,), latency=FAST_LATENCY)
+    report = compress(folder, digits, config=config, out_dir=tmp_path / "out")
+    keras_variant = report.variant("baseline-keras")
+    assert keras_variant.status == Status.OK, keras_variant.error
+    assert keras_variant.size_bytes == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

@@ -114,6 +114,18 @@ BAD_INPUTS = {
     "sparsity out of range": (lambda d: ["model.keras", "--sparsity", "1.5"], "outside [0, 1)"),
     "sparsity not a number": (lambda d: ["model.keras", "--sparsity", "lots"], "not a number"),
     "out is a file": (lambda d: ["model.keras", "--out", (d / "taken").write_text("x") and "taken"], "is a file"),
+    "default model on text data": (
+        lambda d: ["--data", "synthetic_text"],
+        "digits_cnn cannot take synthetic_text",
+    ),
+    "npy instead of npz": (
+        lambda d: ["model.keras", "--data", (np.save(d / "x.npy", np.zeros(3)) or "x.npy")],
+        "not an .npz archive",
+    ),
+    "csv instead of npz": (
+        lambda d: ["model.keras", "--data", (d / "x.csv").write_text("1,2\n") and "x.csv"],
+        "not an .npz archive",
+    ),
     "out under a file": (
         lambda d: ["model.keras", "--out", (d / "plain").write_text("x") and "plain/run"],
         "which is a file",
@@ -175,16 +187,29 @@ def test_existing_results_are_kept_unless_overwrite(tiny_model, digits, tmp_path
     out = tmp_path / "out"
     compress(tiny_model, digits, config=config, out_dir=out)
     (out / "notes.txt").write_text("mine")
-    stale = out / "artifacts" / "stale.tflite"
-    stale.write_bytes(b"old")
+    mine = out / "artifacts" / "mine.tflite"
+    mine.write_bytes(b"a file the report does not name")
     before = snapshot(out)
     with pytest.raises(InputError, match=r"already holds effkit results.*--overwrite"):
         compress(tiny_model, digits, config=config, out_dir=out)
     assert snapshot(out) == before
-    compress(tiny_model, digits, config=config, out_dir=out, overwrite=True)
-    assert (out / "notes.txt").read_text() == "mine"  # not effkit's: never touched
-    assert not stale.exists()  # effkit's own earlier artifacts are replaced
+    smaller = CompressConfig(sparsities=(), quantizations=(Quant.NONE,), formats=(Format.ONNX,), latency=FAST_LATENCY)
+    compress(tiny_model, digits, config=smaller, out_dir=out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and mine.read_bytes().startswith(b"a file")  # never touched
+    assert not (out / "artifacts" / "baseline-tflite-none.tflite").exists()  # the earlier run's own artifact is gone
+    assert (out / "artifacts" / "baseline-onnx-none.onnx").exists()
     assert Report.from_json((out / "report.json").read_text()).complete
+
+
+def test_a_non_empty_folder_without_a_report_is_refused(tiny_model, digits, tmp_path):
+    out = tmp_path / "project"
+    (out / "artifacts").mkdir(parents=True)
+    (out / "artifacts" / "precious.bin").write_bytes(b"keep me")
+    (out / "report.md").write_text("my own notes")
+    before = snapshot(out)
+    with pytest.raises(InputError, match="not empty and holds no effkit report"):
+        compress(tiny_model, digits, config=CompressConfig(sparsities=()), out_dir=out)
+    assert snapshot(out) == before
 
 
 def test_a_forced_failure_reports_every_other_variant_and_exits_3(tiny_tf_keras_file, tmp_path, monkeypatch, capsys):

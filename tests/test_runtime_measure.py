@@ -128,6 +128,28 @@ def test_parity_thresholds_depend_on_precision():
     assert "96.00% < 97%" in parity_problem(worse, probabilities, quantization=Quant.DYNAMIC, config=config)
 
 
+def test_a_quantized_regression_head_is_judged_against_its_spread():
+    from effkit.config import ParityConfig
+    from effkit.measure import parity_problem
+    from effkit.types import Parity
+
+    reference = np.linspace(0, 1, 200)[:, None]  # std about 0.29
+    close = Parity(max_abs_diff=0.05, mean_abs_diff=0.01, top1_agreement=None)
+    far = Parity(max_abs_diff=0.9, mean_abs_diff=0.2, top1_agreement=None)
+    judge = {"reference": reference, "quantization": Quant.INT8, "config": ParityConfig(), "regression": True}
+    assert parity_problem(close, **judge) is None
+    assert "spread" in parity_problem(far, **judge)
+
+
+def test_sizes_of_a_folder_artifact(tmp_path):
+    (tmp_path / "saved" / "variables").mkdir(parents=True)
+    (tmp_path / "saved" / "saved_model.pb").write_bytes(bytes(5000))
+    (tmp_path / "saved" / "variables" / "data").write_bytes(bytes(3000))
+    raw, gz = file_sizes(tmp_path / "saved")
+    assert raw == 8000 and 0 < gz < 1000
+    assert file_sizes(tmp_path / "saved") == (raw, gz)  # the same folder, the same bytes
+
+
 def test_weight_sparsity_counts_only_prunable_kernels(tiny_model):
     from effkit import keras_compat
 

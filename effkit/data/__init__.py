@@ -129,9 +129,10 @@ def split(x: np.ndarray, y: Labels, *, fraction: float, seed: int) -> tuple[np.n
     held = round(len(x) * fraction)
     if held < 1 or len(x) - held < 1:
         raise DataError(f"{len(x)} samples are too few to hold out {fraction:.0%} for validation")
-    strata = next(iter(y.values())) if isinstance(y, dict) else y
+    candidates = list(y.values()) if isinstance(y, dict) else [y]
+    strata = next((c for c in candidates if c.ndim == 1 and np.issubdtype(c.dtype, np.integer) and c.min() >= 0), None)
     stratify = None
-    if strata.ndim == 1 and np.issubdtype(strata.dtype, np.integer):
+    if strata is not None:
         counts = np.bincount(strata)
         present = counts[counts > 0]
         if present.min() >= 2 and held >= len(present) and len(x) - held >= len(present):
@@ -186,6 +187,17 @@ def check_fits(dataset: Dataset, *, input_shape: tuple, heads: tuple | None = No
                 raise DataError(
                     f"{where} is outside the model's {head.num_classes} classes (0..{head.num_classes - 1})"
                 )
+
+
+def check_tokens(dataset: Dataset, vocabulary: int) -> None:
+    """Raise a DataError when token ids fall outside an Embedding's vocabulary (0..vocabulary-1)."""
+    for split_name in SPLITS:
+        x = getattr(dataset, f"x_{split_name}")
+        if x.min() < 0 or x.max() >= vocabulary:
+            bad = int(x.max()) if x.max() >= vocabulary else int(x.min())
+            raise DataError(
+                f"{split_name} token id {bad} is outside the model's vocabulary (Embedding input_dim {vocabulary})"
+            )
 
 
 def fit_sequences(dataset: Dataset, length: int) -> Dataset:

@@ -172,6 +172,8 @@ def load_npz(path: Path, *, seed: int = 0, val_fraction: float = 0.2) -> Dataset
         raise InputError(f"data file not found: {path}")
     if path.is_dir():
         raise InputError(f"{path} is a folder; expected an .npz file")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not an .npz archive (a zip of arrays saved by numpy.savez)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -237,8 +239,11 @@ def _image_folder(root: Path, *, seed: int, val_fraction: float, shape: tuple | 
     """
     if (root / "train").is_dir() and (root / "test").is_dir():
         classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+        unknown = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
+        if unknown:
+            raise DataError(f"{root / 'test'} has classes with no training images: {', '.join(unknown)}")
         x_train, y_train = _read_images(root / "train", classes, shape)
-        x_test, y_test = _read_images(root / "test", classes, shape or x_train.shape[1:])
+        x_test, y_test = _read_images(root / "test", classes, shape or x_train.shape[1:], every_class=False)
         x_train, y_train, x_val, y_val = split(x_train, y_train, fraction=val_fraction, seed=seed)
     else:
         classes = sorted(p.name for p in root.iterdir() if p.is_dir())
@@ -249,16 +254,20 @@ def _image_folder(root: Path, *, seed: int, val_fraction: float, shape: tuple | 
     return Dataset(root.name, x_train, y_train, x_val, y_val, x_test, y_test)
 
 
-def _read_images(root: Path, classes: list[str], shape: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+def _read_images(
+    root: Path, classes: list[str], shape: tuple | None, *, every_class: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images of each class folder, labelled by the class's index; a test folder may lack some classes."""
     from PIL import Image, UnidentifiedImageError
 
     if len(classes) < 2:
         raise DataError(f"{root} needs one sub-folder per class (at least two); found {len(classes)}")
     images, labels = [], []
     for index, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"class folder {root / name} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        folder = root / name
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not files and every_class:
+            raise DataError(f"class folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for file in files:
             try:
                 with Image.open(file) as image:
@@ -270,6 +279,8 @@ def _read_images(root: Path, classes: list[str], shape: tuple | None) -> tuple[n
                 raise DataError(f"cannot read image {file}: {error}") from None
             images.append(array.reshape(shape))
             labels.append(index)
+    if not images:
+        raise DataError(f"{root} holds no images")
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
@@ -303,12 +314,18 @@ def _one_per_sample(y: np.ndarray, samples: int, *, where: str) -> np.ndarray:
 
 
 def _head_labels(y: np.ndarray, samples: int, *, where: str) -> np.ndarray:
-    """A head's labels: class indices (whole numbers) or regression targets (any finite values)."""
+    """A head's labels: class indices (whole numbers, one-hot rows become indices) or regression targets (any
+    finite values). Whether whole numbers are classes or targets is the model's to say: ranges are checked later,
+    against each head (`check_fits`)."""
     y = _one_per_sample(y, samples, where=where)
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise DataError(f"{where}: labels hold NaN or Inf values")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    elif y.ndim == 2 and np.isin(y, (0, 1)).all() and np.all(y.sum(axis=1) == 1):
+        y = y.argmax(axis=1)
     if y.ndim == 1 and np.all(y == np.round(y)):
-        return class_indices(y, where=where)
+        return y.astype(np.int64)
     return y.astype(np.float32)
 
 
