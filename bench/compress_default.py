@@ -1,6 +1,9 @@
 """Benchmark: `effkit compress` on the embedded default, as a user runs it, against issue #2's targets.
 
-Runs the real command in a fresh process (TensorFlow import and training included), then reads its report.json:
+Runs the real command in a fresh process (TensorFlow import and training included), then reads its report.json.
+The two latency ratios are then timed again, alternating the pair in rounds on the same input samples (as the
+bench gate does: a burst of noise on a shared machine can hit one figure of a pair and spare the other); the
+confirmed ratio is judged, and the in-run one shown beside it.
 
 - wall time of the whole command                               target <= 60 s (issue #5; #2 asked <= 90 s)
 - variants made, all ok                                        target >= 16, including ONNX dynamic and static
@@ -93,6 +96,12 @@ def main() -> int:
         ]
     else:
         checks.append(("recommended variant", "none", "one within tolerance", False))
+    from effkit.bench import confirm_latency
+
+    def confirmed(variant: str, reference: str) -> tuple[float, float]:
+        in_run = variants[variant]["latency_ms"]["p50"] / variants[reference]["latency_ms"]["p50"]
+        return in_run, confirm_latency(out, variant, reference)
+
     missing = [name for name in REQUIRED if name not in variants or not variants[name].get("parity")]
     checks.append(
         (
@@ -113,26 +122,14 @@ def main() -> int:
             int8_agreement >= TARGETS["int8_agreement"],
         ),
     ]
-    onnx_ratio = (
-        variants["baseline-onnx-int8"]["latency_ms"]["p50"] / variants["baseline-onnx-none"]["latency_ms"]["p50"]
-    )
-    checks.append(
-        (
-            "ONNX static QDQ / ONNX float32 p50 (batch 1, 1 thread)",
-            onnx_ratio,
-            f"<= {TARGETS['onnx_static_latency']}",
-            onnx_ratio <= TARGETS["onnx_static_latency"],
+    for label, variant, reference, target in (
+        ("ONNX static QDQ / ONNX float32 p50", "baseline-onnx-int8", "baseline-onnx-none", "onnx_static_latency"),
+        ("int8 / float32 TFLite p50", "baseline-tflite-int8", "baseline-tflite-none", "int8_latency"),
+    ):
+        in_run, ratio = confirmed(variant, reference)
+        checks.append(
+            (f"{label}, confirmed (in run {in_run:.2f})", ratio, f"<= {TARGETS[target]}", ratio <= TARGETS[target])
         )
-    )
-    latency_ratio = int8["latency_ms"]["p50"] / float32["latency_ms"]["p50"]
-    checks.append(
-        (
-            "int8 / float32 TFLite p50 (batch 1, 1 thread)",
-            latency_ratio,
-            f"<= {TARGETS['int8_latency']}",
-            latency_ratio <= TARGETS["int8_latency"],
-        )
-    )
 
     print(
         f"effkit compress (embedded default) on {report['environment']['cpu']}, {report['environment']['cores']} cores"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -339,10 +340,11 @@ class _Run:
 
     def variants_of(self, source: _Source, *, keras_path: Path | None = None) -> Iterator[Variant]:
         """The source's Keras variant, then one per recipe, float32 first in each format."""
-        inputs = RecipeInputs(source.model, self.calibration, self.config)
-        yield self.keras_variant(source, keras_path)
-        for recipe in self.recipes:
-            yield self.artifact_variant(source, recipe, inputs)
+        with tempfile.TemporaryDirectory(prefix="effkit-") as scratch:
+            inputs = RecipeInputs(source.model, self.calibration, self.config, workdir=Path(scratch))
+            yield self.keras_variant(source, keras_path)
+            for recipe in self.recipes:
+                yield self.artifact_variant(source, recipe, inputs)
 
     def keras_variant(self, source: _Source, path: Path | None) -> Variant:
         """The source model itself, run by Keras; a model without a file (a pruned one) is saved as a deliverable."""

@@ -26,6 +26,23 @@ class RecipeInputs:
     calibration: np.ndarray
     config: CompressConfig
     float_artifacts: dict[Format, Path] = field(default_factory=dict)
+    workdir: Path | None = None  # scratch space that lives as long as this model's recipes
+    _converter_source: Any = None
+
+    def converter_source(self) -> Any:
+        """What the TFLite converter starts from: a serving SavedModel saved once for all modes (see
+        `export.tflite.serving_saved_model`), or the Keras model itself when there is no scratch space or the
+        save fails."""
+        if self._converter_source is None:
+            self._converter_source = self.model
+            if self.workdir is not None:
+                from .export.tflite import serving_saved_model
+
+                try:
+                    self._converter_source = serving_saved_model(self.model, self.workdir / "serving")
+                except Exception:  # some models only convert through from_keras_model
+                    self._converter_source = self.model
+        return self._converter_source
 
     def float_artifact(self, fmt: Format) -> Path:
         if fmt not in self.float_artifacts:
@@ -55,7 +72,7 @@ class Recipe:
 def _tflite_float(inputs: RecipeInputs, path: Path) -> dict[str, Any]:
     from .export.tflite import export_tflite
 
-    export_tflite(inputs.model, path)
+    export_tflite(inputs.converter_source(), path)
     return {}
 
 
@@ -63,7 +80,7 @@ def _tflite_converter(quantization: Quant) -> Producer:
     def produce(inputs: RecipeInputs, path: Path) -> dict[str, Any]:
         from .quantize.tflite_converter import quantize_tflite
 
-        quantize_tflite(inputs.model, path, quantization=quantization, calibration=inputs.calibration)
+        quantize_tflite(inputs.converter_source(), path, quantization=quantization, calibration=inputs.calibration)
         return _calibrated(quantization, inputs)
 
     return produce

@@ -11,10 +11,46 @@ from ..errors import StageError, first_line
 from ..files import write_bytes
 
 
-def converter_for(model: Any) -> Any:
-    """A TFLiteConverter for a Keras model (never from_concrete_functions: it drops weights, see PITFALLS.md)."""
+def converter_for(source: Any) -> Any:
+    """A TFLiteConverter for a Keras model, or for a SavedModel folder made by `serving_saved_model`.
+
+    Never from_concrete_functions: it drops weights (PITFALLS.md).
+    """
     tf = keras_compat.tensorflow()
-    return tf.lite.TFLiteConverter.from_keras_model(model)
+    if isinstance(source, Path):
+        return tf.lite.TFLiteConverter.from_saved_model(str(source), signature_keys=["serving_default"])
+    return tf.lite.TFLiteConverter.from_keras_model(source)
+
+
+def serving_saved_model(model: Any, directory: Path) -> Path:
+    """Save just what inference needs (one serving function and the weights) as a SavedModel.
+
+    `from_keras_model` saves the whole Keras model as a SavedModel on every conversion, tracing every layer:
+    about 1 s of each 1.1 s conversion here. Saving once per model and converting every quantization mode from
+    the folder takes 0.4 s plus 0.4 s per mode. The signature keeps the Keras output names, as from_keras_model's
+    does, so runtimes can tell a multi-output model's heads apart.
+    """
+    from ..classifier import output_names
+
+    tf = keras_compat.tensorflow()
+    names = output_names(model)
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), model.inputs[0].dtype, name="input")
+
+    @tf.function(input_signature=[spec])
+    def serve(inputs):
+        outputs = model(inputs, training=False)
+        if isinstance(outputs, dict):
+            return {name: outputs[name] for name in names}
+        if isinstance(outputs, (list, tuple)):
+            return dict(zip(names, outputs, strict=True))
+        return {names[0]: outputs}
+
+    module = tf.Module()
+    module.weights = list(model.weights)  # the function's variables must be tracked to be saved
+    module.serve = serve
+    with silenced():
+        tf.saved_model.save(module, str(directory), signatures={"serving_default": serve.get_concrete_function()})
+    return Path(directory)
 
 
 def convert(converter: Any, path: Path, *, what: str = "TFLite conversion") -> Path:
@@ -28,7 +64,7 @@ def convert(converter: Any, path: Path, *, what: str = "TFLite conversion") -> P
 
 
 def export_tflite(model: Any, path: Path) -> Path:
-    """Float32 .tflite of a Keras model."""
+    """Float32 .tflite of a Keras model (or of its `serving_saved_model` folder)."""
     return convert(converter_for(model), path)
 
 

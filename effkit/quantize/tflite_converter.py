@@ -21,7 +21,7 @@ def quantize_tflite(model: Any, path: Path, *, quantization: Quant, calibration:
     """Write a quantized .tflite of a Keras model.
 
     Args:
-        model: the tf_keras (or Keras 3) model.
+        model: the tf_keras (or Keras 3) model, or its `serving_saved_model` folder.
         path: where the .tflite goes.
         quantization: dynamic (int8 weights, float activations), float16 (weights), int8 (full integer: int8
             weights and activations, int8 input and output for float inputs; integer inputs such as token ids keep
