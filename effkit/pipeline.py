@@ -79,7 +79,7 @@ def compress(
             folder when that one already holds results).
         name: the model's name in the report; default the file's stem.
         safe_mode: refuse model files whose loading would run stored code (Lambda layers).
-        overwrite: replace the results of an earlier run in `out_dir` (its report and artifacts; nothing else).
+        overwrite: replace the results of an earlier run in `out_dir` (only the files its report names).
 
     Returns:
         The Report, also written to `out_dir`. If the run is interrupted, the report written so far is marked
@@ -142,7 +142,7 @@ def compress(
     log.info("baseline keras top-1 %.2f%%", run.baseline_top1 * 100)
     model_record = {
         **info.to_dict(),
-        "path": str(model_path) if model_path else None,
+        "path": _shown(model_path, out_dir) if model_path else None,
         "keras_generation": loaded.generation,
         "bridge_max_abs_diff": bridge_diff,
     }
@@ -487,11 +487,7 @@ class _Run:
         )
 
     def _shown(self, path: Path) -> str:
-        """Paths inside the output folder are recorded relative to it; others (the user's model) as given."""
-        try:
-            return str(Path(path).relative_to(self.artifacts.parent))
-        except ValueError:
-            return str(path)
+        return _shown(path, self.artifacts.parent)
 
 
 def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:
@@ -499,6 +495,14 @@ def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:
 
     with atomic_output(path) as temporary, temporary.open("wb") as handle:
         np.save(handle, _batch_of(x, batch), allow_pickle=False)
+
+
+def _shown(path: Path, out_dir: Path) -> str:
+    """Paths inside the output folder are recorded relative to it; others (the user's model) as given."""
+    try:
+        return str(Path(path).relative_to(out_dir))
+    except ValueError:
+        return str(path)
 
 
 def _batch_of(x: np.ndarray, batch: int) -> np.ndarray:
