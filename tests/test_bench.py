@@ -37,6 +37,7 @@ memory = true
 accuracy_drop_pp = 0.5
 size_growth_pct = 2.0
 latency_slowdown_pct = 100.0  # the gate's latency logic is what is tested; the tiny model's ratios are noisy
+latency_floor_ms = 0.0  # the tiny model runs in microseconds; the floor has its own test
 
 [[models]]
 path = "{model}"
@@ -139,6 +140,24 @@ def test_compare_judges_failures_and_missing_models():
     current = {"models": [{"name": "a", "status": "failed", "error": "cannot load model"}]}
     rows = compare(current, baseline, Thresholds())
     assert [(r["model"], r["current"]) for r in rows] == [("a", "failed"), ("b", "missing")]
+
+
+@pytest.mark.parametrize(
+    ("p50_ms", "flagged"),
+    [
+        (0.0192, False),  # fashion_mlp's ONNX row between two runs of the same code: +35%, but only 5 µs
+        (0.0900, True),  # the same ratio change on an artifact of 90 µs is 23 µs: a real slowdown
+    ],
+)
+def test_a_latency_change_below_the_floor_is_not_a_regression(p50_ms, flagged):
+    def results(ratio, p50):
+        variant = {"name": "v", "format": "onnx", "status": "ok", "latency_ratio": ratio, "p50_ms": p50}
+        return {"models": [{"name": "m", "status": "ok", "variants": [variant]}]}
+
+    rows = compare(results(3.1616, p50_ms), results(2.3391, None), Thresholds(latency_floor_ms=0.01))
+    expected = [("latency_ratio", "+35% > 30.0%")] if flagged else []
+    assert [(r["metric"], r["why"].split(",")[0]) for r in rows] == expected
+    assert compare(results(3.1616, p50_ms), results(2.3391, None), Thresholds(latency_floor_ms=0.0))  # no floor: judged
 
 
 def test_cli_bench_exits_1_with_the_offending_rows_and_0_on_a_rerun(
