@@ -489,7 +489,12 @@ def _as_tensor_list(refs: list) -> list:
 
 def _node(node: dict, layer_name: str, nested_models: set[str]) -> list:
     """One call of a layer: Keras 3 `{"args": [...], "kwargs": {...}}` -> tf_keras `[[layer, node, tensor, kwargs]]`."""
-    kwargs = {key: value for key, value in node.get("kwargs", {}).items() if not _holds_tensor(value)}
+    # Keras 3 lets the training flag of the model's call override the one stored with a node (it stores
+    # training=True for every random augmentation layer); tf_keras lets the stored one win, which would augment at
+    # inference. Dropping it gives tf_keras Keras 3's behaviour under predict (False) and fit (True).
+    kwargs = {
+        key: value for key, value in node.get("kwargs", {}).items() if key != "training" and not _holds_tensor(value)
+    }
     if any(_holds_tensor(value) for value in node.get("kwargs", {}).values()):
         raise ModelError(f"layer {layer_name!r} is called with a tensor keyword argument, which effkit cannot rebuild")
     tensors = [_history(item, nested_models) for item in _flatten(node.get("args", []))]

@@ -86,14 +86,29 @@ def _keras3_augmented():
     )
 
 
+def _keras3_functional_augmented():
+    """Keras 3 stores training=True with each random layer's node in a Functional model (not in a Sequential)."""
+    keras = keras_compat.keras3()
+    layers = keras.layers
+    inner_in = keras.Input((8, 8, 4))
+    inner = keras.Model(inner_in, layers.BatchNormalization()(inner_in), name="inner")
+    inputs = keras.Input((8, 8, 1))
+    x = layers.RandomTranslation(0.2, 0.2)(inputs)
+    x = layers.RandomRotation(0.1)(x)
+    x = layers.Conv2D(4, 3, padding="same")(x)
+    x = inner(x)
+    return keras.Model(inputs, layers.Dense(10)(layers.Flatten()(x)))
+
+
 @pytest.mark.parametrize(
     "build, x",
     [
         (_keras3_functional, np.random.default_rng(0).uniform(0, 16, (32, 8, 8, 1)).astype("float32")),
         (_keras3_text, np.random.default_rng(0).integers(0, 50, (32, 20)).astype("int32")),
         (_keras3_augmented, np.random.default_rng(0).uniform(0, 1, (32, 8, 8, 1)).astype("float32")),
+        (_keras3_functional_augmented, np.random.default_rng(0).uniform(0, 1, (32, 8, 8, 1)).astype("float32")),
     ],
-    ids=["functional-nested-residual", "embedding-sigmoid", "augmentation-bn"],
+    ids=["functional-nested-residual", "embedding-sigmoid", "augmentation-bn", "functional-augmentation"],
 )
 def test_keras3_architectures_bridge_faithfully(build, x, tmp_path):
     model = build()
