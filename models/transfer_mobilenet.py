@@ -4,6 +4,11 @@ With ImageNet weights (used when Keras has them cached), the base is first a fro
 head trains, then its top blocks are fine-tuned at a lower learning rate, batch normalization kept in inference
 mode. Without them (no network here), a frozen random base would teach nothing, so the whole network trains from
 scratch, with batch-normalization momentum 0.9 (at Keras' 0.999 a short run evaluates at chance, PITFALLS.md).
+
+Augmentation (shift, small rotation; no flip, which would turn digits and text into other classes) is part of the
+model, active in training only. On digits at 96x96 from scratch it is what makes the model worth quantizing:
+without it, train accuracy reached 100% by epoch 9 while test top-1 stayed at 91%, and int8 agreed with the model on
+only 94% of the test split; with it, 20 epochs reach 97.8% and int8 agrees on 97.8-98.3%.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from .recipe import Recipe, train
 
 DATA = "digits:96x96x3"  # an image folder (--data path/) is the usual real input
 OFFLINE_DATA = DATA
-RECIPE = Recipe(epochs=8, batch_size=32, learning_rate=1e-3, decay_rate=0.9, patience=3)
+RECIPE = Recipe(epochs=40, batch_size=32, learning_rate=1e-3, decay_rate=0.95, patience=6)
 FINE_TUNE = Recipe(epochs=6, batch_size=32, learning_rate=1e-4, decay_rate=0.9, patience=3)
 FINE_TUNE_FROM = "block_13_expand"  # layers from here on are fine-tuned in the second phase
 ALPHA = 0.35
@@ -50,7 +55,9 @@ def build(keras: Any, *, input_shape: tuple[int, ...] = (96, 96, 3), num_classes
     weights = imagenet_weights(keras, tuple(input_shape))
     base = keras.applications.MobileNetV2(input_shape=input_shape, alpha=ALPHA, include_top=False, weights=weights)
     inputs = keras.Input(input_shape)
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)  # MobileNetV2 expects [-1, 1]
+    x = layers.RandomTranslation(0.1, 0.1)(inputs)
+    x = layers.RandomRotation(0.05)(x)
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(x)  # MobileNetV2 expects [-1, 1]
     if weights:
         base.trainable = False
         x = base(x, training=False)  # batch normalization stays in inference mode, also when fine-tuning

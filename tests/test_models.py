@@ -27,7 +27,7 @@ CASES = {
     "imdb_text": ("synthetic_text", 8, (0.5,), 0.75),
     "cifar_cnn": ("digits:32x32x3", 4, (), 0.3),
     "multihead": ("digits_multihead:28x28x1", 4, (0.5,), 0.8),
-    "transfer_mobilenet": ("digits:32x32x3", 3, (), 0.2),
+    "transfer_mobilenet": ("digits:32x32x3", 8, (), 0.3),  # augmentation: chance level after 3 epochs, 41% after 8
 }
 
 
@@ -71,7 +71,7 @@ def test_reference_model_trains_and_compresses_in_every_format(name, trained, tm
     assert not [v for v in report.variants if v.status == Status.FAILED], [(v.name, v.error) for v in report.variants]
     float_variants = [v for v in report.variants if v.quantization == Quant.NONE]
     assert all(v.status == Status.OK for v in float_variants), [(v.name, v.error) for v in float_variants]
-    if name != "transfer_mobilenet":  # three epochs leave MobileNetV2 unsure of most digits; see the bench for it
+    if name != "transfer_mobilenet":  # eight epochs leave MobileNetV2 unsure of most digits; see the bench for it
         assert all(v.status == Status.OK for v in report.variants), [(v.name, v.error) for v in report.variants]
     if name in ("multihead",):
         heads = report.variant("baseline-tflite-int8").heads
