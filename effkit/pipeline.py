@@ -443,6 +443,7 @@ class _Run:
             if problem:
                 problems.append(f"{head.name}: {problem}" if len(heads) > 1 else problem)
         if problems:
+            problems += [step.params["note"] for step in variant.steps if step.params.get("clipped_biases")]
             log.warning("%-30s MISMATCH: %s", variant.name, "; ".join(problems))
             return replace(variant, status=Status.MISMATCH, error="; ".join(problems))
         log.info(

@@ -81,7 +81,7 @@ def _tflite_converter(quantization: Quant) -> Producer:
         from .quantize.tflite_converter import quantize_tflite
 
         quantize_tflite(inputs.converter_source(), path, quantization=quantization, calibration=inputs.calibration)
-        return _calibrated(quantization, inputs)
+        return {**_calibrated(quantization, inputs), **_bias_note(path, quantization)}
 
     return produce
 
@@ -93,7 +93,8 @@ def _tflite_litert(quantization: Quant) -> Producer:
 
         source = inputs.float_artifact(Format.TFLITE)
         quantize_litert(source, path, quantization=quantization, calibration=inputs.calibration)
-        return {"recipe": LITERT_RECIPES[quantization], "from": source.name, **_calibrated(quantization, inputs)}
+        params = {"recipe": LITERT_RECIPES[quantization], "from": source.name, **_calibrated(quantization, inputs)}
+        return {**params, **_bias_note(path, quantization)}
 
     return produce
 
@@ -117,9 +118,27 @@ def _onnx_runtime(quantization: Quant) -> Producer:
     return produce
 
 
+STATIC = (Quant.INT8, Quant.INT16X8)  # calibrated modes, with integer biases
+
+
+def _bias_note(path: Path, quantization: Quant) -> dict[str, Any]:
+    """A note when a statically quantized .tflite holds clipped biases (see `export.tflite.clipped_biases`)."""
+    if quantization not in STATIC:  # dynamic modes keep float biases
+        return {}
+    from .export.tflite import clipped_biases
+
+    clipped = clipped_biases(path)
+    if not clipped:
+        return {}
+    return {
+        "clipped_biases": clipped,
+        "note": f"{clipped} quantized bias value(s) clipped at the integer limit: their channels' weights are all "
+        "zero (e.g. pruned away) and got a weight scale near 0, so those outputs are wrong",
+    }
+
+
 def _calibrated(quantization: Quant, inputs: RecipeInputs) -> dict[str, Any]:
-    static = quantization in (Quant.INT8, Quant.INT16X8)
-    return {"calibration_samples": len(inputs.calibration)} if static else {}
+    return {"calibration_samples": len(inputs.calibration)} if quantization in STATIC else {}
 
 
 RECIPES: tuple[Recipe, ...] = (

@@ -101,3 +101,29 @@ def test_int8_without_calibration_is_an_error(tiny_model, tmp_path):
     with pytest.raises(StageError, match="calibration"):
         quantize_tflite(tiny_model, tmp_path / "x.tflite", quantization=Quant.INT8, calibration=None)
     assert not (tmp_path / "x.tflite").exists()
+
+
+def test_clipped_biases_of_all_zero_channels_are_noted(tiny_model, digits, tmp_path):
+    """Channels pruned to all-zero weights but with a bias: the LiteRT quantizer gives them a weight scale near 0,
+    their int32 bias overflows and is clipped; the converter raises the scale. The recipe notes the clipped ones."""
+    from effkit import keras_compat
+
+    model = keras_compat.tf_keras().models.clone_model(tiny_model)
+    model.set_weights(tiny_model.get_weights())
+    conv = next(layer for layer in model.layers if layer.name.startswith("conv"))
+    kernel, bias = conv.get_weights()
+    kernel[..., :3] = 0.0  # three output channels pruned away
+    bias[:3] = 0.5
+    conv.set_weights([kernel, bias])
+    inputs = RecipeInputs(model, digits.x_train[:100], CompressConfig())
+    params = {}
+    for recipe in sorted(RECIPES, key=lambda r: r.quantization != Quant.NONE):
+        if recipe.format != Format.TFLITE or recipe.quantization not in (Quant.NONE, Quant.INT8):
+            continue
+        path = tmp_path / recipe.file_name("zeroed")
+        params[recipe.backend] = recipe.produce(inputs, path)
+        if recipe.quantization == Quant.NONE:
+            inputs.float_artifacts[Format.TFLITE] = path
+    assert params[Backend.LITERT]["clipped_biases"] >= 3
+    assert "weights are all zero" in params[Backend.LITERT]["note"]
+    assert "clipped_biases" not in params[Backend.CONVERTER]

@@ -76,3 +76,30 @@ def validate_tflite(path: Path) -> None:
         Interpreter(model_path=str(path)).allocate_tensors()
     except Exception as error:
         raise StageError(f"{path.name} does not load in LiteRT: {first_line(error)}") from error
+
+
+def clipped_biases(path: Path) -> int:
+    """How many quantized bias values sit exactly at an integer limit, i.e. were clipped when quantized.
+
+    A bias is quantized with scale input_scale x weight_scale. A channel whose weights are all zero (common after
+    pruning) can get a weight scale near 0; its bias then overflows int32 and is clipped, and the channel's output
+    is wrong. The converter raises such weight scales; not every quantizer does.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    clipped = 0
+    for detail in interpreter.get_tensor_details():
+        if detail["dtype"] not in (np.int32, np.int64) or len(detail["shape"]) != 1:
+            continue
+        if not detail["quantization_parameters"]["scales"].size:
+            continue
+        try:
+            values = interpreter.get_tensor(detail["index"])  # constant tensors only; others are not allocated
+        except ValueError:
+            continue
+        # int64 biases (16x8 modes) may still be clipped to the int32 range by the quantizer
+        limits = [np.iinfo(np.int32), np.iinfo(detail["dtype"])]
+        clipped += int(np.count_nonzero(np.isin(values, [v for i in limits for v in (i.min, i.min + 1, i.max)])))
+    return clipped
