@@ -143,21 +143,23 @@ def test_compare_judges_failures_and_missing_models():
 
 
 @pytest.mark.parametrize(
-    ("p50_ms", "flagged"),
+    ("reference_p50_ms", "flagged"),
     [
-        (0.0192, False),  # fashion_mlp's ONNX row between two runs of the same code: +35%, but only 5 µs
-        (0.0900, True),  # the same ratio change on an artifact of 90 µs is 23 µs: a real slowdown
+        (0.0059, False),  # fashion_mlp's ONNX row between two runs of the same code: +64%, but only 9 us
+        (0.0300, True),  # the same ratio change against a 30 us reference is 45 us: a real slowdown
     ],
 )
-def test_a_latency_change_below_the_floor_is_not_a_regression(p50_ms, flagged):
-    def results(ratio, p50):
-        variant = {"name": "v", "format": "onnx", "status": "ok", "latency_ratio": ratio, "p50_ms": p50}
-        return {"models": [{"name": "m", "status": "ok", "variants": [variant]}]}
+def test_a_latency_change_below_the_floor_is_not_a_regression(reference_p50_ms, flagged):
+    def results(ratio, reference_p50):
+        reference = {"name": "r", "format": "tflite", "status": "ok", "latency_ratio": 1.0, "p50_ms": reference_p50}
+        variant = {"name": "v", "format": "onnx", "status": "ok", "latency_ratio": ratio}
+        return {"models": [{"name": "m", "status": "ok", "latency_reference": "r", "variants": [reference, variant]}]}
 
-    rows = compare(results(3.1616, p50_ms), results(2.3391, None), Thresholds(latency_floor_ms=0.01))
-    expected = [("latency_ratio", "+35% > 30.0%")] if flagged else []
-    assert [(r["metric"], r["why"].split(",")[0]) for r in rows] == expected
-    assert compare(results(3.1616, p50_ms), results(2.3391, None), Thresholds(latency_floor_ms=0.0))  # no floor: judged
+    now, baseline = results(3.837, reference_p50_ms), results(2.3391, 0.0089)
+    rows = compare(now, baseline, Thresholds(latency_floor_ms=0.02))
+    expected = [("v", "+64% > 30.0%")] if flagged else []
+    assert [(r["variant"], r["why"].split(",")[0]) for r in rows] == expected
+    assert compare(now, baseline, Thresholds(latency_floor_ms=0.0))  # without the floor it is judged
 
 
 def test_cli_bench_exits_1_with_the_offending_rows_and_0_on_a_rerun(
