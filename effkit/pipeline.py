@@ -355,7 +355,7 @@ class _Run:
         try:
             if path is None:
                 path = keras_compat.save_model(source.model, self.artifacts / f"{name}.keras")
-            variant = replace(variant, path=self._shown(path))
+            variant = replace(variant, path=_shown(path, self.artifacts.parent))
             runner = self._runner(source.model, Format.KERAS)
         except Exception as error:
             return _failed(variant, error)
@@ -368,7 +368,7 @@ class _Run:
             format=recipe.format,
             quantization=recipe.quantization,
             backend=recipe.backend,
-            path=self._shown(path),
+            path=_shown(path, self.artifacts.parent),
             steps=source.steps,
         )
         try:
@@ -486,9 +486,6 @@ class _Run:
             ort_optimization=latency.ort_optimization,
             outputs=names,
         )
-
-    def _shown(self, path: Path) -> str:
-        return _shown(path, self.artifacts.parent)
 
 
 def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:

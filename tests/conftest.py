@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +99,10 @@ def outputs_of(model, x) -> np.ndarray:
 def snapshot(folder: Path) -> dict[Path, str]:
     """Every file below `folder` and its SHA-256: to prove a run left its inputs byte-identical."""
     return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+
+
+def run_effkit(*args, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m effkit ARGS` in a real process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "effkit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )

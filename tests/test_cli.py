@@ -7,11 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import snapshot
-
-
-def run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "effkit", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+from .conftest import run_effkit, snapshot
 
 
 def test_help_does_not_import_tensorflow():
@@ -41,7 +37,7 @@ def workdir(tmp_path_factory, tiny_tf_keras_file):
 
 def test_compress_end_to_end_writes_only_into_out(workdir):
     before = snapshot(workdir)
-    result = run(
+    result = run_effkit(
         "compress",
         "model.keras",
         "--out",

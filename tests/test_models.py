@@ -4,8 +4,6 @@ through `effkit compress` in every format, Keras 3 file bridged to tf_keras (iss
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import effkit_models
 import numpy as np
@@ -17,7 +15,7 @@ from effkit.data import load_dataset
 from effkit.pipeline import compress
 from effkit.types import Status
 
-from .conftest import FAST_LATENCY
+from .conftest import FAST_LATENCY, run_effkit
 
 # name -> (offline data, epochs, sparsities, minimum test top-1 after that short training)
 CASES = {
@@ -97,45 +95,15 @@ def test_tf_keras_reference_models_load_without_a_bridge(tmp_path):
     assert loaded.generation == 2 and loaded.original is loaded.model
 
 
-def _effkit(*args, cwd, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "effkit", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env
-    )
-
-
 def test_effkit_train_saves_keras3_by_default_and_tf_keras_on_request(tmp_path):
-    result = _effkit(
-        "train",
-        "fashion_mlp",
-        "--data",
-        "digits:28x28x1",
-        "--epochs",
-        "1",
-        "--out",
-        "m3.keras",
-        "--quiet",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "fashion_mlp: test top-1" in result.stdout and "saved m3.keras" in result.stdout
-    assert keras_compat.saved_generation(tmp_path / "m3.keras") == 3
-    result = _effkit(
-        "train",
-        "fashion_mlp",
-        "--data",
-        "digits:28x28x1",
-        "--epochs",
-        "1",
-        "--out",
-        "m2.keras",
-        "--keras",
-        "2",
-        "--quiet",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert keras_compat.saved_generation(tmp_path / "m2.keras") == 2
-    again = _effkit("train", "fashion_mlp", "--data", "digits:28x28x1", "--out", "m2.keras", cwd=tmp_path)
+    for generation, extra in ((3, ()), (2, ("--keras", "2"))):
+        out = f"m{generation}.keras"
+        args = ("train", "fashion_mlp", "--data", "digits:28x28x1", "--epochs", "1", "--out", out, *extra, "--quiet")
+        result = run_effkit(*args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "fashion_mlp: test top-1" in result.stdout and f"saved {out}" in result.stdout
+        assert keras_compat.saved_generation(tmp_path / out) == generation
+    again = run_effkit("train", "fashion_mlp", "--data", "digits:28x28x1", "--out", "m2.keras", cwd=tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
@@ -148,7 +116,7 @@ def no_keras_cache(tmp_path):
 
 
 def test_an_uncached_keras_dataset_fails_in_one_line_saying_how_to_provide_it(no_keras_cache, tmp_path):
-    result = _effkit("compress", "--data", "fashion_mnist", "--out", "out", cwd=tmp_path, env=no_keras_cache)
+    result = run_effkit("compress", "--data", "fashion_mnist", "--out", "out", cwd=tmp_path, env=no_keras_cache)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -158,6 +126,6 @@ def test_an_uncached_keras_dataset_fails_in_one_line_saying_how_to_provide_it(no
 
 
 def test_training_offline_points_to_the_stand_in(no_keras_cache, tmp_path):
-    result = _effkit("train", "fashion_mlp", cwd=tmp_path, env=no_keras_cache)
+    result = run_effkit("train", "fashion_mlp", cwd=tmp_path, env=no_keras_cache)
     assert result.returncode == 2
     assert "--data digits:28x28x1" in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -19,7 +19,7 @@ from effkit.errors import InputError
 from effkit.pipeline import compress
 from effkit.types import Report, Status
 
-from .conftest import FAST_LATENCY, FAST_PRUNE, snapshot
+from .conftest import FAST_LATENCY, FAST_PRUNE, run_effkit, snapshot
 from .test_pipeline import _not_a_flatbuffer, _replace_recipe
 
 
@@ -163,9 +163,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(case, workdir, capsys,
 def test_bad_input_in_a_real_process(case, workdir):
     make_args, message = BAD_INPUTS[case]
     args = [*make_args(workdir), "--out", "out"]
-    result = subprocess.run(
-        [sys.executable, "-m", "effkit", "compress", *args], cwd=workdir, capture_output=True, text=True, timeout=300
-    )
+    result = run_effkit("compress", *args, cwd=workdir, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
     assert not (workdir / "out").exists()
