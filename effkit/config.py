@@ -43,8 +43,10 @@ class OrtCalibration(StrEnum):
 
 
 class OrtTypes(StrEnum):
-    U8S8 = "u8s8"  # uint8 activations, int8 weights
-    S8S8 = "s8s8"  # int8 activations, int8 weights
+    AUTO = "auto"  # chosen for this CPU: see `quantize.onnxruntime.ort_types`
+    U8S8 = "u8s8"  # uint8 activations, int8 weights: fastest with VNNI; saturates on x86 without it
+    S8S8 = "s8s8"  # int8 activations, int8 weights (ORT runs it as U8S8 on x86)
+    U8U8 = "u8u8"  # uint8 activations, uint8 weights: no saturation on any CPU
 
 
 class OrtOptimization(StrEnum):
@@ -117,10 +119,10 @@ class PruneConfig:
 
 @dataclass(frozen=True)
 class OnnxQuantConfig:
-    """ONNX Runtime static quantization (QDQ) settings."""
+    """ONNX Runtime quantization settings: static QDQ, and the weight type of dynamic quantization."""
 
     per_channel: bool = True
-    types: OrtTypes = OrtTypes.U8S8
+    types: OrtTypes = OrtTypes.AUTO
     calibration: OrtCalibration = OrtCalibration.MINMAX
 
     def __post_init__(self) -> None:

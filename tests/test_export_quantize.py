@@ -1,15 +1,19 @@
 """A template test per recipe: every (format, quantization, backend) artifact runs in its runtime and agrees with
 Keras within the parity threshold the pipeline applies to its precision."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from effkit.classifier import describe
-from effkit.config import Backend, CompressConfig, Format, ParityConfig, Quant
+from effkit.classifier import OutputKind, describe
+from effkit.config import Backend, CompressConfig, Format, OnnxQuantConfig, OrtTypes, ParityConfig, Quant
+from effkit.cpu import parse_cpuinfo
 from effkit.errors import StageError
 from effkit.export.onnx import validate_onnx
 from effkit.export.tflite import validate_tflite
 from effkit.measure import file_sizes, parity, parity_problem, top1
+from effkit.quantize.onnxruntime import ort_types, quantize_onnx
 from effkit.quantize.tflite_converter import quantize_tflite
 from effkit.recipes import RECIPES, RecipeInputs
 from effkit.runtime import open_runner
@@ -127,3 +131,56 @@ def test_clipped_biases_of_all_zero_channels_are_noted(tiny_model, digits, tmp_p
     assert params[Backend.LITERT]["clipped_biases"] >= 3
     assert "weights are all zero" in params[Backend.LITERT]["note"]
     assert "clipped_biases" not in params[Backend.CONVERTER]
+
+
+CPU_SAMPLES = Path(__file__).parent / "data" / "cpuinfo"
+
+
+def _cpu(sample: str):
+    arch = "aarch64" if sample.startswith("arm") else "x86_64"
+    return parse_cpuinfo((CPU_SAMPLES / sample).read_text(), arch=arch)
+
+
+@pytest.mark.parametrize(
+    "sample, expected",
+    [
+        ("amd_epyc_avx2.txt", OrtTypes.U8U8),  # vpmaddubsw: U8S8 saturates
+        ("intel_xeon_skylake_avx512.txt", OrtTypes.U8U8),  # AVX-512 without VNNI saturates the same way
+        ("amd_epyc_avx512_vnni.txt", OrtTypes.U8S8),
+        ("intel_core_alderlake_avx_vnni.txt", OrtTypes.U8S8),
+        ("intel_xeon_sapphire_rapids_amx.txt", OrtTypes.U8S8),
+        ("arm_graviton2_neoverse_n1.txt", OrtTypes.U8S8),
+        ("arm_raspberry_pi4_cortex_a72.txt", OrtTypes.U8S8),
+    ],
+)
+def test_onnx_types_follow_the_cpu_unless_the_user_chose(sample, expected):
+    cpu = _cpu(sample)
+    types, why = ort_types(OnnxQuantConfig(), cpu)
+    assert types == expected and cpu.isa_class in why
+    assert ort_types(OnnxQuantConfig(types=OrtTypes.S8S8), cpu) == (OrtTypes.S8S8, "chosen by the user")
+
+
+@pytest.mark.parametrize("quantization", [Quant.INT8, Quant.DYNAMIC])
+def test_onnx_quantized_for_an_avx2_cpu_has_uint8_weights_and_says_why(made, digits, tmp_path, quantization):
+    import onnx
+    from onnx import numpy_helper
+
+    float_onnx = next(path for recipe, path in made.items() if (recipe.format, recipe.quantization) == ("onnx", "none"))
+    weight_types = {}
+    for sample in ("amd_epyc_avx2.txt", "amd_epyc_avx512_vnni.txt"):
+        path = tmp_path / f"{sample}.onnx"
+        params = quantize_onnx(
+            float_onnx, path, quantization=quantization, calibration=digits.x_train[:50], config=OnnxQuantConfig(),
+            cpu=_cpu(sample),
+        )  # fmt: skip
+        assert params["isa_class"] == _cpu(sample).isa_class
+        graph = onnx.load(str(path)).graph
+        kernels = [numpy_helper.to_array(t) for t in graph.initializer if t.name.endswith(("_quantized", "_Q"))]
+        kernels = [k for k in kernels if k.ndim >= 2]  # conv and dense kernels, not zero points
+        assert kernels, "no quantized kernels found"
+        weight_types[sample] = {k.dtype for k in kernels}
+        (outputs,) = open_runner(path, Format.ONNX).predict(digits.x_test)
+        (reference,) = open_runner(float_onnx, Format.ONNX).predict(digits.x_test)
+        assert parity(reference, outputs, OutputKind.PROBABILITIES).top1_agreement >= 97.0
+        assert params["types"] == ("u8u8" if "avx2" in sample else "u8s8")
+    assert weight_types == {"amd_epyc_avx2.txt": {np.dtype(np.uint8)}, "amd_epyc_avx512_vnni.txt": {np.dtype(np.int8)}}
