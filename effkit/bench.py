@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import CompressConfig
+from .cpu import CpuFingerprint
 from .errors import ConfigError, EffkitError, InputError, first_line
 from .files import write_text
 from .gate import Thresholds, compare, regressions_markdown
-from .report import environment
+from .report import environment, machine_line
 from .types import Report, Status
 
 log = logging.getLogger("effkit")
@@ -160,29 +161,35 @@ def run_suite(suite: Suite, out_dir: str | Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     entries = []
-    for model in suite.models:
-        log.info("bench %s: model %s on %s", suite.name, model.name, model.data)
-        try:
-            config = suite.config_for(model)
-            source = Path(model.path) if model.path else _trained(model, out_dir, seed=suite.seed)
-            report = compress(
-                source, model.data, config=config, out_dir=out_dir / model.name, name=model.name, overwrite=True
-            )
-        except EffkitError as error:
-            log.warning("bench %s: %s failed: %s", suite.name, model.name, first_line(error))
-            entries.append({"name": model.name, "data": model.data, "status": "failed", "error": first_line(error)})
-            continue
-        entries.append(_entry(model, report, suite.thresholds.latency_reference))
-    results = {
-        "schema_version": SCHEMA_VERSION,
-        "suite": suite.name,
-        "description": suite.description,
-        "complete": True,
-        "seconds": round(time.perf_counter() - started, 1),
-        "environment": environment(),
-        "thresholds": suite.thresholds.to_dict(),
-        "models": entries,
-    }
+    complete = False
+    try:
+        for model in suite.models:
+            log.info("bench %s: model %s on %s", suite.name, model.name, model.data)
+            try:
+                config = suite.config_for(model)
+                source = Path(model.path) if model.path else _trained(model, out_dir, seed=suite.seed)
+                report = compress(
+                    source, model.data, config=config, out_dir=out_dir / model.name, name=model.name, overwrite=True
+                )
+            except EffkitError as error:
+                log.warning("bench %s: %s failed: %s", suite.name, model.name, first_line(error))
+                entries.append({"name": model.name, "data": model.data, "status": "failed", "error": first_line(error)})
+                continue
+            entries.append(_entry(model, report, suite.thresholds.latency_reference))
+        complete = True
+    finally:
+        results = {
+            "schema_version": SCHEMA_VERSION,
+            "suite": suite.name,
+            "description": suite.description,
+            "complete": complete,
+            "seconds": round(time.perf_counter() - started, 1),
+            "environment": environment(),
+            "thresholds": suite.thresholds.to_dict(),
+            "models": entries,
+        }
+        if not complete:  # interrupted or crashed: keep the models measured so far, marked incomplete
+            write_results(results, out_dir, step_summary=False)
     return results
 
 
@@ -230,6 +237,7 @@ def _entry(model: SuiteModel, report: Report, reference_name: str) -> dict[str, 
                 "error": v.error,
                 "top1": v.top1,
                 "top1_delta_pp": v.top1_delta_pp,
+                "correct": v.correct,
                 "size_bytes": v.size_bytes,
                 "gzip_bytes": v.gzip_bytes,
                 "p50_ms": latency.p50 if latency else None,
@@ -250,6 +258,8 @@ def _entry(model: SuiteModel, report: Report, reference_name: str) -> dict[str, 
         "status": "ok",
         "report": f"{model.name}/report.json",
         "baseline_top1": report.baseline["top1"],
+        "test_samples": report.data.get("test"),
+        "test_digest": report.data.get("test_digest"),
         "recommended": report.recommended,
         "latency_reference": reference_name if reference else None,
         "variants": rows,
@@ -282,17 +292,23 @@ def results_markdown(results: dict[str, Any]) -> str:
         lines += [results["description"], ""]
     env = results.get("environment", {})
     lines += [
-        f"{len(results['models'])} models in {results.get('seconds', '?')} s on {env.get('cpu', '?')}, "
-        f"{env.get('cores', '?')} cores. Latency ratio = p50 / p50 of "
-        f"`{results['thresholds']['latency_reference']}` in the same run.",
+        f"{len(results['models'])} models in {results.get('seconds', '?')} s on {machine_line(env)}. "
+        f"Latency ratio = p50 / p50 of `{results['thresholds']['latency_reference']}` in the same run.",
         "",
     ]
+    if results.get("complete") is False:
+        lines += ["**Incomplete:** the run was interrupted; the models below are what finished.", ""]
     gate = results.get("gate")
     if gate:
         verdict = "passed" if gate["passed"] else f"FAILED: {len(gate['regressions'])} regression(s)"
         lines += [f"**Gate against `{gate['baseline']}`: {verdict}.**", ""]
+        if not gate.get("latency_compared", True):
+            lines += [f"Latency not compared: {gate['latency_why']}", ""]
         if gate["regressions"]:
             lines += [regressions_markdown(gate["regressions"]), ""]
+        if gate.get("not_counted"):
+            lines += ["Not counted (within noise, or not comparable across CPU classes):", ""]
+            lines += [regressions_markdown(gate["not_counted"]), ""]
     for model in results["models"]:
         lines.append(f"## {model['name']} ({model['data']})")
         lines.append("")
@@ -353,20 +369,21 @@ def results_html(results: dict[str, Any], out_dir: Path) -> str:
 def gate(results: dict[str, Any], baseline_path: Path, thresholds: Thresholds, out_dir: Path) -> dict[str, Any]:
     """Compare with a baseline results.json; the verdict is stored in `results["gate"]` and returned.
 
-    A latency regression is confirmed before it counts: noise on a shared 2-core machine comes in bursts of a few
-    seconds, which can hit a variant and spare its reference. The suspect and its reference are timed again in
-    alternation (`confirm_latency`), and the median of those ratios is judged instead.
+    Latency is judged only when the baseline was measured on a CPU of this run's class (`baseline_cpu_class`);
+    otherwise latency changes are listed as not comparable. A latency regression is confirmed before it counts:
+    noise on a shared 2-core machine comes in bursts of a few seconds, which can hit a variant and spare its
+    reference. The suspect and its reference are timed again in alternation (`confirm_latency`), and the median
+    of those ratios is judged instead.
+
+    Raises:
+        InputError: the baseline is missing, not JSON, or holds nothing to compare with.
     """
-    if not baseline_path.is_file():
-        raise InputError(f"baseline not found: {baseline_path}; create one with --update-baseline")
-    try:
-        baseline = json.loads(baseline_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise InputError(f"baseline {baseline_path} is not JSON: {first_line(error)}") from None
-    if baseline.get("schema_version") != SCHEMA_VERSION or "models" not in baseline:
-        raise InputError(f"{baseline_path} is not an effkit bench results file (schema {SCHEMA_VERSION})")
-    regressions = compare(results, baseline, thresholds)
-    suspects = {(r["model"], r["variant"]) for r in regressions if r["metric"] == "latency_ratio"}
+    baseline = read_baseline(baseline_path)
+    cpu_class = _cpu_class(results)
+    baseline_class = _cpu_class(baseline)
+    comparable = baseline_class is not None and baseline_class == cpu_class
+    verdict = compare(results, baseline, thresholds, latency_comparable=comparable)
+    suspects = {(r["model"], r["variant"]) for r in verdict.regressions if r["metric"] == "latency_ratio"}
     if suspects:
         log.info("bench: timing %d latency suspect(s) again against their reference", len(suspects))
         for model in results["models"]:
@@ -376,9 +393,82 @@ def gate(results: dict[str, Any], baseline_path: Path, thresholds: Thresholds, o
                     variant["latency_ratio"] = confirm_latency(
                         out_dir / model["name"], variant["name"], model["latency_reference"]
                     )
-        regressions = compare(results, baseline, thresholds)
-    results["gate"] = {"baseline": str(baseline_path), "passed": not regressions, "regressions": regressions}
+        verdict = compare(results, baseline, thresholds, latency_comparable=comparable)
+    results["gate"] = {
+        "baseline": str(baseline_path),
+        "passed": not verdict.regressions,
+        "regressions": verdict.regressions,
+        "not_counted": verdict.not_counted,
+        "latency_compared": comparable,
+        "latency_why": (
+            f"both runs on {cpu_class}"
+            if comparable
+            else f"the baseline was measured on {baseline_class or 'an unrecorded CPU class'}, this run on "
+            f"{cpu_class}; keep a baseline for this class with --update-baseline"
+        ),
+    }
     return results["gate"]
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """A baseline results.json that holds something to compare with.
+
+    Raises:
+        InputError: missing, not JSON, another schema, or no model with measured variants.
+    """
+    if not path.is_file():
+        raise InputError(f"baseline not found: {path}; create one with --update-baseline")
+    try:
+        baseline = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"baseline {path} is not JSON: {first_line(error)}") from None
+    if not isinstance(baseline, dict) or baseline.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{path} is not an effkit bench results file (schema {SCHEMA_VERSION})")
+    models = baseline.get("models")
+    measured = [
+        model
+        for model in models or ()
+        if isinstance(model, dict)
+        and model.get("name")
+        and any(
+            isinstance(v, dict)
+            and v.get("name")
+            and v.get("status")
+            and (v.get("top1") is not None or v.get("gzip_bytes"))
+            for v in model.get("variants") or ()
+        )
+    ]
+    if not isinstance(models, list) or not measured:
+        raise InputError(f"baseline {path} holds no measured model to compare with; recreate it with --update-baseline")
+    return baseline
+
+
+def _cpu_class(results: dict[str, Any]) -> str | None:
+    recorded = results.get("environment", {}).get("fingerprint")
+    return CpuFingerprint.from_dict(recorded).isa_class if recorded else None
+
+
+def class_baseline(path: Path, cpu_class: str) -> Path:
+    """Where the baseline for one CPU class lives beside the suite's: `quick.json` -> `quick.x86_64-avx2.json`."""
+    return path.with_name(f"{path.stem}.{cpu_class}{path.suffix}")
+
+
+def baseline_to_read(path: Path, cpu_class: str) -> Path:
+    """The baseline to gate against: the one kept for this CPU class when it exists, else the one given."""
+    own = class_baseline(path, cpu_class)
+    return own if own.is_file() else path
+
+
+def baseline_to_write(path: Path, cpu_class: str) -> Path:
+    """Where --update-baseline writes: the given file when it is new or from this CPU class (or unrecorded), else
+    this class's own file beside it, so that another class's baseline is never replaced."""
+    if not path.is_file():
+        return path
+    try:
+        recorded = _cpu_class(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        recorded = None
+    return path if recorded in (None, cpu_class) else class_baseline(path, cpu_class)
 
 
 def confirm_latency(model_dir: Path, variant_name: str, reference_name: str, *, rounds: int = 7) -> float:

@@ -36,7 +36,7 @@ from .errors import ConfigError, EffkitError, InputError, first_line
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
-EXIT_REGRESSION = 1  # effkit bench: the gate found regressions
+EXIT_REGRESSION = 4  # effkit bench: the gate found regressions (1 stays an internal error)
 EXIT_VARIANTS_FAILED = 3
 EXIT_INTERRUPTED = 130
 
@@ -117,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--onnx-types",
         default=OnnxQuantConfig.types.value,
-        help="ONNX Runtime static activation/weight types: u8s8 (uint8 activations) or s8s8",
+        help="ONNX Runtime activation/weight types: auto (u8s8, or u8u8 on x86 CPUs without VNNI, where u8s8 "
+        "saturates), u8s8, s8s8, u8u8; dynamic quantization takes the weight type",
     )
     compress.add_argument(
         "--onnx-per-tensor", action="store_true", help="quantize ONNX weights per tensor instead of per channel"
@@ -193,14 +194,20 @@ def _parser() -> argparse.ArgumentParser:
         "bench",
         help="run a benchmark suite, write results.json, gate against a baseline",
         description="Run every model of a suite (a TOML file, see bench/suites/) through compress with the same "
-        "latency protocol; write results.json, results.md, plots and report.html; with --baseline, exit 1 when "
-        "accuracy, size or relative latency regressed beyond the suite's thresholds.",
+        "latency protocol; write results.json, results.md, plots and report.html; with --baseline, exit 4 when "
+        "accuracy, size or relative latency regressed beyond the suite's thresholds. A baseline kept for this "
+        "CPU class beside --baseline (quick.x86_64-avx2.json next to quick.json) is used when it exists.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     bench.add_argument("suite", help="suite file, e.g. bench/suites/quick.toml")
     bench.add_argument("--out", default="results", help="output folder (trained reference models are reused)")
     bench.add_argument("--baseline", help="a results.json to compare with (the gate)")
-    bench.add_argument("--update-baseline", action="store_true", help="write this run's results to --baseline")
+    bench.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="write this run's results to --baseline, or beside it for this CPU class when --baseline holds another "
+        "class's results",
+    )
     _common(bench)
     bench.set_defaults(command=_bench)
     return parser
@@ -287,14 +294,28 @@ def _train(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .bench import RESULTS_JSON, gate, load_suite, not_ok, regressions_markdown, run_suite, write_results
+    from .bench import (
+        RESULTS_JSON,
+        baseline_to_read,
+        baseline_to_write,
+        gate,
+        load_suite,
+        not_ok,
+        read_baseline,
+        regressions_markdown,
+        run_suite,
+        write_results,
+    )
+    from .cpu import fingerprint
 
     suite = load_suite(args.suite)
     if args.update_baseline and not args.baseline:
         raise ConfigError("--update-baseline needs --baseline FILE to write")
+    cpu_class = fingerprint().isa_class
     baseline = Path(args.baseline) if args.baseline else None
-    if baseline and not args.update_baseline and not baseline.is_file():
-        raise InputError(f"baseline not found: {baseline}; create one with --update-baseline")
+    if baseline and not args.update_baseline:
+        baseline = baseline_to_read(baseline, cpu_class)
+        read_baseline(baseline)  # refuse a missing or empty baseline before an hour of benchmarking
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; expected a folder")
@@ -309,8 +330,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.update_baseline:
         from .files import write_bytes
 
-        write_bytes(baseline, (out / RESULTS_JSON).read_bytes())
-        print(f"baseline written to {baseline}")
+        target = baseline_to_write(baseline, cpu_class)
+        write_bytes(target, (out / RESULTS_JSON).read_bytes())
+        print(f"baseline for {cpu_class} written to {target}")
     if verdict is not None:
         if not verdict["passed"]:
             print(regressions_markdown(verdict["regressions"]))

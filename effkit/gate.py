@@ -9,12 +9,21 @@ Batch-1 timings of a few microseconds are below what a Python harness resolves a
 of the same code, fashion_mlp's float32 TFLite reference moved from 8.9 to 5.8 us and its ONNX float32 file from 20
 to 39 us, so ratios moved 35-64% with nothing changed. A latency change therefore also has to exceed an absolute
 floor (`latency_floor_ms`, measured at this run's speed: the reference's p50 times the growth of the ratio).
+
+Latency ratios compare only between CPUs of one kernel class (`cpu.CpuFingerprint.isa_class`): int8 that runs at
+0.37x float32 with VNNI runs at 0.99x without it. Across classes, latency changes are listed as not comparable and
+not counted; accuracy, size and status are still judged.
+
+An accuracy drop beyond `accuracy_drop_pp` counts only when it is more than a few flipped samples: when both runs
+kept per-sample correctness on the same test split, the exact McNemar test must also give p < `accuracy_p_value`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from .stats import paired_change
 
 
 @dataclass(frozen=True)
@@ -24,9 +33,16 @@ class Thresholds:
     latency_slowdown_pct: float = 30.0  # the p50 ratio to the reference artifact may grow this much
     latency_floor_ms: float = 0.02  # and the p50 must also be this much slower than the baseline's ratio predicts
     latency_reference: str = "baseline-tflite-none"
+    accuracy_p_value: float = 0.05  # ...and the paired test must find the drop this unlikely under noise
 
     def __post_init__(self) -> None:
-        for name in ("accuracy_drop_pp", "size_growth_pct", "latency_slowdown_pct", "latency_floor_ms"):
+        for name in (
+            "accuracy_drop_pp",
+            "size_growth_pct",
+            "latency_slowdown_pct",
+            "latency_floor_ms",
+            "accuracy_p_value",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"threshold {name} must be a number >= 0, got {value!r}")
@@ -38,32 +54,68 @@ class Thresholds:
         return asdict(self)
 
 
-def compare(results: dict[str, Any], baseline: dict[str, Any], thresholds: Thresholds) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Verdict:
+    """What the gate found: regressions count; `not_counted` are changes shown but judged noise or not comparable."""
+
+    regressions: list[dict[str, Any]] = field(default_factory=list)
+    not_counted: list[dict[str, Any]] = field(default_factory=list)
+
+
+def compare(
+    results: dict[str, Any], baseline: dict[str, Any], thresholds: Thresholds, *, latency_comparable: bool = True
+) -> Verdict:
     """Every regression of `results` against `baseline`, model by model and variant by variant.
 
     A variant that was ok and no longer is, or has disappeared, is a regression; so is a model that ran in the
-    baseline and fails now. Variants new in `results` are not judged.
+    baseline and fails now. Variants new in `results` are not judged. With `latency_comparable` false (the runs'
+    CPUs are of different classes), latency changes go to `not_counted`.
     """
     current = {model["name"]: model for model in results["models"]}
-    regressions = []
+    verdict = Verdict()
     for old_model in baseline["models"]:
         name = old_model["name"]
         model = current.get(name)
         if model is None or model["status"] != "ok":
             if old_model["status"] == "ok":
                 why = "not in this run" if model is None else model.get("error", "failed")
-                regressions.append(_row(name, "(model)", "status", "ok", "failed" if model else "missing", why))
+                verdict.regressions.append(_row(name, "(model)", "status", "ok", "failed" if model else "missing", why))
             continue
         variants = {v["name"]: v for v in model["variants"]}
         reference = variants.get(model.get("latency_reference") or thresholds.latency_reference) or {}
+        paired = _same_test_split(old_model, model)
         for old in old_model.get("variants", ()):
             new = variants.get(old["name"])
-            regressions += _variant_regressions(name, old, new, thresholds, reference_p50=reference.get("p50_ms"))
-    return regressions
+            rows = _variant_regressions(
+                name, old, new, thresholds, reference_p50=reference.get("p50_ms"), paired_samples=paired
+            )
+            for row in rows:
+                if row["metric"] == "latency_ratio" and not latency_comparable:
+                    row = {**row, "why": f"{row['why']}; not comparable: measured on another CPU class"}
+                    verdict.not_counted.append(row)
+                elif row.pop("noise", False):
+                    verdict.not_counted.append(row)
+                else:
+                    verdict.regressions.append(row)
+    return verdict
+
+
+def _same_test_split(old_model: dict, model: dict) -> int | None:
+    """The number of test samples when both runs measured the very same test split, else None."""
+    digest, samples = old_model.get("test_digest"), old_model.get("test_samples")
+    if digest and samples and digest == model.get("test_digest") and samples == model.get("test_samples"):
+        return int(samples)
+    return None
 
 
 def _variant_regressions(
-    model: str, old: dict, new: dict | None, limits: Thresholds, *, reference_p50: float | None
+    model: str,
+    old: dict,
+    new: dict | None,
+    limits: Thresholds,
+    *,
+    reference_p50: float | None,
+    paired_samples: int | None = None,
 ) -> list[dict[str, Any]]:
     variant = old["name"]
     if new is None:
@@ -76,16 +128,16 @@ def _variant_regressions(
     if old.get("top1") is not None and new.get("top1") is not None:
         drop = (old["top1"] - new["top1"]) * 100
         if drop > limits.accuracy_drop_pp + 1e-9:
-            found.append(
-                _row(
-                    model,
-                    variant,
-                    "top1",
-                    f"{old['top1']:.4f}",
-                    f"{new['top1']:.4f}",
-                    f"-{drop:.2f} pp > {limits.accuracy_drop_pp} pp",
-                )
-            )
+            why = f"-{drop:.2f} pp > {limits.accuracy_drop_pp} pp"
+            row = _row(model, variant, "top1", f"{old['top1']:.4f}", f"{new['top1']:.4f}", why)
+            if paired_samples and old.get("correct") and new.get("correct"):
+                change = paired_change(old["correct"], new["correct"], paired_samples)
+                noise = change.p_value >= limits.accuracy_p_value
+                verdict = "noise" if noise else "significant"
+                row["why"] = f"{change.describe()} ({verdict}: McNemar p {'>=' if noise else '<'} "
+                row["why"] += f"{limits.accuracy_p_value:g})"
+                row["noise"] = noise
+            found.append(row)
     if old.get("gzip_bytes") and new.get("gzip_bytes"):
         growth = (new["gzip_bytes"] / old["gzip_bytes"] - 1) * 100
         if growth > limits.size_growth_pct:

@@ -49,7 +49,12 @@ def _tar(root: Path, files: list[Path]) -> bytes:
 
 def top1(outputs: np.ndarray, labels: np.ndarray, kind: OutputKind) -> float:
     """Top-1 accuracy as a fraction."""
-    return float(np.mean(predicted_classes(outputs, kind) == labels))
+    return float(np.mean(correct_samples(outputs, labels, kind)))
+
+
+def correct_samples(outputs: np.ndarray, labels: np.ndarray, kind: OutputKind) -> np.ndarray:
+    """Which samples the top-1 prediction gets right, in test order (kept per variant for paired tests)."""
+    return predicted_classes(outputs, kind) == labels.reshape(len(labels))
 
 
 def mae(outputs: np.ndarray, targets: np.ndarray) -> float:

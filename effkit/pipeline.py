@@ -20,9 +20,10 @@ import numpy as np
 from . import interrupt, keras_compat
 from .classifier import Head, ModelInfo, describe, output_names, vocabulary
 from .config import Backend, CompressConfig, Format, Quant
+from .cpu import fingerprint
 from .data import Dataset, check_fits, check_sizes, check_tokens, fit_sequences, load_dataset
 from .errors import EffkitError, InputError, ModelError, first_line
-from .measure import file_sizes, mae, parity, parity_problem, time_latency, top1, weight_sparsity
+from .measure import correct_samples, file_sizes, mae, parity, parity_problem, time_latency, top1, weight_sparsity
 from .plots import PLOTS as PLOT_FILES
 from .recipes import Recipe, RecipeInputs, plan
 from .report import (
@@ -32,11 +33,13 @@ from .report import (
     REPORT_MD,
     environment,
     recommend,
+    speed_notes,
     write_report,
     write_visual_report,
 )
 from .runtime import Runner, open_runner
 from .runtime.probe import peak_memory
+from .stats import pack_correct
 from .types import Latency, Report, Status, Step, Variant
 
 log = logging.getLogger("effkit")
@@ -278,6 +281,12 @@ def _primary_top1(info: ModelInfo, outputs: list[np.ndarray], labels: dict[str, 
     return top1(outputs[info.heads.index(primary)], labels[primary.name], primary.kind)
 
 
+def _primary_correct(info: ModelInfo, outputs: list[np.ndarray], labels: dict[str, np.ndarray]) -> str:
+    """The primary head's per-sample correctness, packed (see `stats`)."""
+    primary = info.primary
+    return pack_correct(correct_samples(outputs[info.heads.index(primary)], labels[primary.name], primary.kind))
+
+
 def _input_dtype(model: Any) -> str:
     dtype = model.inputs[0].dtype
     return getattr(dtype, "name", str(dtype))
@@ -372,15 +381,10 @@ class _Run:
             steps=source.steps,
         )
         try:
-            params = recipe.produce(inputs, path)
-            step = {"format": str(recipe.format), "backend": str(recipe.backend), **params}
+            step = recipe.step(recipe.produce(inputs, path))
             if recipe.quantization == Quant.NONE:
                 inputs.float_artifacts[recipe.format] = path
-                variant = replace(variant, steps=(*source.steps, Step("export", step)))
-            else:
-                variant = replace(
-                    variant, steps=(*source.steps, Step("quantize", {"mode": str(recipe.quantization), **step}))
-                )
+            variant = replace(variant, steps=(*source.steps, step))
             started = time.perf_counter()
             runner = self._runner(path, recipe.format)
             load_ms = (time.perf_counter() - started) * 1e3
@@ -416,6 +420,7 @@ class _Run:
                 size_bytes=size_bytes,
                 gzip_bytes=gzip_bytes,
                 top1=accuracy,
+                correct=_primary_correct(self.info, outputs, self.test_labels),
                 top1_delta_pp=round((accuracy - self.baseline_top1) * 100, 4),
                 latency_ms=latency,
                 latency_grid=tuple(grid) if len(grid) > 1 else None,
@@ -530,6 +535,7 @@ def _reason(error: BaseException) -> str:
 def _report(variants, config: CompressConfig, model_record, dataset: Dataset, baseline_top1, *, complete) -> Report:
     variants = _with_compression(variants)
     return Report(
+        notes=speed_notes(variants, fingerprint()),
         environment=environment(),
         config=config.to_dict(),
         model=model_record,

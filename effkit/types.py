@@ -138,6 +138,7 @@ class Variant:
     parity: Parity | None = None  # of the primary (first classification) head
     heads: dict[str, dict[str, Any]] | None = None  # multi-output models: per head {"top1"|"mae", "parity"}
     steps: tuple[Step, ...] = ()
+    correct: str | None = None  # primary head's per-sample top-1 correctness on the test split (`stats.pack_correct`)
 
     @property
     def ok(self) -> bool:
@@ -177,6 +178,7 @@ class Report:
     variants: tuple[Variant, ...]
     recommended: str | None
     complete: bool = True
+    notes: tuple[str, ...] = ()  # findings a reader should not miss, e.g. int8 no faster than float32 on this CPU
     schema_version: int = SCHEMA_VERSION
 
     def variant(self, name: str) -> Variant:
@@ -200,6 +202,7 @@ class Report:
             "baseline": self.baseline,
             "variants": [variant.to_dict() for variant in self.variants],
             "recommended": self.recommended,
+            "notes": list(self.notes),
         }
 
     def to_json(self) -> str:
@@ -209,6 +212,7 @@ class Report:
     def from_dict(cls, data: dict[str, Any]) -> Report:
         values = _from_known(cls, data)
         values["variants"] = tuple(Variant.from_dict(v) for v in data.get("variants", ()))
+        values["notes"] = tuple(values.get("notes") or ())
         return cls(**values)
 
     @classmethod

@@ -8,11 +8,22 @@ import struct
 
 import pytest
 
-from effkit.bench import gate, load_suite, results_markdown, run_suite, write_results
+from effkit.bench import (
+    _cpu_class,
+    baseline_to_read,
+    baseline_to_write,
+    gate,
+    load_suite,
+    read_baseline,
+    results_markdown,
+    run_suite,
+    write_results,
+)
 from effkit.cli import main
 from effkit.errors import ConfigError, InputError
 from effkit.gate import Thresholds, compare
 from effkit.plots import pareto_front
+from effkit.stats import pack_correct, unpack_correct
 
 SUITE = """
 name = "tiny"
@@ -94,7 +105,19 @@ def test_gate_passes_an_identical_rerun(bench_run, tmp_path):
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps(results))
     verdict = gate(copy.deepcopy(results), baseline, suite.thresholds, out)
-    assert verdict == {"baseline": str(baseline), "passed": True, "regressions": []}
+    assert verdict["passed"] and verdict["regressions"] == [] and verdict["not_counted"] == []
+    assert verdict["latency_compared"] and verdict["baseline"] == str(baseline)
+
+
+def _claim(variant, samples, *, gained):
+    """Rewrite a baseline variant to claim it got `gained` more test samples right (flipping wrong ones)."""
+    bits = unpack_correct(variant["correct"], samples)
+    wrong = [i for i, ok in enumerate(bits) if not ok]
+    assert len(wrong) >= gained, "the tiny model must get some samples wrong"
+    for index in wrong[:gained]:
+        bits[index] = True
+    variant["correct"] = pack_correct(bits)
+    variant["top1"] = sum(bits) / samples
 
 
 def _variant(results, name):
@@ -104,7 +127,8 @@ def _variant(results, name):
 def test_gate_names_injected_accuracy_size_and_status_regressions(bench_run, tmp_path):
     suite, results, out = bench_run
     claimed = copy.deepcopy(results)  # a baseline that claims what this run does not deliver
-    _variant(claimed, "baseline-tflite-int8")["top1"] += 0.02
+    samples = claimed["models"][0]["test_samples"]
+    _claim(_variant(claimed, "baseline-tflite-int8"), samples, gained=8)  # 8 samples: p = 0.008
     _variant(claimed, "baseline-onnx-none")["gzip_bytes"] //= 2
     claimed["models"][0]["variants"].append({**_variant(claimed, "baseline-onnx-int8"), "name": "baseline-gone"})
     baseline = tmp_path / "claimed.json"
@@ -138,8 +162,119 @@ def test_compare_judges_failures_and_missing_models():
         "models": [{"name": "a", "status": "ok", "variants": []}, {"name": "b", "status": "ok", "variants": []}]
     }
     current = {"models": [{"name": "a", "status": "failed", "error": "cannot load model"}]}
-    rows = compare(current, baseline, Thresholds())
+    rows = compare(current, baseline, Thresholds()).regressions
     assert [(r["model"], r["current"]) for r in rows] == [("a", "failed"), ("b", "missing")]
+
+
+def test_a_two_sample_accuracy_change_is_noise_and_a_large_one_is_not(bench_run, tmp_path):
+    suite, results, out = bench_run
+    samples = results["models"][0]["test_samples"]
+    assert 200 < samples < 400  # so that 2 samples are more than the 0.5 pp threshold
+    claimed = copy.deepcopy(results)
+    _claim(_variant(claimed, "baseline-onnx-int8"), samples, gained=2)  # -0.56 pp: two flips, p = 0.5
+    _claim(_variant(claimed, "baseline-tflite-none"), samples, gained=7)  # seven flips one way, p = 0.016
+    baseline = tmp_path / "claimed.json"
+    baseline.write_text(json.dumps(claimed))
+    verdict = gate(copy.deepcopy(results), baseline, suite.thresholds, out)
+    assert [(r["variant"], r["metric"]) for r in verdict["regressions"]] == [("baseline-tflite-none", "top1")]
+    assert "7 samples" in verdict["regressions"][0]["why"]
+    (noise,) = verdict["not_counted"]
+    assert noise["variant"] == "baseline-onnx-int8" and "-0.56 pp, 2 samples, p=0.5" in noise["why"]
+    assert "within noise" in results_markdown({**results, "gate": verdict})
+    other_split = copy.deepcopy(claimed)  # another test split: no paired test, the pp threshold alone decides
+    other_split["models"][0]["test_digest"] = "0" * 16
+    baseline.write_text(json.dumps(other_split))
+    verdict = gate(copy.deepcopy(results), baseline, suite.thresholds, out)
+    assert {r["variant"] for r in verdict["regressions"]} == {"baseline-onnx-int8", "baseline-tflite-none"}
+
+
+def _as_other_cpu_class(results):
+    other = copy.deepcopy(results)
+    features = [f for f in other["environment"]["fingerprint"]["features"] if "vnni" not in f and "amx" not in f]
+    if features == other["environment"]["fingerprint"]["features"]:  # this machine has no VNNI: claim it
+        features = [*features, "avx512f", "avx512bw", "avx512_vnni"]
+    other["environment"]["fingerprint"]["features"] = features
+    return other
+
+
+def test_a_baseline_from_another_cpu_class_gates_all_but_latency(bench_run, tmp_path):
+    suite, results, out = bench_run
+    claimed = _as_other_cpu_class(results)
+    assert _cpu_class(claimed) != _cpu_class(results)
+    _variant(claimed, "baseline-onnx-none")["latency_ratio"] /= 6  # six times faster there: other kernels
+    _variant(claimed, "baseline-onnx-int8")["gzip_bytes"] //= 2
+    _variant(claimed, "baseline-tflite-int8")["status"] = "ok"
+    _claim(_variant(claimed, "baseline-tflite-none"), results["models"][0]["test_samples"], gained=8)
+    baseline = tmp_path / "other-class.json"
+    baseline.write_text(json.dumps(claimed))
+    current = copy.deepcopy(results)
+    _variant(current, "baseline-tflite-int8")["status"] = "failed"
+    verdict = gate(current, baseline, suite.thresholds, out)
+    assert not verdict["latency_compared"] and _cpu_class(claimed) in verdict["latency_why"]
+    found = {(r["variant"], r["metric"]) for r in verdict["regressions"]}
+    assert found == {
+        ("baseline-onnx-int8", "gzip_bytes"),
+        ("baseline-tflite-int8", "status"),
+        ("baseline-tflite-none", "top1"),
+    }
+    assert [(r["variant"], r["metric"]) for r in verdict["not_counted"]] == [("baseline-onnx-none", "latency_ratio")]
+    assert "another CPU class" in verdict["not_counted"][0]["why"]
+    assert "Latency not compared" in results_markdown({**current, "gate": verdict})
+
+
+def test_each_cpu_class_keeps_its_own_baseline(bench_run, tmp_path):
+    _, results, _ = bench_run
+    mine = _cpu_class(results)
+    given = tmp_path / "quick.json"
+    assert baseline_to_write(given, mine) == given  # a new baseline goes where it was asked to
+    given.write_text(json.dumps(_as_other_cpu_class(results)))
+    own = baseline_to_write(given, mine)
+    assert own == tmp_path / f"quick.{mine}.json"  # another class's baseline is never replaced
+    assert baseline_to_read(given, mine) == given  # until this class has one, the given one is read
+    own.write_text(json.dumps(results))
+    assert baseline_to_read(given, mine) == own
+    given.write_text(json.dumps(results))
+    assert baseline_to_write(given, mine) == given  # this class's own results: updated in place
+
+
+@pytest.mark.parametrize(
+    "baseline, message",
+    [
+        ({"schema_version": 1, "models": []}, "holds no measured model"),
+        ({"schema_version": 1, "models": [{"name": "m", "status": "ok", "variants": [{"name": "v"}]}]}, "no measured"),
+        ({"schema_version": 1}, "holds no measured model"),
+        ({"models": []}, "not an effkit bench results file"),
+        ([1, 2], "not an effkit bench results file"),
+    ],
+)
+def test_an_empty_or_unusable_baseline_is_an_input_error(baseline, message, tmp_path):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps(baseline))
+    with pytest.raises(InputError, match=message):
+        read_baseline(path)
+
+
+def test_an_interrupted_suite_writes_incomplete_results(tmp_path, monkeypatch):
+    import effkit.pipeline
+
+    suite_path = tmp_path / "two.toml"
+    suite_path.write_text(
+        "[[models]]\npath = 'missing.keras'\nname = 'first'\n[[models]]\npath = 'other.keras'\nname = 'second'\n"
+    )
+    calls = []
+
+    def interrupted_on_second(model, *args, **kwargs):
+        calls.append(model)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        raise InputError(f"model not found: {model}")
+
+    monkeypatch.setattr(effkit.pipeline, "compress", interrupted_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(load_suite(suite_path), tmp_path / "out")
+    written = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert written["complete"] is False
+    assert [(m["name"], m["status"]) for m in written["models"]] == [("first", "failed")]
 
 
 @pytest.mark.parametrize(
@@ -156,26 +291,26 @@ def test_a_latency_change_below_the_floor_is_not_a_regression(reference_p50_ms, 
         return {"models": [{"name": "m", "status": "ok", "latency_reference": "r", "variants": [reference, variant]}]}
 
     now, baseline = results(3.837, reference_p50_ms), results(2.3391, 0.0089)
-    rows = compare(now, baseline, Thresholds(latency_floor_ms=0.02))
+    rows = compare(now, baseline, Thresholds(latency_floor_ms=0.02)).regressions
     expected = [("v", "+64% > 30.0%")] if flagged else []
     assert [(r["variant"], r["why"].split(",")[0]) for r in rows] == expected
-    assert compare(now, baseline, Thresholds(latency_floor_ms=0.0))  # without the floor it is judged
+    assert compare(now, baseline, Thresholds(latency_floor_ms=0.0)).regressions  # without the floor it is judged
 
 
-def test_cli_bench_exits_1_with_the_offending_rows_and_0_on_a_rerun(
+def test_cli_bench_exits_4_with_the_offending_rows_and_0_on_a_rerun(
     suite_file, bench_run, tmp_path, capsys, monkeypatch
 ):
     _, results, _ = bench_run
     summary = tmp_path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     claimed = copy.deepcopy(results)
-    _variant(claimed, "baseline-tflite-none")["top1"] = 1.0
+    _claim(_variant(claimed, "baseline-tflite-none"), claimed["models"][0]["test_samples"], gained=10)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(claimed))
     out = tmp_path / "run"
-    assert main(["bench", str(suite_file), "--out", str(out), "--baseline", str(bad), "--quiet"]) == 1
+    assert main(["bench", str(suite_file), "--out", str(out), "--baseline", str(bad), "--quiet"]) == 4
     captured = capsys.readouterr()
-    assert "| tiny | baseline-tflite-none | top1 | 1.0000 |" in captured.out
+    assert "| tiny | baseline-tflite-none | top1 |" in captured.out and "10 samples" in captured.out
     assert "1 regression(s)" in captured.err
     assert "FAILED: 1 regression(s)" in summary.read_text()
 

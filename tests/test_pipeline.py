@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from effkit import recipes
-from effkit.config import Backend, CompressConfig, Format, Quant
+from effkit.config import Backend, CompressConfig, Format, OnnxQuantConfig, Quant
+from effkit.cpu import fingerprint
 from effkit.errors import DataError
 from effkit.pipeline import _fresh_dir, compress
+from effkit.quantize.onnxruntime import ort_types
 from effkit.types import Report, Status
 
 from .conftest import FAST_LATENCY, FAST_PRUNE
@@ -83,7 +85,9 @@ def test_steps_record_how_each_variant_was_made(compressed):
     assert litert["backend"] == "litert" and litert["recipe"] == "static_wi8_ai8"
     assert litert["from"] == "pruned80-tflite-none.tflite"
     onnx_static = report.variant("baseline-onnx-int8").steps[-1].params
-    assert onnx_static["format"] == "qdq" and onnx_static["per_channel"] is True and onnx_static["types"] == "u8s8"
+    assert onnx_static["format"] == "onnx" and onnx_static["quant_format"] == "qdq"
+    assert onnx_static["per_channel"] is True and onnx_static["types"] == ort_types(OnnxQuantConfig(), fingerprint())[0]
+    assert onnx_static["isa_class"] == fingerprint().isa_class
     assert "ConvInteger" in report.variant("baseline-onnx-dynamic").steps[-1].params["note"]
 
 

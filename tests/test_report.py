@@ -1,4 +1,8 @@
-from effkit.report import recommend, table, to_markdown, write_report
+import dataclasses
+
+from effkit.cpu import CpuFingerprint
+from effkit.report import recommend, speed_notes, table, to_markdown, write_report
+from effkit.stats import pack_correct
 from effkit.types import Latency, Report, Status, Variant
 
 
@@ -86,3 +90,53 @@ def test_write_report_writes_both_files_and_round_trips(tmp_path):
     assert Report.from_json(json_path.read_text()) == _report()
     assert md_path.read_text().startswith("# effkit report: tiny on digits")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]
+
+
+AVX2 = CpuFingerprint("x86_64", "AuthenticAMD", "AMD EPYC", ("avx", "avx2", "fma", "f16c"), 2)
+VNNI = CpuFingerprint("x86_64", "AuthenticAMD", "AMD EPYC", ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"), 2)
+
+
+def _timed(name, quantization, p50, fmt="tflite"):
+    return Variant(name=name, format=fmt, quantization=quantization, backend="converter",
+                   latency_ms=Latency.from_seconds([p50 / 1e3], batch=1, threads=1))  # fmt: skip
+
+
+def test_integer_artifacts_no_faster_than_float32_are_noted_with_the_cpu():
+    variants = [
+        _timed("baseline-tflite-none", "none", 0.0267),
+        _timed("baseline-tflite-int8", "int8", 0.0264),  # 0.99x: the AVX2 machine's figure
+        _timed("baseline-tflite-dynamic", "dynamic", 0.0100),  # 0.37x: faster, not noted
+        _timed("pruned50-onnx-none", "none", 0.0400, fmt="onnx"),
+        _timed("pruned50-onnx-int8", "int8", 0.0450, fmt="onnx"),
+    ]
+    (note,) = speed_notes(variants, AVX2)
+    assert "baseline-tflite-int8 0.99x" in note and "pruned50-onnx-int8 1.12x" in note
+    assert "dynamic" not in note.split(":")[1].split(".")[0]
+    assert "x86_64-avx2" in note and "no int8 dot-product instruction" in note
+    (with_vnni,) = speed_notes(variants, VNNI)
+    assert "has int8 dot-product instructions" in with_vnni
+    assert speed_notes(variants[:1] + variants[2:3], AVX2) == ()
+
+
+def test_report_names_the_cpu_features_and_each_variants_flips_against_the_baseline():
+    samples = 359
+    baseline_bits = [True] * 340 + [False] * 19
+    variant_bits = list(baseline_bits)
+    variant_bits[0] = variant_bits[1] = False  # two samples lost: -0.56 pp
+    base = dataclasses.replace(_v("baseline-keras", 1000, 0.0, fmt="keras"), correct=pack_correct(baseline_bits))
+    chosen = dataclasses.replace(_v("small", 300, -0.56), correct=pack_correct(variant_bits))
+    report = dataclasses.replace(
+        _report(),
+        environment={"cpu": "AMD EPYC", "cores": 2, "python": "3.11", "fingerprint": AVX2.to_dict()},
+        baseline={"name": "baseline-keras", "top1": 340 / samples},
+        data={"name": "digits", "test": samples},
+        variants=(base, chosen),
+        notes=("Integer artifacts no faster than float32 on this CPU",),
+    )
+    text = to_markdown(report)
+    assert "Measured on AMD EPYC (x86_64-avx2: avx avx2 fma f16c), 2 cores." in text
+    assert "(-0.56 pp, 2 samples, p=0.5)" in text  # the summary line of the recommended variant
+    small_row = next(line for line in text.splitlines() if "| small" in line)
+    assert "-2/+0 p=0.50" in small_row
+    assert "Notes:" in text and "no faster than float32" in text
+    assert Report.from_json(report.to_json()) == report

@@ -79,12 +79,24 @@ class Dataset:
             "val": len(self.x_val),
             "test": len(self.x_test),
             "input_shape": list(self.input_shape),
+            "test_digest": self.test_digest(),
         }
         if self.heads:
             data["heads"] = list(self.heads)
         else:
             data["classes"] = self.num_classes
         return data
+
+    def test_digest(self) -> str:
+        """Identifies the test split (inputs and labels): paired accuracy tests need the very same samples."""
+        import hashlib
+
+        digest = hashlib.sha256(np.ascontiguousarray(self.x_test).tobytes())
+        labels = self.y_test if isinstance(self.y_test, dict) else {"": self.y_test}
+        for name in sorted(labels):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(labels[name]).tobytes())
+        return digest.hexdigest()[:16]
 
     def astype(self, dtype: str | np.dtype) -> Dataset:
         """The same splits with inputs cast to the model's input dtype."""
