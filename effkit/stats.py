@@ -56,8 +56,8 @@ class PairedChange:
         return f"{self.delta_pp:+.2f} pp, {flips} {noun}, p={self.p_value:.2g}"
 
     def cell(self) -> str:
-        """A table cell: `-2/+0 p=0.50`."""
-        return f"-{self.lost}/+{self.gained} p={self.p_value:.2f}"
+        """A table cell: `-2/+0 p=0.50`, or `none` when every sample is classified as right or wrong as before."""
+        return f"-{self.lost}/+{self.gained} p={self.p_value:.2f}" if self.lost + self.gained else "none"
 
 
 def paired_change(before: str, after: str, samples: int) -> PairedChange:

@@ -43,3 +43,4 @@ def test_paired_change_counts_flips_each_way():
     assert change.delta_pp == pytest.approx(-100 / 6)
     assert change.describe() == "-16.67 pp, 3 samples, p=1"
     assert change.cell() == "-2/+1 p=1.00"
+    assert paired_change(pack_correct(before), pack_correct(before), 6).cell() == "none"
