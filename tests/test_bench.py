@@ -107,6 +107,12 @@ def test_gate_passes_an_identical_rerun(bench_run, tmp_path):
     verdict = gate(copy.deepcopy(results), baseline, suite.thresholds, out)
     assert verdict["passed"] and verdict["regressions"] == [] and verdict["not_counted"] == []
     assert verdict["latency_compared"] and verdict["baseline"] == str(baseline)
+    for growth, passes in ((1.01, True), (1.03, False)):  # the size threshold is 2%: the gate sees the difference
+        grown = copy.deepcopy(results)
+        _variant(grown, "baseline-onnx-int8")["gzip_bytes"] = int(
+            _variant(results, "baseline-onnx-int8")["gzip_bytes"] * growth
+        )
+        assert gate(grown, baseline, suite.thresholds, out)["passed"] is passes
 
 
 def _claim(variant, samples, *, gained):

@@ -167,7 +167,7 @@ def test_synthetic_text_is_integer_sequences_with_a_balanced_label():
     assert dataset.x_train.dtype == np.int32 and dataset.input_shape == (256,)
     assert dataset.x_train.max() < 10_000 and dataset.x_train.min() == 0
     assert 0.4 < dataset.y_train.mean() < 0.6
-    np.testing.assert_array_equal(load_dataset("synthetic_text", input_shape=(100,)).x_test[:, :100].shape, (400, 100))
+    assert load_dataset("synthetic_text", input_shape=(100,)).x_test.shape == (400, 100)
 
 
 def test_sequences_are_padded_or_truncated_to_the_models_length():

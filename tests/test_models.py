@@ -23,9 +23,10 @@ CASES = {
     "fashion_mlp": ("digits:28x28x1", 3, (0.5,), 0.8),
     "fashion_cnn": ("digits:28x28x1", 4, (0.5,), 0.7),
     "imdb_text": ("synthetic_text", 8, (0.5,), 0.75),
-    "cifar_cnn": ("digits:32x32x3", 4, (), 0.3),
+    "cifar_cnn": ("digits:32x32x3", 4, (), 0.6),  # 73.8% measured (chance 10%)
     "multihead": ("digits_multihead:28x28x1", 4, (0.5,), 0.8),
-    "transfer_mobilenet": ("digits:32x32x3", 8, (), 0.3),  # augmentation: chance level after 3 epochs, 41% after 8
+    # augmentation: chance level after 3 epochs, 41.2% measured after 8; the floor is three times chance
+    "transfer_mobilenet": ("digits:32x32x3", 8, (), 0.3),
 }
 
 
@@ -63,7 +64,7 @@ def test_reference_model_trains_and_compresses_in_every_format(name, trained, tm
     )
     report = compress(path, dataset, config=config, out_dir=tmp_path)
     assert report.model["keras_generation"] == 3 and report.model["bridge_max_abs_diff"] <= 1e-4
-    assert report.baseline["top1"] >= floor
+    assert report.baseline["top1"] >= floor, report.baseline["top1"]
     expected = 6 * (1 + len(sparsities))  # keras, tflite none/int8/int8-litert, onnx none/int8 per source
     assert len(report.variants) == expected
     assert not [v for v in report.variants if v.status == Status.FAILED], [(v.name, v.error) for v in report.variants]

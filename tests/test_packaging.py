@@ -20,6 +20,10 @@ def test_every_package_is_declared():
     assert found == declared
 
 
-def test_the_console_script_points_at_the_cli():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["effkit"] == "effkit.cli:run"
+def test_the_installed_console_script_loads_the_cli():
+    from importlib.metadata import entry_points
+
+    import effkit.cli
+
+    (script,) = entry_points(group="console_scripts", name="effkit")
+    assert script.load() is effkit.cli.run
