@@ -366,7 +366,7 @@ _NEUTRAL_KERAS3_OPTIONS = {
 
 
 class _Translator:
-    """Turns a Keras 3 config into the tf_keras form (see PITFALLS.md, 'Keras 3 versus tf_keras')."""
+    """Turns a Keras 3 config into the tf_keras form (see docs/pitfalls.md, 'Keras 3 and tf_keras')."""
 
     def __init__(self, tfk):
         self.tfk = tfk

@@ -1,7 +1,7 @@
 """Magnitude pruning with tfmot: wrap, fine-tune, strip. The caller's model is never modified.
 
 The PolynomialDecay schedule is sized from the real number of training steps (tfmot's defaults prune nothing on
-small data, see PITFALLS.md), and early stopping waits until the target sparsity is reached.
+small data, see docs/pitfalls.md), and early stopping waits until the target sparsity is reached.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 With ImageNet weights (used when Keras has them cached), the base is first a frozen feature extractor while the
 head trains, then its top blocks are fine-tuned at a lower learning rate, batch normalization kept in inference
 mode. Without them (no network here), a frozen random base would teach nothing, so the whole network trains from
-scratch, with batch-normalization momentum 0.9 (at Keras' 0.999 a short run evaluates at chance, PITFALLS.md).
+scratch, with batch-normalization momentum 0.9 (at Keras' 0.999 a short run evaluates at chance, docs/pitfalls.md).
 
 Augmentation (shift, small rotation; no flip, which would turn digits and text into other classes) is part of the
 model, active in training only. On digits at 96x96 from scratch it is what makes the model worth quantizing:

@@ -14,7 +14,7 @@ from ..files import write_bytes
 def converter_for(source: Any) -> Any:
     """A TFLiteConverter for a Keras model, or for a SavedModel folder made by `serving_saved_model`.
 
-    Never from_concrete_functions: it drops weights (PITFALLS.md).
+    Never from_concrete_functions: it drops weights (docs/pitfalls.md).
     """
     tf = keras_compat.tensorflow()
     if isinstance(source, Path):

@@ -39,7 +39,7 @@ class KerasRunner(Runner):
         return [np.concatenate([run[i] for run in runs]) for i in range(len(self.names))]
 
     def bind(self, x: np.ndarray) -> Callable[[], Any]:
-        # A traced tf.function: model.predict costs tens of milliseconds of overhead per call (PITFALLS.md).
+        # A traced tf.function: model.predict costs tens of milliseconds of overhead per call (docs/pitfalls.md).
         tf = keras_compat.tensorflow()
         model = self.model
         function = tf.function(lambda inputs: model(inputs, training=False))
