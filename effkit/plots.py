@@ -31,6 +31,24 @@ def pareto_front(points: Sequence[tuple[float, float, str]]) -> list[tuple[float
     return front
 
 
+def log_ticks(low: float, high: float) -> list[float]:
+    """Readable ticks across [low, high] on a log axis: 1-2-5 steps, or every digit when the range is narrow.
+
+    Matplotlib labels only powers of ten, so an axis from 33 to 348 KiB showed one label ("100").
+    """
+    import math
+
+    if not (0 < low < high):
+        return []
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    for steps in ((1, 2, 5), tuple(range(1, 10))):
+        ticks = [m * 10.0**e for e in range(first, last + 1) for m in steps]
+        ticks = [t for t in ticks if low <= t <= high]
+        if len(ticks) >= 3:
+            return ticks
+    return ticks
+
+
 def _x(variant: Variant, field: str) -> float | None:
     if field == "p50":
         return variant.latency_ms.p50 if variant.latency_ms else None
@@ -43,7 +61,7 @@ def plot_tradeoffs(report: Report, out_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
     measured = [v for v in report.variants if v.status == Status.OK and v.top1 is not None]
     written = []
@@ -95,7 +113,11 @@ def plot_tradeoffs(report: Report, out_dir: Path) -> list[Path]:
             if any(str(v.quantization) == quantization for v in measured):
                 axes.scatter([], [], c="white", edgecolors="black", marker=marker, label=quantization)
         axes.set_xscale("log")
-        axes.xaxis.set_major_formatter(ScalarFormatter())  # 60, 100, 200 rather than 6x10^1
+        axes.autoscale_view()
+        ticks = log_ticks(*axes.get_xlim())
+        if ticks:
+            axes.xaxis.set_major_locator(FixedLocator(ticks))
+            axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.02, 50, 200
         axes.xaxis.set_minor_formatter(NullFormatter())
         # The artifacts' setting: the Keras row runs on TensorFlow's own process-wide thread pool.
         headline = next((v.latency_ms for v in measured if v.latency_ms and str(v.format) != "keras"), None)

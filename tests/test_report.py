@@ -140,3 +140,13 @@ def test_report_names_the_cpu_features_and_each_variants_flips_against_the_basel
     assert "-2/+0 p=0.50" in small_row
     assert "Notes:" in text and "no faster than float32" in text
     assert Report.from_json(report.to_json()) == report
+
+
+def test_log_axes_get_several_readable_ticks():
+    from effkit.plots import log_ticks
+
+    assert log_ticks(33.0, 348.0) == [50.0, 100.0, 200.0]  # was one label, "100"
+    narrow = log_ticks(0.0073, 0.0206)  # the default's latencies in ms: 1-2-5 gives too few, so every digit
+    assert len(narrow) >= 3 and narrow[0] >= 0.0073 and narrow[-1] <= 0.0206
+    assert [f"{t:g}" for t in narrow] == ["0.008", "0.009", "0.01", "0.02"]
+    assert log_ticks(1.0, 1.0) == []
