@@ -35,6 +35,7 @@ def workdir(tmp_path_factory, tiny_tf_keras_file):
     return folder
 
 
+@pytest.mark.slow
 def test_compress_end_to_end_writes_only_into_out(workdir):
     before = snapshot(workdir)
     result = run_effkit(

@@ -17,6 +17,8 @@ from effkit.types import Status
 
 from .conftest import FAST_LATENCY, run_effkit
 
+pytestmark = pytest.mark.slow  # trains every reference model: about 4 minutes
+
 # name -> (offline data, epochs, sparsities, minimum test top-1 after that short training)
 CASES = {
     "digits_cnn": ("digits", 4, (0.5,), 0.85),

@@ -221,6 +221,7 @@ def test_a_forced_failure_reports_every_other_variant_and_exits_3(tiny_tf_keras_
     assert len(report.variants) == 7 and report.complete
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupting_a_run_leaves_complete_files_and_an_incomplete_report(sig, tiny_tf_keras_file, tmp_path):
     out = tmp_path / "out"
@@ -270,6 +271,7 @@ def test_interrupting_a_run_leaves_complete_files_and_an_incomplete_report(sig, 
         )
 
 
+@pytest.mark.slow
 def test_same_seed_same_accuracies_and_identical_artifacts(tiny_model, digits, tmp_path):
     config = CompressConfig(sparsities=(0.5,), prune=FAST_PRUNE, latency=FAST_LATENCY)
     first = compress(tiny_model, digits, config=config, out_dir=tmp_path / "a")
