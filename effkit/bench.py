@@ -173,7 +173,9 @@ def run_suite(suite: Suite, out_dir: str | Path) -> dict[str, Any]:
                 )
             except EffkitError as error:
                 log.warning("bench %s: %s failed: %s", suite.name, model.name, first_line(error))
-                entries.append({"name": model.name, "data": model.data, "status": "failed", "error": first_line(error)})
+                entries.append(
+                    {"name": model.name, "data": model.data, "status": Status.FAILED, "error": first_line(error)}
+                )
                 continue
             entries.append(_entry(model, report, suite.thresholds.latency_reference))
         complete = True
@@ -255,7 +257,7 @@ def _entry(model: SuiteModel, report: Report, reference_name: str) -> dict[str, 
         "reference": model.reference,
         "path": model.path,
         "data": model.data,
-        "status": "ok",
+        "status": Status.OK,
         "report": f"{model.name}/report.json",
         "baseline_top1": report.baseline["top1"],
         "test_samples": report.data.get("test"),
@@ -312,7 +314,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     for model in results["models"]:
         lines.append(f"## {model['name']} ({model['data']})")
         lines.append("")
-        if model["status"] != "ok":
+        if model["status"] != Status.OK:
             lines += [f"Failed: {model['error']}", ""]
             continue
         lines.append(f"Baseline top-1 {model['baseline_top1'] * 100:.2f}%; recommended: `{model['recommended']}`.")
@@ -343,7 +345,7 @@ def results_html(results: dict[str, Any], out_dir: Path) -> str:
     sections = []
     for model in results["models"]:
         page = out_dir / model["name"] / REPORT_HTML
-        if model["status"] == "ok" and page.exists():
+        if model["status"] == Status.OK and page.exists():
             text = page.read_text(encoding="utf-8")
             body = text[text.index("<body>") + len("<body>") : text.rindex("</body>")]
             sections.append(f"<section>{body.replace('<h1>', '<h2>').replace('</h1>', '</h2>')}</section>")
@@ -506,7 +508,7 @@ def confirm_latency(model_dir: Path, variant_name: str, reference_name: str, *, 
 
 def not_ok(results: dict[str, Any]) -> list[str]:
     """Models that failed and variants that are not ok, as `model/variant` names."""
-    names = [m["name"] for m in results["models"] if m["status"] != "ok"]
+    names = [m["name"] for m in results["models"] if m["status"] != Status.OK]
     for model in results["models"]:
         names += [f"{model['name']}/{v['name']}" for v in model.get("variants", ()) if v["status"] != Status.OK]
     return names

@@ -23,7 +23,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .config import Format
 from .stats import paired_change
+from .types import REFERENCE_VARIANT, Status
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Thresholds:
     size_growth_pct: float = 2.0  # gzip bytes may grow this much
     latency_slowdown_pct: float = 30.0  # the p50 ratio to the reference artifact may grow this much
     latency_floor_ms: float = 0.02  # and the p50 must also be this much slower than the baseline's ratio predicts
-    latency_reference: str = "baseline-tflite-none"
+    latency_reference: str = REFERENCE_VARIANT
     accuracy_p_value: float = 0.05  # ...and the paired test must find the drop this unlikely under noise
 
     def __post_init__(self) -> None:
@@ -76,10 +78,11 @@ def compare(
     for old_model in baseline["models"]:
         name = old_model["name"]
         model = current.get(name)
-        if model is None or model["status"] != "ok":
-            if old_model["status"] == "ok":
-                why = "not in this run" if model is None else model.get("error", "failed")
-                verdict.regressions.append(_row(name, "(model)", "status", "ok", "failed" if model else "missing", why))
+        if model is None or model["status"] != Status.OK:
+            if old_model["status"] == Status.OK:
+                why = "not in this run" if model is None else model.get("error", Status.FAILED)
+                now = Status.FAILED if model else "missing"
+                verdict.regressions.append(_row(name, "(model)", "status", Status.OK, now, why))
             continue
         variants = {v["name"]: v for v in model["variants"]}
         reference = variants.get(model.get("latency_reference") or thresholds.latency_reference) or {}
@@ -120,9 +123,9 @@ def _variant_regressions(
     variant = old["name"]
     if new is None:
         return [_row(model, variant, "status", old["status"], "missing", "variant no longer made")]
-    if old["status"] == "ok" and new["status"] != "ok":
-        return [_row(model, variant, "status", "ok", new["status"], new.get("error") or "")]
-    if new["status"] != "ok":
+    if old["status"] == Status.OK and new["status"] != Status.OK:
+        return [_row(model, variant, "status", Status.OK, new["status"], new.get("error") or "")]
+    if new["status"] != Status.OK:
         return []
     found = []
     if old.get("top1") is not None and new.get("top1") is not None:
@@ -152,7 +155,7 @@ def _variant_regressions(
                 )
             )
     # Keras rows time TensorFlow's own call overhead: a reference for accuracy, not an artifact to gate on.
-    if old.get("latency_ratio") and new.get("latency_ratio") and new.get("format") != "keras":
+    if old.get("latency_ratio") and new.get("latency_ratio") and new.get("format") != Format.KERAS:
         slowdown = (new["latency_ratio"] / old["latency_ratio"] - 1) * 100
         # how much slower the artifact is than its baseline ratio predicts at this run's speed (its reference's p50)
         excess_ms = reference_p50 * (new["latency_ratio"] - old["latency_ratio"]) if reference_p50 else None

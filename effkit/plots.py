@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .config import Format
 from .files import atomic_output
 from .types import Report, Status, Variant
 
@@ -120,7 +121,7 @@ def plot_tradeoffs(report: Report, out_dir: Path) -> list[Path]:
             axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.02, 50, 200
         axes.xaxis.set_minor_formatter(NullFormatter())
         # The artifacts' setting: the Keras row runs on TensorFlow's own process-wide thread pool.
-        headline = next((v.latency_ms for v in measured if v.latency_ms and str(v.format) != "keras"), None)
+        headline = next((v.latency_ms for v in measured if v.latency_ms and v.format != Format.KERAS), None)
         if field == "p50" and headline:
             label = f"batch-{headline.batch} p50 latency, {headline.threads} thread(s) (ms, log scale)"
         axes.set_xlabel(label)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .config import Backend, CompressConfig, Format, Quant
 from .errors import ConfigError, StageError
-from .types import Step
+from .types import Step, variant_name
 
 
 @dataclass
@@ -64,7 +64,7 @@ class Recipe:
     name_suffix: str = ""  # tells apart two backends of the same format and quantization
 
     def variant_name(self, source: str) -> str:
-        return f"{source}-{self.format}-{self.quantization}{self.name_suffix}"
+        return variant_name(source, self.format, self.quantization, self.name_suffix)
 
     def file_name(self, source: str) -> str:
         return f"{self.variant_name(source)}{self.suffix}"

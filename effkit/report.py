@@ -13,12 +13,11 @@ from .config import Format, Quant
 from .cpu import CpuFingerprint, fingerprint
 from .files import write_text
 from .stats import PairedChange, paired_change
-from .types import Report, Status, Variant
+from .types import REFERENCE_VARIANT, Report, Status, Variant, variant_name
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
-REFERENCE_VARIANT = "baseline-tflite-none"  # compression ratios are relative to this artifact
 INTEGER_MODES = (Quant.DYNAMIC, Quant.INT8, Quant.INT16X8)
 NO_FASTER = 0.9  # an integer artifact whose p50 is at least this share of float32's is "no faster"
 PACKAGES = (
@@ -72,7 +71,7 @@ def speed_notes(variants: Iterable[Variant], cpu: CpuFingerprint) -> tuple[str, 
         if v.name not in by_name or v.quantization not in INTEGER_MODES or v.format == Format.KERAS:
             continue
         source = v.name.split(f"-{v.format}-")[0]
-        reference = by_name.get(f"{source}-{v.format}-{Quant.NONE}")
+        reference = by_name.get(variant_name(source, v.format, Quant.NONE))
         if reference is None:
             continue
         ratio = v.latency_ms.p50 / reference.latency_ms.p50
@@ -102,7 +101,7 @@ def recommend(variants: Iterable[Variant], *, max_accuracy_drop: float) -> str |
         v
         for v in variants
         if v.status == Status.OK
-        and v.format != "keras"
+        and v.format != Format.KERAS
         and v.gzip_bytes is not None
         and v.top1_delta_pp is not None
         and -v.top1_delta_pp <= max_accuracy_drop + 1e-9
@@ -206,7 +205,7 @@ def to_markdown(report: Report) -> str:
         lines += [f"- {note}" for note in report.notes]
         lines.append("")
     latency = report.config.get("latency", {})
-    headline = next((v.latency_ms for v in report.variants if v.latency_ms and v.format != "keras"), None)
+    headline = next((v.latency_ms for v in report.variants if v.latency_ms and v.format != Format.KERAS), None)
     batch, threads = (headline.batch, headline.threads) if headline else ("?", "?")
     lines.append(
         f"Latency: batch {batch}, {threads} thread(s), p50/p99 over "

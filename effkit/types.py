@@ -12,6 +12,16 @@ from enum import StrEnum
 from typing import Any
 
 SCHEMA_VERSION = 1
+BASELINE_SOURCE = "baseline"  # the user's model, before any technique; pruned sources are "pruned50" etc.
+
+
+def variant_name(source: str, fmt: str, quantization: str | None = None, suffix: str = "") -> str:
+    """`baseline-tflite-int8-litert`: the one spelling of a variant's name (`baseline-keras` without quantization)."""
+    return f"{source}-{fmt}" if quantization is None else f"{source}-{fmt}-{quantization}{suffix}"
+
+
+# Compression ratios and latency ratios are relative to the user's model as a float32 .tflite.
+REFERENCE_VARIANT = variant_name(BASELINE_SOURCE, "tflite", "none")
 
 
 class Status(StrEnum):
