@@ -23,6 +23,7 @@ from .cpu import CpuFingerprint
 from .errors import ConfigError, EffkitError, InputError, first_line
 from .files import write_text
 from .gate import Thresholds, compare, regressions_markdown
+from .progress import bar as progress_bar
 from .report import environment, machine_line
 from .types import Report, Status
 
@@ -163,21 +164,24 @@ def run_suite(suite: Suite, out_dir: str | Path) -> dict[str, Any]:
     entries = []
     complete = False
     try:
-        for model in suite.models:
-            log.info("bench %s: model %s on %s", suite.name, model.name, model.data)
-            try:
-                config = suite.config_for(model)
-                source = Path(model.path) if model.path else _trained(model, out_dir, seed=suite.seed)
-                report = compress(
-                    source, model.data, config=config, out_dir=out_dir / model.name, name=model.name, overwrite=True
-                )
-            except EffkitError as error:
-                log.warning("bench %s: %s failed: %s", suite.name, model.name, first_line(error))
-                entries.append(
-                    {"name": model.name, "data": model.data, "status": Status.FAILED, "error": first_line(error)}
-                )
-                continue
-            entries.append(_entry(model, report, suite.thresholds.latency_reference))
+        with progress_bar(f"suite {suite.name}: models", len(suite.models)) as advance:
+            for model in suite.models:
+                log.info("bench %s: model %s on %s", suite.name, model.name, model.data)
+                try:
+                    config = suite.config_for(model)
+                    source = Path(model.path) if model.path else _trained(model, out_dir, seed=suite.seed)
+                    report = compress(
+                        source, model.data, config=config, out_dir=out_dir / model.name, name=model.name, overwrite=True
+                    )
+                except EffkitError as error:
+                    log.warning("bench %s: %s failed: %s", suite.name, model.name, first_line(error))
+                    entries.append(
+                        {"name": model.name, "data": model.data, "status": Status.FAILED, "error": first_line(error)}
+                    )
+                    advance(1)
+                    continue
+                entries.append(_entry(model, report, suite.thresholds.latency_reference))
+                advance(1)
         complete = True
     finally:
         results = {

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import interrupt
+from . import interrupt, progress
 from .config import (
     Backend,
     CompressConfig,
@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _configure_logging(quiet=args.quiet, debug=args.debug)
+    progress.enable(not args.quiet)
     restore_signals = interrupt.install()  # SIGTERM unwinds like Ctrl-C: partial report, no debris
     try:
         return args.command(args)

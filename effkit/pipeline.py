@@ -25,6 +25,7 @@ from .data import Dataset, check_fits, check_sizes, check_tokens, fit_sequences,
 from .errors import EffkitError, InputError, ModelError, first_line
 from .measure import correct_samples, file_sizes, mae, parity, parity_problem, time_latency, top1, weight_sparsity
 from .plots import PLOTS as PLOT_FILES
+from .progress import bar as progress_bar
 from .recipes import Recipe, RecipeInputs, plan
 from .report import (
     REFERENCE_VARIANT,
@@ -152,16 +153,20 @@ def compress(
 
     variants: list[Variant] = []
     complete = False
+    planned = (1 + len(config.sparsities)) * (1 + len(recipes))  # each source's Keras variant and its recipes
     try:
-        baseline = _Source(BASELINE, working, (), weight_sparsity(working)[0], baseline_outputs)
-        # One at a time, so that an interruption keeps every variant finished before it.
-        for variant in run.variants_of(baseline, keras_path=model_path):
-            variants.append(variant)
-        for sparsity in config.sparsities:
-            for variant in run.pruned_variants(working, sparsity):
+        with progress_bar(f"{name}: variants", planned) as advance:
+            baseline = _Source(BASELINE, working, (), weight_sparsity(working)[0], baseline_outputs)
+            # One at a time, so that an interruption keeps every variant finished before it.
+            for variant in run.variants_of(baseline, keras_path=model_path):
                 variants.append(variant)
-        interrupt.check()
-        complete = True
+                advance(1)
+            for sparsity in config.sparsities:
+                for variant in run.pruned_variants(working, sparsity):
+                    variants.append(variant)
+                    advance(1)
+            interrupt.check()
+            complete = True
     finally:
         # Also on Ctrl-C or an internal error: what was measured is written, marked incomplete.
         report = _report(variants, config, model_record, dataset, run.baseline_top1, complete=complete)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .classifier import Head, loss_for, metric_for
 from .data import Dataset
+from .progress import bar
 
 log = logging.getLogger("effkit")
 
@@ -77,18 +79,18 @@ def fit(
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=start_from_epoch
     )
-    progress = _progress_callback(keras, label=label, epochs=epochs)
     started = time.perf_counter()
-    history = model.fit(
-        dataset.x_train,
-        y_train,
-        validation_data=(dataset.x_val, y_val),
-        epochs=epochs,
-        batch_size=batch_size,
-        shuffle=True,
-        verbose=0,
-        callbacks=[*callbacks, stopper, progress],
-    )
+    with bar(f"{label}: epochs", epochs) as advance:
+        history = model.fit(
+            dataset.x_train,
+            y_train,
+            validation_data=(dataset.x_val, y_val),
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=0,
+            callbacks=[*callbacks, stopper, _progress_callback(keras, label=label, epochs=epochs, advance=advance)],
+        )
     accuracy_keys = [key for key in history.history if key.startswith("val_") and key.endswith("accuracy")]
     val_accuracy = history.history[accuracy_keys[0]] if accuracy_keys else None
     return FitResult(
@@ -103,9 +105,10 @@ def _targets(dataset: Dataset, split: str, names: list[str]):
     return labels[names[0]] if len(names) == 1 else [labels[name] for name in names]
 
 
-def _progress_callback(keras: Any, *, label: str, epochs: int) -> Any:
+def _progress_callback(keras: Any, *, label: str, epochs: int, advance: Callable[[int], None]) -> Any:
     class Progress(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            advance(1)
             logs = logs or {}
             keys = ["loss", "accuracy", "val_loss"]
             keys += [key for key in logs if key.startswith("val_") and key.endswith(("accuracy", "mae"))]
