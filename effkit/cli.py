@@ -385,7 +385,7 @@ def _compress(args: argparse.Namespace) -> int:
     config.validate()
 
     from .pipeline import compress
-    from .report import summary, table
+    from .report import machine_line, summary, table
 
     report = compress(
         args.model,
@@ -398,6 +398,9 @@ def _compress(args: argparse.Namespace) -> int:
     print(table(report))
     print()
     print(summary(report).replace("**", ""))
+    for note in report.notes:
+        print(f"Note: {note}")
+    print(f"Measured on {machine_line(report.environment)}.")
     not_ok = [v for v in report.variants if not v.ok]
     for variant in not_ok:
         print(f"effkit: {variant.name} {variant.status}: {variant.error}", file=sys.stderr)

@@ -56,6 +56,9 @@ def test_compress_end_to_end_writes_only_into_out(workdir):
     assert result.returncode == 0, result.stderr
     assert "| ★ |" in result.stdout and "Recommended:" in result.stdout
     assert "pruned50-tflite-int8" in result.stdout
+    from effkit.cpu import fingerprint
+
+    assert f"Measured on {fingerprint().describe()}." in result.stdout  # figures name the CPU they come from
     assert "Traceback" not in result.stderr
     assert "training" not in result.stderr and "prune 50% epoch 2/2" in result.stderr
     after = snapshot(workdir)
