@@ -14,25 +14,24 @@ import logging
 import os
 import time
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .config import CompressConfig
-from .cpu import CpuFingerprint
 from .errors import ConfigError, EffkitError, InputError, first_line
 from .files import write_text
 from .gate import Thresholds, compare, regressions_markdown
 from .progress import bar as progress_bar
-from .report import environment, machine_line
-from .types import Report, Status
+from .report import environment, machine_line, markdown_table
+from .results import SCHEMA_VERSION, ModelResult, SuiteResult
+from .types import REFERENCE_VARIANT, Report, Status
 
 log = logging.getLogger("effkit")
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 RESULTS_HTML = "report.html"
-SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ def _merge(base: dict, override: dict) -> dict:
 # Running a suite
 
 
-def run_suite(suite: Suite, out_dir: str | Path) -> dict[str, Any]:
+def run_suite(suite: Suite, out_dir: str | Path) -> SuiteResult:
     """Compress every model of the suite into `out_dir/<model>/` and return the results (also in results.json).
 
     A model that cannot be loaded, trained or compressed is recorded with its error; the others still run.
@@ -161,7 +160,8 @@ def run_suite(suite: Suite, out_dir: str | Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    entries = []
+    entries: list[ModelResult] = []
+    reports: dict[str, Report] = {}
     complete = False
     try:
         with progress_bar(f"suite {suite.name}: models", len(suite.models)) as advance:
@@ -175,25 +175,33 @@ def run_suite(suite: Suite, out_dir: str | Path) -> dict[str, Any]:
                     )
                 except EffkitError as error:
                     log.warning("bench %s: %s failed: %s", suite.name, model.name, first_line(error))
-                    entries.append(
-                        {"name": model.name, "data": model.data, "status": Status.FAILED, "error": first_line(error)}
-                    )
+                    entries.append(ModelResult.failed(name=model.name, data=model.data, error=first_line(error)))
                     advance(1)
                     continue
-                entries.append(_entry(model, report, suite.thresholds.latency_reference))
+                reports[model.name] = report
+                entries.append(
+                    ModelResult.of(
+                        report,
+                        name=model.name,
+                        data=model.data,
+                        reference=model.reference,
+                        path=model.path,
+                        latency_reference=suite.thresholds.latency_reference,
+                    )
+                )
                 advance(1)
         complete = True
     finally:
-        results = {
-            "schema_version": SCHEMA_VERSION,
-            "suite": suite.name,
-            "description": suite.description,
-            "complete": complete,
-            "seconds": round(time.perf_counter() - started, 1),
-            "environment": environment(),
-            "thresholds": suite.thresholds.to_dict(),
-            "models": entries,
-        }
+        results = SuiteResult(
+            suite=suite.name,
+            description=suite.description,
+            complete=complete,
+            seconds=round(time.perf_counter() - started, 1),
+            environment=environment(),
+            thresholds=suite.thresholds.to_dict(),
+            models=tuple(entries),
+            reports=reports,
+        )
         if not complete:  # interrupted or crashed: keep the models measured so far, marked incomplete
             write_results(results, out_dir, step_summary=False)
     return results
@@ -227,84 +235,43 @@ def _trained(model: SuiteModel, out_dir: Path, *, seed: int) -> Path:
     return path
 
 
-def _entry(model: SuiteModel, report: Report, reference_name: str) -> dict[str, Any]:
-    """What results.json keeps of one model's report: a flat row per variant, latency also as a ratio."""
-    reference = next((v for v in report.variants if v.name == reference_name and v.latency_ms), None)
-    rows = []
-    for v in report.variants:
-        latency = v.latency_ms
-        rows.append(
-            {
-                "name": v.name,
-                "format": str(v.format),
-                "quantization": str(v.quantization),
-                "backend": str(v.backend),
-                "status": str(v.status),
-                "error": v.error,
-                "top1": v.top1,
-                "top1_delta_pp": v.top1_delta_pp,
-                "correct": v.correct,
-                "size_bytes": v.size_bytes,
-                "gzip_bytes": v.gzip_bytes,
-                "p50_ms": latency.p50 if latency else None,
-                "latency_ratio": round(latency.p50 / reference.latency_ms.p50, 4) if latency and reference else None,
-                "load_ms": v.load_ms,
-                "memory_mb": v.memory_mb,
-                "latency_grid": [
-                    {"batch": g.batch, "threads": g.threads, "p50_ms": g.p50, "throughput": g.throughput}
-                    for g in (v.latency_grid or ((latency,) if latency else ()))
-                ],
-            }
-        )
-    return {
-        "name": model.name,
-        "reference": model.reference,
-        "path": model.path,
-        "data": model.data,
-        "status": Status.OK,
-        "report": f"{model.name}/report.json",
-        "baseline_top1": report.baseline["top1"],
-        "test_samples": report.data.get("test"),
-        "test_digest": report.data.get("test_digest"),
-        "recommended": report.recommended,
-        "latency_reference": reference_name if reference else None,
-        "variants": rows,
-    }
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # Writing results
 
 
-def write_results(results: dict[str, Any], out_dir: Path, *, step_summary: bool = True) -> list[Path]:
+def write_results(results: SuiteResult, out_dir: Path, *, step_summary: bool = True) -> list[Path]:
     """results.json, results.md and a report.html embedding each model's plots and table; with `step_summary`,
     results.md is also appended to GitHub Actions' $GITHUB_STEP_SUMMARY when that is set."""
     out_dir = Path(out_dir)
+    markdown = results_markdown(results)
     written = [
-        write_text(out_dir / RESULTS_JSON, json.dumps(results, indent=2) + "\n"),
-        write_text(out_dir / RESULTS_MD, results_markdown(results)),
+        write_text(out_dir / RESULTS_JSON, json.dumps(results.to_dict(), indent=2) + "\n"),
+        write_text(out_dir / RESULTS_MD, markdown),
+        write_text(out_dir / RESULTS_HTML, results_html(results, out_dir)),
     ]
-    written.append(write_text(out_dir / RESULTS_HTML, results_html(results, out_dir)))
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary and summary_file:  # GitHub Actions shows this Markdown on the run's page
         with open(summary_file, "a", encoding="utf-8") as handle:
-            handle.write(results_markdown(results) + "\n")
+            handle.write(markdown + "\n")
     return written
 
 
-def results_markdown(results: dict[str, Any]) -> str:
-    lines = [f"# effkit bench: {results['suite']}", ""]
-    if results.get("description"):
-        lines += [results["description"], ""]
-    env = results.get("environment", {})
+VARIANT_COLUMNS = ("variant", "status", "top-1", "Δ pp", "gzip KiB", "p50 ms", "ratio")
+
+
+def results_markdown(results: SuiteResult) -> str:
+    lines = [f"# effkit bench: {results.suite}", ""]
+    if results.description:
+        lines += [results.description, ""]
     lines += [
-        f"{len(results['models'])} models in {results.get('seconds', '?')} s on {machine_line(env)}. "
-        f"Latency ratio = p50 / p50 of `{results['thresholds']['latency_reference']}` in the same run.",
+        f"{len(results.models)} models in {results.seconds if results.seconds is not None else '?'} s on "
+        f"{machine_line(results.environment)}. Latency ratio = p50 / p50 of "
+        f"`{results.thresholds.get('latency_reference', REFERENCE_VARIANT)}` in the same run.",
         "",
     ]
-    if results.get("complete") is False:
+    if not results.complete:
         lines += ["**Incomplete:** the run was interrupted; the models below are what finished.", ""]
-    gate = results.get("gate")
+    gate = results.gate
     if gate:
         verdict = "passed" if gate["passed"] else f"FAILED: {len(gate['regressions'])} regression(s)"
         lines += [f"**Gate against `{gate['baseline']}`: {verdict}.**", ""]
@@ -315,24 +282,25 @@ def results_markdown(results: dict[str, Any]) -> str:
         if gate.get("not_counted"):
             lines += ["Not counted (within noise, or not comparable across CPU classes):", ""]
             lines += [regressions_markdown(gate["not_counted"]), ""]
-    for model in results["models"]:
-        lines.append(f"## {model['name']} ({model['data']})")
-        lines.append("")
-        if model["status"] != Status.OK:
-            lines += [f"Failed: {model['error']}", ""]
+    for model in results.models:
+        lines += [f"## {model.name} ({model.data})", ""]
+        if model.status != Status.OK:
+            lines += [f"Failed: {model.error}", ""]
             continue
-        lines.append(f"Baseline top-1 {model['baseline_top1'] * 100:.2f}%; recommended: `{model['recommended']}`.")
-        lines.append("")
-        lines.append("| variant | status | top-1 | Δ pp | gzip KiB | p50 ms | ratio |")
-        lines.append("|---|---|---:|---:|---:|---:|---:|")
-        for v in model["variants"]:
-            lines.append(
-                f"| {'★ ' if v['name'] == model['recommended'] else ''}{v['name']} | {v['status']} | "
-                f"{_cell(v['top1'], '{:.2%}')} | {_cell(v['top1_delta_pp'], '{:+.2f}')} | "
-                f"{_cell(v['gzip_bytes'] and v['gzip_bytes'] / 1024, '{:.1f}')} | {_cell(v['p50_ms'], '{:.4f}')} | "
-                f"{_cell(v['latency_ratio'], '{:.2f}')} |"
+        lines += [f"Baseline top-1 {model.baseline_top1 * 100:.2f}%; recommended: `{model.recommended}`.", ""]
+        rows = [
+            (
+                f"{'★ ' if v.name == model.recommended else ''}{v.name}",
+                str(v.status),
+                _cell(v.top1, "{:.2%}"),
+                _cell(v.top1_delta_pp, "{:+.2f}"),
+                _cell(v.gzip_bytes and v.gzip_bytes / 1024, "{:.1f}"),
+                _cell(v.p50_ms, "{:.4f}"),
+                _cell(v.latency_ratio, "{:.2f}"),
             )
-        lines.append("")
+            for v in model.variants
+        ]
+        lines += [markdown_table(VARIANT_COLUMNS, rows, right={2, 3, 4, 5, 6}), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -340,24 +308,22 @@ def _cell(value, template: str) -> str:
     return "" if value is None else template.format(value)
 
 
-def results_html(results: dict[str, Any], out_dir: Path) -> str:
+def results_html(results: SuiteResult, out_dir: Path) -> str:
     """One page for the whole suite: each model's plots and table, taken from its own report."""
     import html
 
     from .report import REPORT_HTML, html_page
 
     sections = []
-    for model in results["models"]:
-        page = out_dir / model["name"] / REPORT_HTML
-        if model["status"] == Status.OK and page.exists():
+    for model in results.models:
+        page = out_dir / model.name / REPORT_HTML
+        if model.status == Status.OK and page.exists():
             text = page.read_text(encoding="utf-8")
             body = text[text.index("<body>") + len("<body>") : text.rindex("</body>")]
             sections.append(f"<section>{body.replace('<h1>', '<h2>').replace('</h1>', '</h2>')}</section>")
         else:
-            sections.append(
-                f"<h2>{html.escape(model['name'])}</h2><p>Failed: {html.escape(str(model.get('error')))}</p>"
-            )
-    gate = results.get("gate")
+            sections.append(f"<h2>{html.escape(model.name)}</h2><p>Failed: {html.escape(str(model.error))}</p>")
+    gate = results.gate
     gate_html = ""
     if gate:
         verdict = "passed" if gate["passed"] else f"FAILED: {len(gate['regressions'])} regression(s)"
@@ -367,15 +333,15 @@ def results_html(results: dict[str, Any], out_dir: Path) -> str:
             for r in gate["regressions"]
         )
         gate_html = f"<p><strong>Gate: {verdict}</strong></p><ul>{items}</ul>"
-    title = f"effkit bench: {results['suite']}"
-    description = html.escape(results.get("description", ""))
+    title = f"effkit bench: {results.suite}"
+    description = html.escape(results.description)
     return html_page(title, f"<h1>{html.escape(title)}</h1>\n<p>{description}</p>{gate_html}\n{''.join(sections)}")
 
 
-def gate(results: dict[str, Any], baseline_path: Path, thresholds: Thresholds, out_dir: Path) -> dict[str, Any]:
-    """Compare with a baseline results.json; the verdict is stored in `results["gate"]` and returned.
+def gate(results: SuiteResult, baseline_path: Path, thresholds: Thresholds, out_dir: Path) -> SuiteResult:
+    """Compare with a baseline results.json; returns a copy of `results` that holds the verdict under `gate`.
 
-    Latency is judged only when the baseline was measured on a CPU of this run's class (`baseline_cpu_class`);
+    Latency is judged only when the baseline was measured on a CPU of this run's class (see `baseline_to_read`);
     otherwise latency changes are listed as not comparable. A latency regression is confirmed before it counts:
     noise on a shared 2-core machine comes in bursts of a few seconds, which can hit a variant and spare its
     reference. The suspect and its reference are timed again in alternation (`confirm_latency`), and the median
@@ -385,38 +351,39 @@ def gate(results: dict[str, Any], baseline_path: Path, thresholds: Thresholds, o
         InputError: the baseline is missing, not JSON, or holds nothing to compare with.
     """
     baseline = read_baseline(baseline_path)
-    cpu_class = _cpu_class(results)
-    baseline_class = _cpu_class(baseline)
-    comparable = baseline_class is not None and baseline_class == cpu_class
+    comparable = baseline.cpu_class is not None and baseline.cpu_class == results.cpu_class
     verdict = compare(results, baseline, thresholds, latency_comparable=comparable)
-    suspects = {(r["model"], r["variant"]) for r in verdict.regressions if r["metric"] == "latency_ratio"}
+    suspects = [(r["model"], r["variant"]) for r in verdict.regressions if r["metric"] == "latency_ratio"]
     if suspects:
         log.info("bench: timing %d latency suspect(s) again against their reference", len(suspects))
-        for model in results["models"]:
-            for variant in model.get("variants", ()):
-                if (model["name"], variant["name"]) in suspects:
-                    variant["latency_ratio_first"] = variant["latency_ratio"]
-                    variant["latency_ratio"] = confirm_latency(
-                        out_dir / model["name"], variant["name"], model["latency_reference"]
-                    )
+        for model_name, variant_name in suspects:
+            model = results.model(model_name)
+            first = model.variant(variant_name).latency_ratio
+            folder = Path(out_dir) / model_name
+            report = results.reports.get(model_name) or Report.from_json((folder / "report.json").read_text("utf-8"))
+            confirmed = confirm_latency(report, folder, variant_name, model.latency_reference)
+            results = results.with_variant(model_name, variant_name, latency_ratio=confirmed, latency_ratio_first=first)
         verdict = compare(results, baseline, thresholds, latency_comparable=comparable)
-    results["gate"] = {
-        "baseline": str(baseline_path),
-        "passed": not verdict.regressions,
-        "regressions": verdict.regressions,
-        "not_counted": verdict.not_counted,
-        "latency_compared": comparable,
-        "latency_why": (
-            f"both runs on {cpu_class}"
-            if comparable
-            else f"the baseline was measured on {baseline_class or 'an unrecorded CPU class'}, this run on "
-            f"{cpu_class}; keep a baseline for this class with --update-baseline"
-        ),
-    }
-    return results["gate"]
+    why = (
+        f"both runs on {results.cpu_class}"
+        if comparable
+        else f"the baseline was measured on {baseline.cpu_class or 'an unrecorded CPU class'}, this run on "
+        f"{results.cpu_class}; keep a baseline for this class with --update-baseline"
+    )
+    return replace(
+        results,
+        gate={
+            "baseline": str(baseline_path),
+            "passed": not verdict.regressions,
+            "regressions": verdict.regressions,
+            "not_counted": verdict.not_counted,
+            "latency_compared": comparable,
+            "latency_why": why,
+        },
+    )
 
 
-def read_baseline(path: Path) -> dict[str, Any]:
+def read_baseline(path: Path) -> SuiteResult:
     """A baseline results.json that holds something to compare with.
 
     Raises:
@@ -425,33 +392,23 @@ def read_baseline(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"baseline not found: {path}; create one with --update-baseline")
     try:
-        baseline = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"baseline {path} is not JSON: {first_line(error)}") from None
-    if not isinstance(baseline, dict) or baseline.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path} is not an effkit bench results file (schema {SCHEMA_VERSION})")
-    models = baseline.get("models")
+    try:
+        baseline = SuiteResult.from_dict(data)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"baseline {path} is not a readable results file: {first_line(error)}") from None
     measured = [
         model
-        for model in models or ()
-        if isinstance(model, dict)
-        and model.get("name")
-        and any(
-            isinstance(v, dict)
-            and v.get("name")
-            and v.get("status")
-            and (v.get("top1") is not None or v.get("gzip_bytes"))
-            for v in model.get("variants") or ()
-        )
+        for model in baseline.models
+        if any(v.name and (v.top1 is not None or v.gzip_bytes) for v in model.variants)
     ]
-    if not isinstance(models, list) or not measured:
+    if not measured:
         raise InputError(f"baseline {path} holds no measured model to compare with; recreate it with --update-baseline")
     return baseline
-
-
-def _cpu_class(results: dict[str, Any]) -> str | None:
-    recorded = results.get("environment", {}).get("fingerprint")
-    return CpuFingerprint.from_dict(recorded).isa_class if recorded else None
 
 
 def class_baseline(path: Path, cpu_class: str) -> Path:
@@ -471,13 +428,15 @@ def baseline_to_write(path: Path, cpu_class: str) -> Path:
     if not path.is_file():
         return path
     try:
-        recorded = _cpu_class(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        recorded = SuiteResult.from_dict(json.loads(path.read_text(encoding="utf-8"))).cpu_class
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError):
         recorded = None
     return path if recorded in (None, cpu_class) else class_baseline(path, cpu_class)
 
 
-def confirm_latency(model_dir: Path, variant_name: str, reference_name: str, *, rounds: int = 7) -> float:
+def confirm_latency(
+    report: Report, model_dir: Path, variant_name: str, reference_name: str, *, rounds: int = 7
+) -> float:
     """The median over `rounds` alternating timings of p50(variant) / p50(reference), at the report's headline
     batch size and thread count, on the same input samples compress timed (its latency_input.npy)."""
     import statistics
@@ -489,7 +448,6 @@ def confirm_latency(model_dir: Path, variant_name: str, reference_name: str, *, 
     from .pipeline import LATENCY_INPUT
     from .runtime import open_runner
 
-    report = Report.from_json((model_dir / "report.json").read_text(encoding="utf-8"))
     headline = report.variant(reference_name).latency_ms
     samples = np.load(model_dir / LATENCY_INPUT, allow_pickle=False)[: headline.batch]
     protocol = LatencyConfig(warmup_runs=10, warmup_seconds=0.05, min_runs=100, min_seconds=0.15)
@@ -508,11 +466,3 @@ def confirm_latency(model_dir: Path, variant_name: str, reference_name: str, *, 
         ]
         ratios.append(timed[0] / timed[1])
     return round(statistics.median(ratios), 4)
-
-
-def not_ok(results: dict[str, Any]) -> list[str]:
-    """Models that failed and variants that are not ok, as `model/variant` names."""
-    names = [m["name"] for m in results["models"] if m["status"] != Status.OK]
-    for model in results["models"]:
-        names += [f"{model['name']}/{v['name']}" for v in model.get("variants", ()) if v["status"] != Status.OK]
-    return names

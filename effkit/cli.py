@@ -301,7 +301,6 @@ def _bench(args: argparse.Namespace) -> int:
         baseline_to_write,
         gate,
         load_suite,
-        not_ok,
         read_baseline,
         regressions_markdown,
         run_suite,
@@ -323,17 +322,17 @@ def _bench(args: argparse.Namespace) -> int:
     results = run_suite(suite, out)
     gated = baseline is not None and not args.update_baseline
     write_results(results, out, step_summary=not gated)  # before the gate: the measurements survive whatever it meets
-    verdict = None
     if gated:
-        verdict = gate(results, baseline, suite.thresholds, out)
+        results = gate(results, baseline, suite.thresholds, out)
         write_results(results, out)
-    print(f"effkit bench {suite.name}: {len(results['models'])} models in {results['seconds']} s; results in {out}")
+    print(f"effkit bench {suite.name}: {len(results.models)} models in {results.seconds} s; results in {out}")
     if args.update_baseline:
         from .files import write_bytes
 
         target = baseline_to_write(baseline, cpu_class)
         write_bytes(target, (out / RESULTS_JSON).read_bytes())
         print(f"baseline for {cpu_class} written to {target}")
+    verdict = results.gate
     if verdict is not None:
         if not verdict["passed"]:
             print(regressions_markdown(verdict["regressions"]))
@@ -341,7 +340,7 @@ def _bench(args: argparse.Namespace) -> int:
             return EXIT_REGRESSION
         print(f"gate passed against {baseline}")
         return EXIT_OK
-    failures = not_ok(results)
+    failures = results.not_ok()
     for name in failures:
         print(f"effkit: {name} is not ok", file=sys.stderr)
     return EXIT_VARIANTS_FAILED if failures else EXIT_OK

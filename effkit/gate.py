@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import Format
+from .report import markdown_table
+from .results import ModelResult, SuiteResult, VariantResult
 from .stats import paired_change
 from .types import REFERENCE_VARIANT, Status
 
@@ -65,7 +67,7 @@ class Verdict:
 
 
 def compare(
-    results: dict[str, Any], baseline: dict[str, Any], thresholds: Thresholds, *, latency_comparable: bool = True
+    results: SuiteResult, baseline: SuiteResult, thresholds: Thresholds, *, latency_comparable: bool = True
 ) -> Verdict:
     """Every regression of `results` against `baseline`, model by model and variant by variant.
 
@@ -73,24 +75,25 @@ def compare(
     baseline and fails now. Variants new in `results` are not judged. With `latency_comparable` false (the runs'
     CPUs are of different classes), latency changes go to `not_counted`.
     """
-    current = {model["name"]: model for model in results["models"]}
     verdict = Verdict()
-    for old_model in baseline["models"]:
-        name = old_model["name"]
-        model = current.get(name)
-        if model is None or model["status"] != Status.OK:
-            if old_model["status"] == Status.OK:
-                why = "not in this run" if model is None else model.get("error", Status.FAILED)
+    for old_model in baseline.models:
+        model = results.model(old_model.name)
+        if model is None or model.status != Status.OK:
+            if old_model.status == Status.OK:
+                why = "not in this run" if model is None else model.error or Status.FAILED
                 now = Status.FAILED if model else "missing"
-                verdict.regressions.append(_row(name, "(model)", "status", Status.OK, now, why))
+                verdict.regressions.append(_row(old_model.name, "(model)", "status", Status.OK, now, why))
             continue
-        variants = {v["name"]: v for v in model["variants"]}
-        reference = variants.get(model.get("latency_reference") or thresholds.latency_reference) or {}
+        reference = model.variant(model.latency_reference or thresholds.latency_reference)
         paired = _same_test_split(old_model, model)
-        for old in old_model.get("variants", ()):
-            new = variants.get(old["name"])
+        for old in old_model.variants:
             rows = _variant_regressions(
-                name, old, new, thresholds, reference_p50=reference.get("p50_ms"), paired_samples=paired
+                model.name,
+                old,
+                model.variant(old.name),
+                thresholds,
+                reference_p50=reference.p50_ms if reference else None,
+                paired_samples=paired,
             )
             for row in rows:
                 if row["metric"] == "latency_ratio" and not latency_comparable:
@@ -103,85 +106,73 @@ def compare(
     return verdict
 
 
-def _same_test_split(old_model: dict, model: dict) -> int | None:
+def _same_test_split(old_model: ModelResult, model: ModelResult) -> int | None:
     """The number of test samples when both runs measured the very same test split, else None."""
-    digest, samples = old_model.get("test_digest"), old_model.get("test_samples")
-    if digest and samples and digest == model.get("test_digest") and samples == model.get("test_samples"):
-        return int(samples)
+    if (
+        old_model.test_digest
+        and old_model.test_samples
+        and (old_model.test_digest, old_model.test_samples)
+        == (
+            model.test_digest,
+            model.test_samples,
+        )
+    ):
+        return int(old_model.test_samples)
     return None
 
 
 def _variant_regressions(
     model: str,
-    old: dict,
-    new: dict | None,
+    old: VariantResult,
+    new: VariantResult | None,
     limits: Thresholds,
     *,
     reference_p50: float | None,
     paired_samples: int | None = None,
 ) -> list[dict[str, Any]]:
-    variant = old["name"]
+    variant = old.name
     if new is None:
-        return [_row(model, variant, "status", old["status"], "missing", "variant no longer made")]
-    if old["status"] == Status.OK and new["status"] != Status.OK:
-        return [_row(model, variant, "status", Status.OK, new["status"], new.get("error") or "")]
-    if new["status"] != Status.OK:
+        return [_row(model, variant, "status", old.status, "missing", "variant no longer made")]
+    if old.status == Status.OK and new.status != Status.OK:
+        return [_row(model, variant, "status", Status.OK, new.status, new.error or "")]
+    if new.status != Status.OK:
         return []
     found = []
-    if old.get("top1") is not None and new.get("top1") is not None:
-        drop = (old["top1"] - new["top1"]) * 100
+    if old.top1 is not None and new.top1 is not None:
+        drop = (old.top1 - new.top1) * 100
         if drop > limits.accuracy_drop_pp + 1e-9:
             why = f"-{drop:.2f} pp > {limits.accuracy_drop_pp} pp"
-            row = _row(model, variant, "top1", f"{old['top1']:.4f}", f"{new['top1']:.4f}", why)
-            if paired_samples and old.get("correct") and new.get("correct"):
-                change = paired_change(old["correct"], new["correct"], paired_samples)
+            row = _row(model, variant, "top1", f"{old.top1:.4f}", f"{new.top1:.4f}", why)
+            if paired_samples and old.correct and new.correct:
+                change = paired_change(old.correct, new.correct, paired_samples)
                 noise = change.p_value >= limits.accuracy_p_value
-                verdict = "noise" if noise else "significant"
-                row["why"] = f"{change.describe()} ({verdict}: McNemar p {'>=' if noise else '<'} "
+                judged = "noise" if noise else "significant"
+                row["why"] = f"{change.describe()} ({judged}: McNemar p {'>=' if noise else '<'} "
                 row["why"] += f"{limits.accuracy_p_value:g})"
                 row["noise"] = noise
             found.append(row)
-    if old.get("gzip_bytes") and new.get("gzip_bytes"):
-        growth = (new["gzip_bytes"] / old["gzip_bytes"] - 1) * 100
+    if old.gzip_bytes and new.gzip_bytes:
+        growth = (new.gzip_bytes / old.gzip_bytes - 1) * 100
         if growth > limits.size_growth_pct:
-            found.append(
-                _row(
-                    model,
-                    variant,
-                    "gzip_bytes",
-                    old["gzip_bytes"],
-                    new["gzip_bytes"],
-                    f"+{growth:.1f}% > {limits.size_growth_pct}%",
-                )
-            )
+            why = f"+{growth:.1f}% > {limits.size_growth_pct}%"
+            found.append(_row(model, variant, "gzip_bytes", old.gzip_bytes, new.gzip_bytes, why))
     # Keras rows time TensorFlow's own call overhead: a reference for accuracy, not an artifact to gate on.
-    if old.get("latency_ratio") and new.get("latency_ratio") and new.get("format") != Format.KERAS:
-        slowdown = (new["latency_ratio"] / old["latency_ratio"] - 1) * 100
+    if old.latency_ratio and new.latency_ratio and new.format != Format.KERAS:
+        slowdown = (new.latency_ratio / old.latency_ratio - 1) * 100
         # how much slower the artifact is than its baseline ratio predicts at this run's speed (its reference's p50)
-        excess_ms = reference_p50 * (new["latency_ratio"] - old["latency_ratio"]) if reference_p50 else None
+        excess_ms = reference_p50 * (new.latency_ratio - old.latency_ratio) if reference_p50 else None
         if slowdown > limits.latency_slowdown_pct and (excess_ms is None or excess_ms > limits.latency_floor_ms):
             extra = f", +{excess_ms:.3f} ms" if excess_ms is not None else ""
-            found.append(
-                _row(
-                    model,
-                    variant,
-                    "latency_ratio",
-                    old["latency_ratio"],
-                    new["latency_ratio"],
-                    f"+{slowdown:.0f}% > {limits.latency_slowdown_pct}%{extra}",
-                )
-            )
+            why = f"+{slowdown:.0f}% > {limits.latency_slowdown_pct}%{extra}"
+            found.append(_row(model, variant, "latency_ratio", old.latency_ratio, new.latency_ratio, why))
     return found
 
 
 def _row(model: str, variant: str, metric: str, baseline: Any, current: Any, why: str) -> dict[str, Any]:
+    baseline, current = (str(v) if isinstance(v, Status) else v for v in (baseline, current))
     return {"model": model, "variant": variant, "metric": metric, "baseline": baseline, "current": current, "why": why}
 
 
 def regressions_markdown(regressions: list[dict[str, Any]]) -> str:
-    lines = ["| model | variant | metric | baseline | now | why |", "|---|---|---|---:|---:|---|"]
-    lines += [
-        f"| {r['model']} | {r['variant']} | {r['metric']} | {r['baseline']} | {r['current']} | {r['why']} |"
-        for r in regressions
-    ]
-    return "\n".join(lines)
+    rows = [(r["model"], r["variant"], r["metric"], r["baseline"], r["current"], r["why"]) for r in regressions]
+    return markdown_table(("model", "variant", "metric", "baseline", "now", "why"), rows, right={3, 4})

@@ -306,12 +306,16 @@ def _rows(report: Report) -> list[tuple[str, ...]]:
 
 def table(report: Report) -> str:
     """The variants as an aligned Markdown table; the recommended row is marked ★."""
-    rows = [COLUMNS, *_rows(report)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    right = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
+    return markdown_table(COLUMNS, _rows(report), right=set(range(2, len(COLUMNS) - 1)))
+
+
+def markdown_table(header: tuple[str, ...], rows: list[tuple[str, ...]], *, right: set[int] = frozenset()) -> str:
+    """A Markdown table with its columns padded to one width (compress's report, bench's results, the gate)."""
+    rows = [header, *rows]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
 
     def render(row: tuple[str, ...]) -> str:
-        cells = [cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(row)]
+        cells = [str(c).rjust(widths[i]) if i in right else str(c).ljust(widths[i]) for i, c in enumerate(row)]
         return "| " + " | ".join(cells) + " |"
 
     rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else ("-" * (w + 2)) for i, w in enumerate(widths)) + "|"

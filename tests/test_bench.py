@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import struct
 
 import pytest
 
 from effkit.bench import (
-    _cpu_class,
     baseline_to_read,
     baseline_to_write,
-    gate,
     load_suite,
     read_baseline,
     results_markdown,
     run_suite,
     write_results,
 )
+from effkit.bench import gate as bench_gate
 from effkit.cli import main
 from effkit.errors import ConfigError, InputError
 from effkit.gate import Thresholds, compare
 from effkit.plots import pareto_front
+from effkit.results import SuiteResult
 from effkit.stats import pack_correct, unpack_correct
 
 SUITE = """
@@ -65,12 +66,29 @@ def suite_file(tmp_path_factory, tiny_tf_keras_file):
 
 
 @pytest.fixture(scope="module")
-def bench_run(suite_file, tmp_path_factory):
+def bench_record(suite_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     suite = load_suite(suite_file)
-    results = run_suite(suite, out)
-    write_results(results, out)
-    return suite, results, out
+    record = run_suite(suite, out)
+    write_results(record, out)
+    return suite, record, out
+
+
+@pytest.fixture(scope="module")
+def bench_run(bench_record):
+    """The run as results.json holds it: tests change copies of this dict to play a baseline or a new run."""
+    suite, record, out = bench_record
+    return suite, record.to_dict(), out
+
+
+def gate(current, baseline_path, thresholds, out):
+    """The gate's verdict on a results dict (or record), as results.json stores it."""
+    record = current if isinstance(current, SuiteResult) else SuiteResult.from_dict(current)
+    return bench_gate(record, baseline_path, thresholds, out).gate
+
+
+def _cpu_class(results):
+    return SuiteResult.from_dict(results).cpu_class
 
 
 def test_results_hold_every_variant_with_a_latency_ratio_and_memory(bench_run):
@@ -98,6 +116,7 @@ def test_results_hold_every_variant_with_a_latency_ratio_and_memory(bench_run):
             assert variant["load_ms"] > 0
             assert 0 < variant["memory_mb"]["model"] < variant["memory_mb"]["peak"] < 500  # no TensorFlow in it
     assert json.loads((out / "results.json").read_text()) == results
+    assert SuiteResult.from_dict(results).to_dict() == results  # the records round-trip through results.json
 
 
 def test_gate_passes_an_identical_rerun(bench_run, tmp_path):
@@ -149,18 +168,22 @@ def test_gate_names_injected_accuracy_size_and_status_regressions(bench_run, tmp
     }
 
 
-def test_a_latency_regression_is_confirmed_by_timing_again(bench_run, tmp_path):
-    suite, results, out = bench_run
-    claimed = copy.deepcopy(results)
+def test_a_latency_regression_is_confirmed_by_timing_again(bench_record, bench_run, tmp_path):
+    suite, record, out = bench_record
+    claimed = copy.deepcopy(bench_run[1])
     onnx = _variant(claimed, "baseline-onnx-none")
     onnx["latency_ratio"] /= 6  # the baseline claims this artifact was six times faster than it is
-    noisy = copy.deepcopy(results)
-    _variant(noisy, "baseline-tflite-int8")["latency_ratio"] *= 6  # this run's figure hit a burst of noise
     baseline = tmp_path / "claimed.json"
     baseline.write_text(json.dumps(claimed))
-    verdict = gate(noisy, baseline, suite.thresholds, out)
-    assert [(r["variant"], r["metric"]) for r in verdict["regressions"]] == [("baseline-onnx-none", "latency_ratio")]
-    assert "latency_ratio_first" in _variant(noisy, "baseline-tflite-int8")  # re-timed, and cleared
+    burst = record.model("tiny").variant("baseline-tflite-int8").latency_ratio * 6  # this run hit a burst of noise
+    noisy = record.with_variant("tiny", "baseline-tflite-int8", latency_ratio=burst)
+    judged = bench_gate(noisy, baseline, suite.thresholds, out)  # re-times from the in-memory reports
+    regressions = judged.gate["regressions"]
+    assert [(r["variant"], r["metric"]) for r in regressions] == [("baseline-onnx-none", "latency_ratio")]
+    retimed = judged.model("tiny").variant("baseline-tflite-int8")
+    assert retimed.latency_ratio_first == burst and retimed.latency_ratio < burst  # re-timed, and cleared
+    assert noisy.model("tiny").variant("baseline-tflite-int8").latency_ratio_first is None  # the input is unchanged
+    assert noisy.gate is None
 
 
 def test_compare_judges_failures_and_missing_models():
@@ -168,7 +191,7 @@ def test_compare_judges_failures_and_missing_models():
         "models": [{"name": "a", "status": "ok", "variants": []}, {"name": "b", "status": "ok", "variants": []}]
     }
     current = {"models": [{"name": "a", "status": "failed", "error": "cannot load model"}]}
-    rows = compare(current, baseline, Thresholds()).regressions
+    rows = compare(SuiteResult.from_dict(current), SuiteResult.from_dict(baseline), Thresholds()).regressions
     assert [(r["model"], r["current"]) for r in rows] == [("a", "failed"), ("b", "missing")]
 
 
@@ -186,7 +209,7 @@ def test_a_two_sample_accuracy_change_is_noise_and_a_large_one_is_not(bench_run,
     assert "7 samples" in verdict["regressions"][0]["why"]
     (noise,) = verdict["not_counted"]
     assert noise["variant"] == "baseline-onnx-int8" and "-0.56 pp, 2 samples, p=0.5" in noise["why"]
-    assert "within noise" in results_markdown({**results, "gate": verdict})
+    assert "within noise" in results_markdown(SuiteResult.from_dict({**results, "gate": verdict}))
     other_split = copy.deepcopy(claimed)  # another test split: no paired test, the pp threshold alone decides
     other_split["models"][0]["test_digest"] = "0" * 16
     baseline.write_text(json.dumps(other_split))
@@ -225,7 +248,7 @@ def test_a_baseline_from_another_cpu_class_gates_all_but_latency(bench_run, tmp_
     }
     assert [(r["variant"], r["metric"]) for r in verdict["not_counted"]] == [("baseline-onnx-none", "latency_ratio")]
     assert "another CPU class" in verdict["not_counted"][0]["why"]
-    assert "Latency not compared" in results_markdown({**current, "gate": verdict})
+    assert "Latency not compared" in results_markdown(SuiteResult.from_dict({**current, "gate": verdict}))
 
 
 def test_each_cpu_class_keeps_its_own_baseline(bench_run, tmp_path):
@@ -297,6 +320,7 @@ def test_a_latency_change_below_the_floor_is_not_a_regression(reference_p50_ms, 
         return {"models": [{"name": "m", "status": "ok", "latency_reference": "r", "variants": [reference, variant]}]}
 
     now, baseline = results(3.837, reference_p50_ms), results(2.3391, 0.0089)
+    now, baseline = SuiteResult.from_dict(now), SuiteResult.from_dict(baseline)
     rows = compare(now, baseline, Thresholds(latency_floor_ms=0.02)).regressions
     expected = [("v", "+64% > 30.0%")] if flagged else []
     assert [(r["variant"], r["why"].split(",")[0]) for r in rows] == expected
@@ -316,7 +340,7 @@ def test_cli_bench_exits_4_with_the_offending_rows_and_0_on_a_rerun(
     out = tmp_path / "run"
     assert main(["bench", str(suite_file), "--out", str(out), "--baseline", str(bad), "--quiet"]) == 4
     captured = capsys.readouterr()
-    assert "| tiny | baseline-tflite-none | top1 |" in captured.out and "10 samples" in captured.out
+    assert re.search(r"\| tiny +\| baseline-tflite-none +\| top1 +\|", captured.out) and "10 samples" in captured.out
     assert "1 regression(s)" in captured.err
     assert "FAILED: 1 regression(s)" in summary.read_text()
 
@@ -379,10 +403,12 @@ def test_bad_suites_are_refused_before_anything_runs(text, error, message, tmp_p
 
 def test_results_markdown_without_a_gate():
     text = results_markdown(
-        {
-            "suite": "s",
-            "thresholds": {"latency_reference": "r"},
-            "models": [{"name": "m", "data": "d", "status": "failed", "error": "boom"}],
-        }
+        SuiteResult.from_dict(
+            {
+                "suite": "s",
+                "thresholds": {"latency_reference": "r"},
+                "models": [{"name": "m", "data": "d", "status": "failed", "error": "boom"}],
+            }
+        )
     )
     assert "Failed: boom" in text and "Gate" not in text
