@@ -94,6 +94,13 @@ def is_tf_keras_model(model: Any) -> bool:
     return type(model).__module__.startswith("tf_keras")
 
 
+def tf_variables(model: Any) -> list:
+    """A model's weights as TensorFlow variables, for tracking in a tf.Module: Keras 3 wraps each one."""
+    if is_tf_keras_model(model):
+        return list(model.weights)
+    return [variable.value for variable in model.weights]
+
+
 def generation_of(model: Any) -> int:
     """2 for a tf_keras model, 3 for a Keras 3 model."""
     if is_tf_keras_model(model):
@@ -109,12 +116,22 @@ def generation_of(model: Any) -> int:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A user's model as loaded (`original`) and as effkit works with it (`model`, always tf_keras)."""
+    """A user's model as loaded (`original`) and as effkit works with it (`model`).
+
+    `model` is tf_keras whenever pruning can use it: a tf_keras file as loaded, or a Keras 3 model rebuilt by the
+    bridge. When the bridge cannot rebuild a Keras 3 model, `model` is the original and `bridge_error` says why:
+    such a model is still exported and quantized (the converters take Keras 3), only tfmot cannot prune it.
+    """
 
     original: Any
     model: Any
     generation: int  # the Keras generation that saved the file
     path: Path | None
+    bridge_error: str | None = None
+
+    @property
+    def bridged(self) -> bool:
+        return self.original is not self.model
 
 
 def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> LoadedModel:
@@ -125,12 +142,13 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> LoadedMode
         safe_mode: refuse layers that would run arbitrary code on load (Lambda). Opt out only for trusted files.
 
     Returns:
-        The loaded model; `model` is a tf_keras model whatever saved the file. Verify a bridged model with
+        The loaded model; `model` is a tf_keras model unless a Keras 3 model cannot be rebuilt in tf_keras, in which
+        case it is the original and `bridge_error` says why. Verify a bridged model with
         `max_output_diff(loaded.original, loaded.model, x)`.
 
     Raises:
         InputError: the path does not exist or is not readable.
-        ModelError: the file is not a Keras model, is corrupt, or holds a layer effkit cannot rebuild.
+        ModelError: the file is not a Keras model or is corrupt.
     """
     path = Path(path)
     if not path.exists():
@@ -144,21 +162,31 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> LoadedMode
     try:
         if generation == KERAS_3:
             original = _load_keras3(path, safe_mode=safe_mode)
-            model = bridge_to_tf_keras(original)
         else:
-            original = model = _load_tf_keras(path, safe_mode=safe_mode)
+            original = _load_tf_keras(path, safe_mode=safe_mode)
     except ModelError:
         raise
     except Exception as error:  # Keras raises anything from ValueError to KeyError on a bad file
         raise ModelError(f"cannot load model {path}: {first_line(error)}") from error
-    return LoadedModel(original=original, model=model, generation=generation, path=path)
+    return _bridged(original, generation=generation, path=path)
 
 
 def adopt(model: Any) -> LoadedModel:
     """A model object handed in from Python: tf_keras as it is, Keras 3 bridged (the caller's model is untouched)."""
-    generation = generation_of(model)
-    bridged = bridge_to_tf_keras(model) if generation == KERAS_3 else model
-    return LoadedModel(original=model, model=bridged, generation=generation, path=None)
+    return _bridged(model, generation=generation_of(model), path=None)
+
+
+def _bridged(original: Any, *, generation: int, path: Path | None) -> LoadedModel:
+    """A Keras 3 model is rebuilt in tf_keras when the bridge can; otherwise it is kept, with the reason."""
+    if generation != KERAS_3:
+        return LoadedModel(original=original, model=original, generation=generation, path=path)
+    try:
+        model = bridge_to_tf_keras(original)
+    except Exception as error:  # one untranslatable layer must cost pruning only, never the whole model
+        reason = first_line(error) if isinstance(error, ModelError) else f"{type(error).__name__}: {first_line(error)}"
+        log.debug("no tf_keras rebuild of the Keras 3 model", exc_info=error)
+        return LoadedModel(original=original, model=original, generation=generation, path=path, bridge_error=reason)
+    return LoadedModel(original=original, model=model, generation=generation, path=path)
 
 
 def saved_generation(path: Path) -> int:
@@ -464,7 +492,7 @@ class _Translator:
     def _tf_keras_class(self, class_name: str, name: str | None):
         layer_class = getattr(self.tfk.layers, class_name, None)
         if layer_class is None:
-            raise ModelError(f"layer {name!r} is a {class_name}, which tf_keras does not have; effkit cannot prune it")
+            raise ModelError(f"layer {name!r} is a {class_name}, which tf_keras does not have")
         return layer_class
 
 

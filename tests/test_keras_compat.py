@@ -140,6 +140,15 @@ def test_subclassed_keras3_model_is_refused():
         keras_compat.bridge_to_tf_keras(Custom())
 
 
+def test_a_keras3_model_the_bridge_cannot_rebuild_is_kept_with_the_reason(keras3_custom_layer_file):
+    loaded = keras_compat.load_model(keras3_custom_layer_file)
+    assert loaded.generation == 3 and not loaded.bridged
+    assert loaded.model is loaded.original and not keras_compat.is_tf_keras_model(loaded.model)
+    assert loaded.bridge_error == "layer 'channel_scale' is a ChannelScale, which tf_keras does not have"
+    adopted = keras_compat.adopt(loaded.original)
+    assert adopted.model is loaded.original and adopted.bridge_error == loaded.bridge_error
+
+
 def test_bad_model_files_give_model_errors(tmp_path, tiny_keras3_file):
     with pytest.raises(InputError, match="model not found"):
         keras_compat.load_model(tmp_path / "missing.keras")

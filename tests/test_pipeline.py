@@ -134,6 +134,30 @@ def test_a_keras3_model_file_goes_through(tiny_keras3_file, digits, tmp_path):
     assert all(v.status == Status.OK for v in report.variants), [(v.name, v.error) for v in report.variants]
 
 
+def test_a_keras3_model_with_a_custom_layer_is_quantized_and_exported_and_only_pruning_fails(
+    keras3_custom_layer_file, tmp_path, capsys
+):
+    from effkit.cli import main
+
+    out = tmp_path / "out"
+    args = ["compress", str(keras3_custom_layer_file), "--data", "digits", "--out", str(out), "--sparsity", "0.5"]
+    assert main([*args, "--prune-epochs", "1", "--quiet"]) == 3  # some variants failed; not bad input (2)
+    report = Report.from_json((out / "report.json").read_text())
+    assert report.model["keras_generation"] == 3 and report.model["bridge_max_abs_diff"] is None
+    assert "ChannelScale" in report.model["bridge_error"]
+    baseline = [v for v in report.variants if v.name.startswith("baseline-")]
+    assert [v.name for v in baseline] == [f"baseline-{kind}" for kind in KINDS]
+    assert all(v.status == Status.OK for v in baseline), [(v.name, v.error) for v in baseline]
+    for kind in ("tflite-none", "onnx-none"):
+        assert report.variant(f"baseline-{kind}").parity.max_abs_diff <= 1e-4
+    assert report.baseline["top1"] > 0.8
+    pruned = [v for v in report.variants if v.name.startswith("pruned50-")]
+    assert len(pruned) == len(KINDS) and all(v.status == Status.FAILED for v in pruned)
+    reason = "pruning needs tf_keras: layer 'channel_scale' is a ChannelScale, which tf_keras does not have"
+    assert all(v.error.startswith(reason) for v in pruned), pruned[0].error
+    assert f"effkit: pruned50-tflite-int8 failed: {reason}" in capsys.readouterr().err
+
+
 def _replace_recipe(monkeypatch, fmt, quantization, produce, backend=None):
     """Register a producer in place of one real recipe, as a plug-in backend would."""
     replaced = tuple(
