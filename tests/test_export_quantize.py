@@ -127,3 +127,32 @@ def test_clipped_biases_of_all_zero_channels_are_noted(tiny_model, digits, tmp_p
     assert params[Backend.LITERT]["clipped_biases"] >= 3
     assert "weights are all zero" in params[Backend.LITERT]["note"]
     assert "clipped_biases" not in params[Backend.CONVERTER]
+
+
+@pytest.mark.parametrize("generation", ["keras3", "bridged"])
+def test_onnx_folds_normalization_constants_and_takes_only_the_models_input(generation, tmp_path):
+    """Normalization's mean and variance are tensors captured by value; tf2onnx made them graph inputs (issue #15)."""
+    import onnx
+
+    from effkit import keras_compat
+    from effkit.export.onnx import INPUT_NAME, export_onnx
+
+    keras = keras_compat.keras3()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6, 6, 3))
+    adapted = keras.layers.Normalization()
+    adapted.adapt(rng.normal(3.0, 2.0, (16, 6, 6, 3)).astype("float32"))
+    x = keras.layers.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 5.0, 6.0])(inputs)
+    x = keras.layers.Conv2D(4, 3)(adapted(x))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    if generation == "bridged":
+        model = keras_compat.bridge_to_tf_keras(model)
+    path = export_onnx(model, tmp_path / "normalized.onnx")
+    graph = onnx.load(str(path)).graph
+    assert [value.name for value in graph.input] == [INPUT_NAME]
+    sample = rng.normal(2.0, 3.0, (32, 6, 6, 3)).astype("float32")
+    (outputs,) = open_runner(path, Format.ONNX).predict(sample)
+    reference = outputs_of(model, sample)
+    assert np.std(reference) > 0.1
+    np.testing.assert_allclose(outputs, reference, atol=1e-4)

@@ -27,9 +27,11 @@ def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> Path:
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), model.inputs[0].dtype, name=INPUT_NAME)
     function = tf.function(lambda inputs: model(inputs, training=False))
     try:
+        constants = _captured_constants(function, spec)
         model_proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset)
     except Exception as error:  # tf2onnx raises anything from KeyError to ValueError on unsupported ops
         raise StageError(f"tf2onnx conversion failed: {first_line(error)}") from error
+    _fold_constants(model_proto.graph, constants)
     # tf2onnx names the graph after the traced function, whose name carries a per-process counter; a fixed text
     # keeps the same model's .onnx byte-identical from run to run.
     model_proto.graph.doc_string = f"{model.name}, converted from Keras by tf2onnx"
@@ -40,6 +42,33 @@ def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> Path:
         onnx.save(model_proto, str(temporary))
         validate_onnx(temporary)
     return Path(path)
+
+
+def _captured_constants(function, spec) -> dict:
+    """Tensors the traced model captures by value, by their placeholder's name: a Normalization layer's mean and
+    variance are such tensors in both Keras generations. tf2onnx freezes captured variables but turns these into
+    graph inputs, which a runtime would then ask the caller to feed."""
+    tf = keras_compat.tensorflow()
+    graph = function.get_concrete_function(spec).graph  # tf2onnx converts this same trace
+    return {
+        internal.name: external.numpy()
+        for external, internal in zip(graph.external_captures, graph.internal_captures, strict=True)
+        if external.dtype != tf.resource
+    }
+
+
+def _fold_constants(graph, constants: dict) -> None:
+    """Turn captured constants that tf2onnx left as graph inputs into initializers; then the graph's inputs must be
+    exactly the model's."""
+    from onnx import numpy_helper
+
+    for value in list(graph.input):
+        if value.name in constants:
+            graph.initializer.append(numpy_helper.from_array(constants[value.name], value.name))
+            graph.input.remove(value)
+    names = [value.name for value in graph.input]
+    if names != [INPUT_NAME]:
+        raise StageError(f"the ONNX graph has inputs {names}; expected only the model's input {INPUT_NAME!r}")
 
 
 # Numbers that depend on what the process did before, not on the model: tf2onnx's `__<n>` suffixes (a
