@@ -156,3 +156,25 @@ def test_onnx_folds_normalization_constants_and_takes_only_the_models_input(gene
     reference = outputs_of(model, sample)
     assert np.std(reference) > 0.1
     np.testing.assert_allclose(outputs, reference, atol=1e-4)
+
+
+def test_onnx_converts_grouped_convolutions_and_exact_gelu_from_keras3(tmp_path):
+    """Keras 3 runs a grouped convolution as a nested XLA function and exact gelu with Erfc (ConvNeXt has both);
+    tf2onnx supports neither as such."""
+    import onnx
+
+    from effkit import keras_compat
+    from effkit.export.onnx import export_onnx
+
+    keras = keras_compat.keras3()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", groups=4)(inputs)
+    x = keras.layers.Activation("gelu")(keras.layers.Dense(8)(x))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    path = export_onnx(model, tmp_path / "grouped_gelu.onnx")
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Erf" in ops and "Conv" in ops and not ops & {"StatefulPartitionedCall", "PartitionedCall", "Erfc"}
+    sample = np.random.default_rng(0).normal(0.0, 2.0, (32, 6, 6, 4)).astype("float32")
+    (outputs,) = open_runner(path, Format.ONNX).predict(sample)
+    np.testing.assert_allclose(outputs, outputs_of(model, sample), atol=1e-5)
