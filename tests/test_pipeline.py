@@ -75,7 +75,7 @@ def test_steps_record_how_each_variant_was_made(compressed):
     report, _ = compressed
     steps = report.variant("pruned50-tflite-int8").steps
     assert [s.stage for s in steps] == ["prune", "quantize"]
-    assert steps[0].params["target_sparsity"] == 0.5
+    assert steps[0].params["target_sparsity"] == 0.5 and steps[0].params["path"] == "tfmot"
     assert steps[1].params == {"mode": "int8", "format": "tflite", "backend": "converter", "calibration_samples": 200}
     assert [s.stage for s in report.variant("baseline-onnx-none").steps] == ["export"]
     assert report.variant("baseline-keras").steps == ()
