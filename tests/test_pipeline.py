@@ -158,6 +158,25 @@ def test_a_keras3_model_with_a_custom_layer_is_quantized_and_exported_and_only_p
     assert f"effkit: pruned50-tflite-int8 failed: {reason}" in capsys.readouterr().err
 
 
+def test_a_rebuild_that_misses_parity_costs_pruning_only(tiny_keras3_model, digits, tmp_path, monkeypatch):
+    from effkit import keras_compat
+
+    monkeypatch.setattr(keras_compat, "BRIDGE_TOLERANCE", -1.0)  # no rebuild can be within it
+    config = CompressConfig(
+        sparsities=(0.5,), quantizations=(Quant.NONE,), formats=(Format.TFLITE,), prune=FAST_PRUNE, latency=FAST_LATENCY
+    )
+    report = compress(tiny_keras3_model, digits, config=config, out_dir=tmp_path)
+    assert [(v.name, v.status) for v in report.variants[:2]] == [
+        ("baseline-keras", Status.OK),
+        ("baseline-tflite-none", Status.OK),
+    ]
+    assert report.variant("baseline-tflite-none").parity.max_abs_diff <= 1e-4
+    pruned = report.variants[2:]
+    assert [v.status for v in pruned] == [Status.FAILED, Status.FAILED]
+    assert pruned[0].error.startswith("pruning needs tf_keras: the tf_keras rebuild of the Keras 3 model differs")
+    assert report.model["bridge_error"] in pruned[0].error
+
+
 def _replace_recipe(monkeypatch, fmt, quantization, produce, backend=None):
     """Register a producer in place of one real recipe, as a plug-in backend would."""
     replaced = tuple(
