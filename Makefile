@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast test-zoo lint bench clean
 
 demo: $(STAMP)
 	$(BIN)/effkit compress
@@ -14,7 +14,11 @@ test: $(STAMP)
 
 # The development loop: everything but the tests marked slow (reference-model training, end-to-end subprocesses).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not zoo"
+
+# Every keras.applications family through the bridge and both exports (about 8 minutes; not part of make test).
+test-zoo: $(STAMP)
+	$(BIN)/python -m pytest -m zoo
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

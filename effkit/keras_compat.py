@@ -62,6 +62,7 @@ def tf_keras():
     tensorflow()
     import tf_keras
 
+    _register_keras3_activations(tf_keras)
     return tf_keras
 
 
@@ -94,6 +95,13 @@ def is_tf_keras_model(model: Any) -> bool:
     return type(model).__module__.startswith("tf_keras")
 
 
+def tf_variables(model: Any) -> list:
+    """A model's weights as TensorFlow variables, for tracking in a tf.Module: Keras 3 wraps each one."""
+    if is_tf_keras_model(model):
+        return list(model.weights)
+    return [variable.value for variable in model.weights]
+
+
 def generation_of(model: Any) -> int:
     """2 for a tf_keras model, 3 for a Keras 3 model."""
     if is_tf_keras_model(model):
@@ -109,12 +117,22 @@ def generation_of(model: Any) -> int:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A user's model as loaded (`original`) and as effkit works with it (`model`, always tf_keras)."""
+    """A user's model as loaded (`original`) and as effkit works with it (`model`).
+
+    `model` is tf_keras whenever pruning can use it: a tf_keras file as loaded, or a Keras 3 model rebuilt by the
+    bridge. When the bridge cannot rebuild a Keras 3 model, `model` is the original and `bridge_error` says why:
+    such a model is still exported and quantized (the converters take Keras 3), only tfmot cannot prune it.
+    """
 
     original: Any
     model: Any
     generation: int  # the Keras generation that saved the file
     path: Path | None
+    bridge_error: str | None = None
+
+    @property
+    def bridged(self) -> bool:
+        return self.original is not self.model
 
 
 def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> LoadedModel:
@@ -125,12 +143,13 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> LoadedMode
         safe_mode: refuse layers that would run arbitrary code on load (Lambda). Opt out only for trusted files.
 
     Returns:
-        The loaded model; `model` is a tf_keras model whatever saved the file. Verify a bridged model with
+        The loaded model; `model` is a tf_keras model unless a Keras 3 model cannot be rebuilt in tf_keras, in which
+        case it is the original and `bridge_error` says why. Verify a bridged model with
         `max_output_diff(loaded.original, loaded.model, x)`.
 
     Raises:
         InputError: the path does not exist or is not readable.
-        ModelError: the file is not a Keras model, is corrupt, or holds a layer effkit cannot rebuild.
+        ModelError: the file is not a Keras model or is corrupt.
     """
     path = Path(path)
     if not path.exists():
@@ -144,21 +163,31 @@ def load_model(path: str | os.PathLike, *, safe_mode: bool = True) -> LoadedMode
     try:
         if generation == KERAS_3:
             original = _load_keras3(path, safe_mode=safe_mode)
-            model = bridge_to_tf_keras(original)
         else:
-            original = model = _load_tf_keras(path, safe_mode=safe_mode)
+            original = _load_tf_keras(path, safe_mode=safe_mode)
     except ModelError:
         raise
     except Exception as error:  # Keras raises anything from ValueError to KeyError on a bad file
         raise ModelError(f"cannot load model {path}: {first_line(error)}") from error
-    return LoadedModel(original=original, model=model, generation=generation, path=path)
+    return _bridged(original, generation=generation, path=path)
 
 
 def adopt(model: Any) -> LoadedModel:
     """A model object handed in from Python: tf_keras as it is, Keras 3 bridged (the caller's model is untouched)."""
-    generation = generation_of(model)
-    bridged = bridge_to_tf_keras(model) if generation == KERAS_3 else model
-    return LoadedModel(original=model, model=bridged, generation=generation, path=None)
+    return _bridged(model, generation=generation_of(model), path=None)
+
+
+def _bridged(original: Any, *, generation: int, path: Path | None) -> LoadedModel:
+    """A Keras 3 model is rebuilt in tf_keras when the bridge can; otherwise it is kept, with the reason."""
+    if generation != KERAS_3:
+        return LoadedModel(original=original, model=original, generation=generation, path=path)
+    try:
+        model = bridge_to_tf_keras(original)
+    except Exception as error:  # one untranslatable layer must cost pruning only, never the whole model
+        reason = first_line(error) if isinstance(error, ModelError) else f"{type(error).__name__}: {first_line(error)}"
+        log.debug("no tf_keras rebuild of the Keras 3 model", exc_info=error)
+        return LoadedModel(original=original, model=original, generation=generation, path=path, bridge_error=reason)
+    return LoadedModel(original=original, model=model, generation=generation, path=path)
 
 
 def saved_generation(path: Path) -> int:
@@ -385,6 +414,8 @@ class _Translator:
     def layer(self, layer: dict, nested_models: set[str]) -> dict:
         class_name = layer["class_name"]
         config = dict(layer["config"])
+        if str(layer.get("module", "")).startswith(_KERAS3_OPS_MODULE):
+            return _operation(class_name, config, layer.get("inbound_nodes", []), nested_models)
         if class_name in _MODEL_CLASSES:
             translated = {"class_name": class_name, "config": self.model_config(class_name, config)}
         else:
@@ -403,6 +434,8 @@ class _Translator:
             config.pop("optional", None)
         if class_name == "Lambda":
             return self.lambda_config(config)
+        if class_name == "LeakyReLU" and "negative_slope" in config:
+            config["alpha"] = config.pop("negative_slope")
         if class_name == "BatchNormalization" and not config.get("renorm"):
             for key in ("renorm", "renorm_clipping", "renorm_momentum"):
                 config.pop(key, None)
@@ -444,6 +477,8 @@ class _Translator:
         }
 
     def value(self, key: str, value: Any) -> Any:
+        if key in ("activation", "recurrent_activation") and value in KERAS3_ONLY_ACTIVATIONS:
+            return f"{_REGISTERED_PACKAGE}>{value}"
         if isinstance(value, dict) and "class_name" in value and "config" in value:
             return self.serialized_object(key, value)
         if isinstance(value, list):
@@ -464,8 +499,179 @@ class _Translator:
     def _tf_keras_class(self, class_name: str, name: str | None):
         layer_class = getattr(self.tfk.layers, class_name, None)
         if layer_class is None:
-            raise ModelError(f"layer {name!r} is a {class_name}, which tf_keras does not have; effkit cannot prune it")
+            raise ModelError(f"layer {name!r} is a {class_name}, which tf_keras does not have")
         return layer_class
+
+
+# Keras 3 activations that tf_keras lacks, or defines otherwise under the same name (hard_sigmoid: 0.2x + 0.5 in
+# tf_keras, relu6(x + 3) / 6 in Keras 3). tf_keras gets each as a registered function, "effkit>hard_silu", that runs
+# Keras 3's own definition on TensorFlow tensors, so the numbers are Keras 3's exactly. Every other Keras 3
+# activation (relu, silu, gelu, relu6, leaky_relu, mish, ...) is the same function under the same name in tf_keras,
+# except glu, which halves its input and which tf_keras' layers cannot size, and threshold, which needs arguments.
+KERAS3_ONLY_ACTIVATIONS = (
+    "celu",
+    "hard_shrink",
+    "hard_sigmoid",
+    "hard_silu",
+    "hard_swish",
+    "hard_tanh",
+    "log_sigmoid",
+    "soft_shrink",
+    "sparse_plus",
+    "sparse_sigmoid",
+    "sparsemax",
+    "squareplus",
+    "tanh_shrink",
+)
+_REGISTERED_PACKAGE = "effkit"
+
+
+def _register_keras3_activations(tfk) -> None:
+    """Make the Keras-3-only activations known to tf_keras (the bridge uses them; saved pruned models name them)."""
+    for name in KERAS3_ONLY_ACTIVATIONS:
+        if tfk.saving.get_registered_object(f"{_REGISTERED_PACKAGE}>{name}") is None:
+            tfk.saving.register_keras_serializable(package=_REGISTERED_PACKAGE, name=name)(_keras3_activation(name))
+
+
+def _keras3_activation(name: str):
+    def activation(x):
+        return keras3().activations.get(name)(x)
+
+    activation.__name__ = name
+    return activation
+
+
+# Keras 3 functional graphs hold `keras.ops` calls as operations (keras.applications' preprocess_input makes
+# TrueDivide, Subtract, Add, GetItem, Stack). tf_keras holds TensorFlow calls as TFOpLambda layers, which it rebuilds
+# from the op's name alone, so each Keras 3 operation becomes the TensorFlow op its TensorFlow backend runs.
+_KERAS3_OPS_MODULE = "keras.src.ops"
+_BINARY_OPS = {  # operation -> TensorFlow op taking (x, y)
+    "Add": "math.add",
+    "Subtract": "math.subtract",
+    "Multiply": "math.multiply",
+    "Divide": "math.truediv",
+    "TrueDivide": "math.truediv",
+    "Maximum": "math.maximum",
+    "Minimum": "math.minimum",
+    "Power": "math.pow",
+}
+_COMMUTATIVE_OPS = {"Add", "Multiply", "Maximum", "Minimum"}
+_UNARY_OPS = {  # operation -> (TensorFlow op taking x, {Keras 3 config key: TensorFlow keyword})
+    "Negative": ("math.negative", {}),
+    "Absolute": ("math.abs", {}),
+    "Square": ("math.square", {}),
+    "Sqrt": ("math.sqrt", {}),
+    "Exp": ("math.exp", {}),
+    "Log": ("math.log", {}),
+    "Mean": ("math.reduce_mean", {"axis": "axis", "keepdims": "keepdims"}),
+    "Sum": ("math.reduce_sum", {"axis": "axis", "keepdims": "keepdims"}),
+    "Reshape": ("reshape", {"newshape": "shape"}),
+    "Transpose": ("transpose", {"axes": "perm"}),
+    "Squeeze": ("squeeze", {"axis": "axis"}),
+    "ExpandDims": ("expand_dims", {"axis": "axis"}),
+    "Relu": ("nn.relu", {}),
+    "Relu6": ("nn.relu6", {}),
+    "Sigmoid": ("math.sigmoid", {}),
+    "Silu": ("nn.silu", {}),
+    "Gelu": ("nn.gelu", {"approximate": "approximate"}),
+    "Softmax": ("nn.softmax", {"axis": "axis"}),
+}
+_LIST_OPS = {"Concatenate": ("concat", {"axis": "axis"}), "Stack": ("stack", {"axis": "axis"})}
+KERAS3_OPERATIONS = tuple(sorted({*_BINARY_OPS, *_UNARY_OPS, *_LIST_OPS, "GetItem"}))
+
+
+def _operation(class_name: str, config: dict, nodes: list, nested_models: set[str]) -> dict:
+    """A Keras 3 operation layer as a tf_keras TFOpLambda (SlicingOpLambda for indexing) running the same op."""
+    name = config.get("name", class_name)
+    if class_name not in KERAS3_OPERATIONS:
+        raise ModelError(f"operation {name!r} is keras.ops {class_name}, which effkit cannot rebuild in tf_keras")
+    renames = (_UNARY_OPS.get(class_name) or _LIST_OPS.get(class_name) or ("", {}))[1]
+    unknown = set(config) - {"name", *renames}
+    if unknown:
+        raise ModelError(f"operation {name!r} ({class_name}) has options {sorted(unknown)} effkit cannot rebuild")
+    options = {renames[key]: _plain(value) for key, value in config.items() if key in renames}
+    translated = [_operation_node(class_name, name, node, options, nested_models) for node in nodes]
+    function = (
+        "__operators__.getitem"
+        if class_name == "GetItem"
+        else _BINARY_OPS.get(class_name) or (_UNARY_OPS.get(class_name) or _LIST_OPS[class_name])[0]
+    )
+    layer_class = "SlicingOpLambda" if class_name == "GetItem" else "TFOpLambda"
+    return {
+        "class_name": layer_class,
+        "config": {"name": name, "trainable": False, "function": function},
+        "name": name,
+        "inbound_nodes": translated,
+    }
+
+
+def _operation_node(class_name: str, name: str, node: dict, options: dict, nested_models: set[str]) -> list:
+    """One call of an operation in tf_keras' TFOpLambda form: the first tensor, then keyword arguments."""
+    args = list(node.get("args", []))
+    if node.get("kwargs"):
+        raise ModelError(f"operation {name!r} ({class_name}) is called with keyword arguments effkit cannot rebuild")
+
+    def tensor(item) -> list | None:
+        is_tensor = isinstance(item, dict) and item.get("class_name") == "__keras_tensor__"
+        return _history(item, nested_models) if is_tensor else None
+
+    if class_name in _LIST_OPS:
+        if len(args) != 1 or not isinstance(args[0], (list, tuple)) or not all(tensor(t) for t in args[0]):
+            raise ModelError(f"operation {name!r} ({class_name}) is called on something other than a tensor list")
+        return [[*tensor(t), dict(options)] for t in args[0]]
+    if class_name == "GetItem":
+        if len(args) != 2 or tensor(args[0]) is None:
+            raise ModelError(f"operation {name!r} (GetItem) indexes something other than one tensor")
+        rank = len(args[0]["config"]["shape"])
+        return [*tensor(args[0]), {"slice_spec": _slice_spec(args[1], name, rank=rank)}]
+    if class_name in _BINARY_OPS:
+        if len(args) != 2:
+            raise ModelError(f"operation {name!r} ({class_name}) takes two operands, got {len(args)}")
+        first, second = args
+        if tensor(first) is None and class_name in _COMMUTATIVE_OPS:
+            first, second = second, first
+        if tensor(first) is None:
+            raise ModelError(f"operation {name!r} ({class_name}) starts with a constant; effkit cannot rebuild it")
+        return [*tensor(first), {"y": tensor(second) or _constant(second, name)}]
+    if len(args) != 1 or tensor(args[0]) is None:
+        raise ModelError(f"operation {name!r} ({class_name}) takes one tensor, got {len(args)} arguments")
+    return [*tensor(args[0]), dict(options)]
+
+
+def _constant(value: Any, name: str) -> Any:
+    if isinstance(value, dict) and value.get("class_name") in ("__tensor__", "__numpy__"):
+        import numpy as np
+
+        return np.asarray(value["config"]["value"], dtype=value["config"]["dtype"])
+    if isinstance(value, (int, float)):
+        return value
+    raise ModelError(f"operation {name!r} has an operand effkit cannot rebuild: {str(value)[:60]}")
+
+
+def _slice_spec(key: Any, name: str, *, rank: int) -> Any:
+    """A Keras 3 serialized index (ellipsis, slices, integers, None) in the form tf_keras' SlicingOpLambda reads.
+
+    An ellipsis is spelled out as full slices: tf_keras cannot save an Ellipsis in a `.keras` file.
+    """
+    items = list(key) if isinstance(key, (list, tuple)) else [key]
+    full = {"start": None, "stop": None, "step": None}
+    spec: list = []
+    for item in items:
+        if isinstance(item, dict) and item.get("class_name") == "__ellipsis__":
+            consumed = sum(1 for other in items if other is not None and other is not item)
+            spec += [dict(full) for _ in range(rank - consumed)]
+        elif isinstance(item, dict) and item.get("class_name") == "__slice__":
+            spec.append({field: item["config"].get(field) for field in ("start", "stop", "step")})
+        elif item is None or isinstance(item, int):
+            spec.append(item)
+        else:
+            raise ModelError(f"operation {name!r} indexes with {str(item)[:60]}, which effkit cannot rebuild")
+    return spec[0] if len(spec) == 1 and not isinstance(key, (list, tuple)) else tuple(spec)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, as tf_keras writes them in a config."""
+    return [_plain(item) for item in value] if isinstance(value, (list, tuple)) else value
 
 
 def _accepted_kwargs(layer_class) -> set[str] | None:

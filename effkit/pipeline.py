@@ -111,7 +111,9 @@ def compress(
     info = describe(working, x_sample, name=name, labels=dataset.labels("train", names))
     check_fits(dataset, input_shape=info.input_shape, heads=info.heads)
     dataset = dataset.astype(info.input_dtype)
-    bridge_diff = _verify_bridge(loaded, dataset)
+    bridge_diff, prune_blocker = _verify_bridge(loaded, dataset)
+    if prune_blocker is not None:
+        working = loaded.original  # every variant that needs no pruning is made from the user's own model
     _claim_out_dir(out_dir)  # inputs are valid: now the output folder may be created or cleared
     if model is None:
         model_path = keras_compat.save_model(working, out_dir / f"{name}.keras")
@@ -149,6 +151,7 @@ def compress(
         "path": _shown(model_path, out_dir) if model_path else None,
         "keras_generation": loaded.generation,
         "bridge_max_abs_diff": bridge_diff,
+        "bridge_error": prune_blocker,
     }
 
     variants: list[Variant] = []
@@ -162,7 +165,7 @@ def compress(
                 variants.append(variant)
                 advance(1)
             for sparsity in config.sparsities:
-                for variant in run.pruned_variants(working, sparsity):
+                for variant in run.pruned_variants(working, sparsity, blocked=prune_blocker):
                     variants.append(variant)
                     advance(1)
             interrupt.check()
@@ -297,18 +300,27 @@ def _input_dtype(model: Any) -> str:
     return getattr(dtype, "name", str(dtype))
 
 
-def _verify_bridge(loaded: keras_compat.LoadedModel, dataset: Dataset) -> float | None:
-    """A Keras 3 model rebuilt in tf_keras must give the same outputs on the test split."""
-    if loaded.original is loaded.model:
-        return None
+def _verify_bridge(loaded: keras_compat.LoadedModel, dataset: Dataset) -> tuple[float | None, str | None]:
+    """A Keras 3 model rebuilt in tf_keras must give the same outputs on the test split.
+
+    Returns the largest output difference (None without a rebuild) and, when there is no faithful rebuild, why
+    the model cannot be pruned; its other variants are then made from the Keras 3 model itself.
+    """
+    if loaded.bridge_error is not None:
+        log.warning("no tf_keras rebuild of the Keras 3 model, so it will not be pruned: %s", loaded.bridge_error)
+        return None, loaded.bridge_error
+    if not loaded.bridged:
+        return None, None
     diff = keras_compat.max_output_diff(loaded.original, loaded.model, dataset.x_test)
     if not diff <= keras_compat.BRIDGE_TOLERANCE:
-        raise ModelError(
+        reason = (
             f"the tf_keras rebuild of the Keras 3 model differs from it by {diff:.3g} on the test split "
-            f"(allowed {keras_compat.BRIDGE_TOLERANCE:g}); effkit cannot prune this model faithfully"
+            f"(allowed {keras_compat.BRIDGE_TOLERANCE:g})"
         )
+        log.warning("%s; it will not be pruned", reason)
+        return diff, reason
     log.info("bridged the Keras 3 model to tf_keras for pruning: max output difference %.3g", diff)
-    return diff
+    return diff, None
 
 
 def _calibration(dataset: Dataset, config: CompressConfig) -> np.ndarray:
@@ -331,12 +343,17 @@ class _Run:
     calibration: np.ndarray
     baseline_top1: float
 
-    def pruned_variants(self, model: Any, sparsity: float) -> Iterator[Variant]:
-        """Prune `model` to `sparsity` and make its variants; a failed prune fails them all, not the run."""
+    def pruned_variants(self, model: Any, sparsity: float, *, blocked: str | None = None) -> Iterator[Variant]:
+        """Prune `model` to `sparsity` and make its variants; a failed prune fails them all, not the run.
+
+        `blocked` says why the model cannot be pruned at all (no faithful tf_keras rebuild of a Keras 3 model).
+        """
         from .prune import prune
 
         source_name = f"pruned{round(sparsity * 100):d}"
         try:
+            if blocked is not None:
+                raise ModelError(f"pruning needs tf_keras: {blocked}")
             result = prune(
                 model, self.dataset, info=self.info, sparsity=sparsity, config=self.config.prune, seed=self.config.seed
             )

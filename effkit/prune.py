@@ -37,6 +37,7 @@ class PruneResult:
     def step_params(self) -> dict[str, Any]:
         """What the variant's `prune` step records."""
         return {
+            "path": "tfmot",  # tfmot on the tf_keras model (a Keras 3 model's bridge)
             "target_sparsity": self.target_sparsity,
             "sparsity": round(self.sparsity, 4),
             "layers": {name: round(value, 4) for name, value in self.layer_sparsity.items()},

@@ -77,6 +77,48 @@ def tiny_tf_keras_file(tiny_model, tmp_path_factory) -> Path:
     return path
 
 
+def custom_layer_class():
+    """A Keras 3 layer of the user's own (registered, so Keras 3 loads it), which tf_keras cannot rebuild."""
+    keras = keras_compat.keras3()
+    registered = keras.saving.get_registered_object("effkit_tests>ChannelScale")
+    if registered is not None:
+        return registered
+
+    @keras.saving.register_keras_serializable(package="effkit_tests")
+    class ChannelScale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones", name="scale")
+
+        def call(self, inputs):
+            return inputs * self.scale
+
+    return ChannelScale
+
+
+@pytest.fixture(scope="session")
+def keras3_custom_layer_file(digits, tmp_path_factory) -> Path:
+    """A small Keras 3 CNN, trained on digits, whose one piece tf_keras lacks is a custom layer."""
+    keras = keras_compat.keras3()
+    keras.utils.set_random_seed(0)
+    layers = keras.layers
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            layers.Rescaling(1.0 / 16.0),
+            layers.Conv2D(8, 3, activation="relu"),
+            custom_layer_class()(name="channel_scale"),
+            layers.Flatten(),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="custom_cnn",
+    )
+    info = describe(model, digits.x_train[:8], name="custom_cnn")
+    fit(model, digits, keras=keras, heads=info.heads, epochs=8, learning_rate=3e-3)
+    path = tmp_path_factory.mktemp("custom") / "custom_cnn.keras"
+    model.save(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def fast_config() -> CompressConfig:
     return CompressConfig(sparsities=(0.5, 0.8), prune=FAST_PRUNE, latency=FAST_LATENCY)

@@ -184,3 +184,54 @@ def test_onnx_quantized_for_an_avx2_cpu_has_uint8_weights_and_says_why(made, dig
         assert parity(reference, outputs, OutputKind.PROBABILITIES).top1_agreement >= 97.0
         assert params["types"] == ("u8u8" if "avx2" in sample else "u8s8")
     assert weight_types == {"amd_epyc_avx2.txt": {np.dtype(np.uint8)}, "amd_epyc_avx512_vnni.txt": {np.dtype(np.int8)}}
+
+
+@pytest.mark.parametrize("generation", ["keras3", "bridged"])
+def test_onnx_folds_normalization_constants_and_takes_only_the_models_input(generation, tmp_path):
+    """Normalization's mean and variance are tensors captured by value; tf2onnx made them graph inputs (issue #15)."""
+    import onnx
+
+    from effkit import keras_compat
+    from effkit.export.onnx import INPUT_NAME, export_onnx
+
+    keras = keras_compat.keras3()
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6, 6, 3))
+    adapted = keras.layers.Normalization()
+    adapted.adapt(rng.normal(3.0, 2.0, (16, 6, 6, 3)).astype("float32"))
+    x = keras.layers.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 5.0, 6.0])(inputs)
+    x = keras.layers.Conv2D(4, 3)(adapted(x))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    if generation == "bridged":
+        model = keras_compat.bridge_to_tf_keras(model)
+    path = export_onnx(model, tmp_path / "normalized.onnx")
+    graph = onnx.load(str(path)).graph
+    assert [value.name for value in graph.input] == [INPUT_NAME]
+    sample = rng.normal(2.0, 3.0, (32, 6, 6, 3)).astype("float32")
+    (outputs,) = open_runner(path, Format.ONNX).predict(sample)
+    reference = outputs_of(model, sample)
+    assert np.std(reference) > 0.1
+    np.testing.assert_allclose(outputs, reference, atol=1e-4)
+
+
+def test_onnx_converts_grouped_convolutions_and_exact_gelu_from_keras3(tmp_path):
+    """Keras 3 runs a grouped convolution as a nested XLA function and exact gelu with Erfc (ConvNeXt has both);
+    tf2onnx supports neither as such."""
+    import onnx
+
+    from effkit import keras_compat
+    from effkit.export.onnx import export_onnx
+
+    keras = keras_compat.keras3()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(4, 3, padding="same", groups=4)(inputs)
+    x = keras.layers.Activation("gelu")(keras.layers.Dense(8)(x))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    path = export_onnx(model, tmp_path / "grouped_gelu.onnx")
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Erf" in ops and "Conv" in ops and not ops & {"StatefulPartitionedCall", "PartitionedCall", "Erfc"}
+    sample = np.random.default_rng(0).normal(0.0, 2.0, (32, 6, 6, 4)).astype("float32")
+    (outputs,) = open_runner(path, Format.ONNX).predict(sample)
+    np.testing.assert_allclose(outputs, outputs_of(model, sample), atol=1e-5)

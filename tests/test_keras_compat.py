@@ -140,6 +140,15 @@ def test_subclassed_keras3_model_is_refused():
         keras_compat.bridge_to_tf_keras(Custom())
 
 
+def test_a_keras3_model_the_bridge_cannot_rebuild_is_kept_with_the_reason(keras3_custom_layer_file):
+    loaded = keras_compat.load_model(keras3_custom_layer_file)
+    assert loaded.generation == 3 and not loaded.bridged
+    assert loaded.model is loaded.original and not keras_compat.is_tf_keras_model(loaded.model)
+    assert loaded.bridge_error == "layer 'channel_scale' is a ChannelScale, which tf_keras does not have"
+    adopted = keras_compat.adopt(loaded.original)
+    assert adopted.model is loaded.original and adopted.bridge_error == loaded.bridge_error
+
+
 def test_bad_model_files_give_model_errors(tmp_path, tiny_keras3_file):
     with pytest.raises(InputError, match="model not found"):
         keras_compat.load_model(tmp_path / "missing.keras")
@@ -200,3 +209,164 @@ def test_save_model_drops_optimizer_state_and_leaves_the_model_compiled(fixture,
     reloaded = keras_compat.load_model(path)
     assert keras_compat.max_output_diff(model, reloaded.model, digits.x_test[:64]) <= 1e-5
     assert not list(tmp_path.glob(".*partial*"))
+
+
+# Every Keras 3 activation usable by name: the Keras-3-only ones, translated, and those tf_keras has under the same
+# name, which must also mean the same function there. Not translated: glu (it halves its input, which tf_keras'
+# layers cannot size) and threshold (it needs arguments).
+SAME_NAME_ACTIVATIONS = (
+    "elu",
+    "exponential",
+    "gelu",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "mish",
+    "relu",
+    "relu6",
+    "selu",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "softplus",
+    "softsign",
+    "swish",
+    "tanh",
+)
+
+
+def test_every_keras3_activation_has_a_translation_under_test():
+    from keras.src.activations import ALL_OBJECTS_DICT
+
+    covered = {*keras_compat.KERAS3_ONLY_ACTIVATIONS, *SAME_NAME_ACTIVATIONS, "glu", "threshold"}
+    assert set(ALL_OBJECTS_DICT) == covered
+
+
+def _bridged_outputs(model, x):
+    bridged = keras_compat.bridge_to_tf_keras(model)
+    assert keras_compat.is_tf_keras_model(bridged)
+    return np.asarray(model(x, training=False)), np.asarray(bridged(x, training=False)), bridged
+
+
+@pytest.mark.parametrize("name", [*keras_compat.KERAS3_ONLY_ACTIVATIONS, *SAME_NAME_ACTIVATIONS])
+def test_keras3_activations_bridge_exactly(name):
+    keras = keras_compat.keras3()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(8, activation=name, kernel_initializer=keras.initializers.RandomNormal(0, 0.5))(inputs)
+    x = keras.layers.Dense(8, kernel_initializer=keras.initializers.RandomNormal(0, 0.1))(x)
+    x = keras.layers.Activation(name)(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    sample = np.random.default_rng(0).normal(0, 1.5, (64, 6)).astype("float32")
+    expected, got, _ = _bridged_outputs(model, sample)
+    assert np.all(np.isfinite(expected))
+    assert np.max(np.abs(expected - got)) <= 1e-6 * max(1.0, float(np.max(np.abs(expected))))
+    assert np.std(expected) > 0.01  # the activation let something through
+
+
+def test_hard_sigmoid_means_keras3s_definition_in_the_bridge():
+    """tf_keras' own hard_sigmoid (0.2x + 0.5) differs from Keras 3's (relu6(x + 3) / 6) by up to 0.083."""
+    keras = keras_compat.keras3()
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Activation("hard_sigmoid")])
+    x = np.array([[-3.0], [-2.0], [1.0], [2.5], [3.0]], dtype="float32")
+    expected, got, _ = _bridged_outputs(model, x)
+    np.testing.assert_allclose(expected[:, 0], [0.0, 1 / 6, 4 / 6, 5.5 / 6, 1.0], atol=1e-6)
+    np.testing.assert_allclose(got, expected, atol=1e-7)
+
+
+def test_leaky_relu_layer_keeps_its_slope():
+    keras = keras_compat.keras3()
+    model = keras.Sequential([keras.Input((3,)), keras.layers.LeakyReLU(negative_slope=0.05)])
+    x = np.array([[-10.0, 0.0, 4.0]], dtype="float32")
+    expected, got, _ = _bridged_outputs(model, x)
+    np.testing.assert_allclose(got, [[-0.5, 0.0, 4.0]], atol=1e-6)
+    np.testing.assert_allclose(got, expected, atol=0)
+
+
+def _operation_cases():
+    """keras.ops calls, as keras.applications' preprocess_input and users write them, one per operation."""
+    from keras import ops
+
+    bias = np.array([-103.939, -116.779, -123.68], dtype="float32")
+    return {
+        "Add": lambda x: ops.add(2.0, ops.add(x, bias)),  # a constant first (commutative) and an array constant
+        "Subtract": lambda x: ops.subtract(ops.true_divide(x, 127.5), 1.0),
+        "Multiply": lambda x: ops.multiply(x, ops.sqrt(ops.abs(x))),
+        "Divide": lambda x: ops.divide(x, ops.add(ops.abs(x), 1.0)),
+        "TrueDivide": lambda x: ops.true_divide(x, np.array([0.229, 0.224, 0.225], dtype="float32")),
+        "Maximum": lambda x: ops.maximum(x, 0.5),
+        "Minimum": lambda x: ops.minimum(6.0, x),
+        "Power": lambda x: ops.power(ops.abs(x), 1.5),
+        "Negative": lambda x: -x,
+        "Absolute": lambda x: ops.absolute(x),
+        "Square": lambda x: ops.square(x),
+        "Sqrt": lambda x: ops.sqrt(ops.abs(x)),
+        "Exp": lambda x: ops.exp(x / 10.0),
+        "Log": lambda x: ops.log(ops.abs(x) + 1.0),
+        "Mean": lambda x: ops.mean(x, axis=[1, 2], keepdims=True),
+        "Sum": lambda x: ops.sum(x, axis=-1),
+        "Reshape": lambda x: ops.reshape(x, (-1, 16, 3)),
+        "Transpose": lambda x: ops.transpose(x, (0, 2, 1, 3)),
+        "Squeeze": lambda x: ops.squeeze(ops.mean(x, axis=1, keepdims=True), axis=1),
+        "ExpandDims": lambda x: ops.expand_dims(x, 1),
+        "Relu": lambda x: ops.relu(x),
+        "Relu6": lambda x: ops.relu6(x * 3.0),
+        "Sigmoid": lambda x: ops.sigmoid(x),
+        "Silu": lambda x: ops.silu(x),
+        "Gelu": lambda x: ops.concatenate([ops.gelu(x, approximate=True), ops.gelu(x, approximate=False)], axis=-1),
+        "Softmax": lambda x: ops.softmax(x, axis=-1),
+        "Concatenate": lambda x: ops.concatenate([x, x * 2.0], axis=1),
+        "Stack": lambda x: ops.stack([x[..., 2], x[..., 1], x[..., 0]], axis=-1),
+        "GetItem": lambda x: x[..., ::-1][:, 1:3, :, 0:2],
+    }
+
+
+def test_every_translated_operation_is_under_test():
+    assert set(_operation_cases()) == set(keras_compat.KERAS3_OPERATIONS)
+
+
+@pytest.mark.parametrize("operation", keras_compat.KERAS3_OPERATIONS)
+def test_keras3_operations_bridge_to_the_same_tensorflow_op(operation):
+    keras = keras_compat.keras3()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(3, 1)(inputs)
+    x = _operation_cases()[operation](x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    classes = {layer["class_name"] for layer in model.get_config()["layers"]}
+    assert operation in classes
+    sample = np.random.default_rng(0).normal(0, 3, (32, 4, 4, 3)).astype("float32")
+    expected, got, bridged = _bridged_outputs(model, sample)
+    assert np.max(np.abs(expected - got)) <= 1e-5 * max(1.0, float(np.max(np.abs(expected))))
+    assert {type(layer).__name__ for layer in bridged.layers} & {"TFOpLambda", "SlicingOpLambda"}
+
+
+def test_a_translated_model_saves_and_reloads_in_tf_keras(tmp_path):
+    """What the pipeline does with a pruned model: save it as a deliverable, which must load again."""
+    keras = keras_compat.keras3()
+    apps = keras.applications
+    inputs = keras.Input((32, 32, 3))
+    base = apps.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, classes=4, alpha=0.75, include_preprocessing=False
+    )
+    # Both kinds of preprocess_input: true_divide/subtract (mobilenet_v2) and get_item/stack/add of an array (resnet)
+    preprocessed = apps.resnet.preprocess_input(apps.mobilenet_v2.preprocess_input(inputs))
+    model = keras.Model(inputs, base(preprocessed))
+    sample = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    expected, got, bridged = _bridged_outputs(model, sample)
+    assert np.max(np.abs(expected - got)) <= 1e-4
+    path = keras_compat.save_model(bridged, tmp_path / "bridged.keras")
+    reloaded = keras_compat.load_model(path)
+    assert reloaded.generation == 2
+    np.testing.assert_allclose(np.asarray(reloaded.model(sample, training=False)), got, atol=1e-6)
+
+
+def test_operations_effkit_cannot_rebuild_are_named():
+    keras = keras_compat.keras3()
+    from keras import ops
+
+    inputs = keras.Input((4,))
+    with pytest.raises(ModelError, match=r"operation 'subtract\w*' \(Subtract\) starts with a constant"):
+        keras_compat.bridge_to_tf_keras(keras.Model(inputs, ops.subtract(1.0, inputs)))
+    with pytest.raises(ModelError, match=r"operation 'cumsum\w*' is keras.ops Cumsum"):
+        keras_compat.bridge_to_tf_keras(keras.Model(inputs, ops.cumsum(inputs, axis=-1)))

@@ -77,7 +77,7 @@ def test_steps_record_how_each_variant_was_made(compressed):
     report, _ = compressed
     steps = report.variant("pruned50-tflite-int8").steps
     assert [s.stage for s in steps] == ["prune", "quantize"]
-    assert steps[0].params["target_sparsity"] == 0.5
+    assert steps[0].params["target_sparsity"] == 0.5 and steps[0].params["path"] == "tfmot"
     assert steps[1].params == {"mode": "int8", "format": "tflite", "backend": "converter", "calibration_samples": 200}
     assert [s.stage for s in report.variant("baseline-onnx-none").steps] == ["export"]
     assert report.variant("baseline-keras").steps == ()
@@ -136,6 +136,49 @@ def test_a_keras3_model_file_goes_through(tiny_keras3_file, digits, tmp_path):
     assert report.model["bridge_max_abs_diff"] <= 1e-4
     assert len(report.variants) == 12  # (keras, tflite x3, onnx x2) for baseline and pruned50
     assert all(v.status == Status.OK for v in report.variants), [(v.name, v.error) for v in report.variants]
+
+
+def test_a_keras3_model_with_a_custom_layer_is_quantized_and_exported_and_only_pruning_fails(
+    keras3_custom_layer_file, tmp_path, capsys
+):
+    from effkit.cli import main
+
+    out = tmp_path / "out"
+    args = ["compress", str(keras3_custom_layer_file), "--data", "digits", "--out", str(out), "--sparsity", "0.5"]
+    assert main([*args, "--prune-epochs", "1", "--quiet"]) == 3  # some variants failed; not bad input (2)
+    report = Report.from_json((out / "report.json").read_text())
+    assert report.model["keras_generation"] == 3 and report.model["bridge_max_abs_diff"] is None
+    assert "ChannelScale" in report.model["bridge_error"]
+    baseline = [v for v in report.variants if v.name.startswith("baseline-")]
+    assert [v.name for v in baseline] == [f"baseline-{kind}" for kind in KINDS]
+    assert all(v.status == Status.OK for v in baseline), [(v.name, v.error) for v in baseline]
+    for kind in ("tflite-none", "onnx-none"):
+        assert report.variant(f"baseline-{kind}").parity.max_abs_diff <= 1e-4
+    assert report.baseline["top1"] > 0.8
+    pruned = [v for v in report.variants if v.name.startswith("pruned50-")]
+    assert len(pruned) == len(KINDS) and all(v.status == Status.FAILED for v in pruned)
+    reason = "pruning needs tf_keras: layer 'channel_scale' is a ChannelScale, which tf_keras does not have"
+    assert all(v.error.startswith(reason) for v in pruned), pruned[0].error
+    assert f"effkit: pruned50-tflite-int8 failed: {reason}" in capsys.readouterr().err
+
+
+def test_a_rebuild_that_misses_parity_costs_pruning_only(tiny_keras3_model, digits, tmp_path, monkeypatch):
+    from effkit import keras_compat
+
+    monkeypatch.setattr(keras_compat, "BRIDGE_TOLERANCE", -1.0)  # no rebuild can be within it
+    config = CompressConfig(
+        sparsities=(0.5,), quantizations=(Quant.NONE,), formats=(Format.TFLITE,), prune=FAST_PRUNE, latency=FAST_LATENCY
+    )
+    report = compress(tiny_keras3_model, digits, config=config, out_dir=tmp_path)
+    assert [(v.name, v.status) for v in report.variants[:2]] == [
+        ("baseline-keras", Status.OK),
+        ("baseline-tflite-none", Status.OK),
+    ]
+    assert report.variant("baseline-tflite-none").parity.max_abs_diff <= 1e-4
+    pruned = report.variants[2:]
+    assert [v.status for v in pruned] == [Status.FAILED, Status.FAILED]
+    assert pruned[0].error.startswith("pruning needs tf_keras: the tf_keras rebuild of the Keras 3 model differs")
+    assert report.model["bridge_error"] in pruned[0].error
 
 
 def _replace_recipe(monkeypatch, fmt, quantization, produce, backend=None):

@@ -27,9 +27,13 @@ def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> Path:
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), model.inputs[0].dtype, name=INPUT_NAME)
     function = tf.function(lambda inputs: model(inputs, training=False))
     try:
-        model_proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=opset)
+        constants = _prepare_trace(function, spec)
+        model_proto, _ = tf2onnx.convert.from_function(
+            function, input_signature=[spec], opset=opset, custom_op_handlers={"Erfc": (_erfc, [])}
+        )
     except Exception as error:  # tf2onnx raises anything from KeyError to ValueError on unsupported ops
         raise StageError(f"tf2onnx conversion failed: {first_line(error)}") from error
+    _fold_constants(model_proto.graph, constants)
     # tf2onnx names the graph after the traced function, whose name carries a per-process counter; a fixed text
     # keeps the same model's .onnx byte-identical from run to run.
     model_proto.graph.doc_string = f"{model.name}, converted from Keras by tf2onnx"
@@ -40,6 +44,58 @@ def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> Path:
         onnx.save(model_proto, str(temporary))
         validate_onnx(temporary)
     return Path(path)
+
+
+def _prepare_trace(function, spec) -> dict:
+    """Trace the model once, as tf2onnx will convert it (the same concrete function), and fix two things in it.
+
+    Keras 3 runs a grouped convolution (ConvNeXt's depthwise blocks) as a nested function marked for XLA, which
+    TensorFlow's CPU kernels need and which TFLite inlines; tf2onnx would leave it as an unsupported
+    StatefulPartitionedCall. Unmarked, the freezing step inlines it into plain ops.
+
+    Returns the tensors the model captures by value, by their placeholder's name: a Normalization layer's mean and
+    variance are such tensors in both Keras generations. tf2onnx freezes captured variables but turns these into
+    graph inputs, which a runtime would then ask the caller to feed; `_fold_constants` puts them back.
+    """
+    tf = keras_compat.tensorflow()
+    from tensorflow.core.framework import attr_value_pb2
+
+    graph = function.get_concrete_function(spec).graph  # tf2onnx converts this same trace
+    for operation in graph.get_operations():
+        if operation.node_def.attr["_XlaMustCompile"].b:
+            operation._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))
+    return {
+        internal.name: external.numpy()
+        for external, internal in zip(graph.external_captures, graph.internal_captures, strict=True)
+        if external.dtype != tf.resource
+    }
+
+
+def _erfc(ctx, node, name, args):
+    """tf2onnx has no Erfc, which exact gelu uses (0.5·x·erfc(-x/√2)) in both Keras generations: 1 - Erf(x)."""
+    import numpy as np
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=name)
+    one = ctx.make_const(utils.make_name(f"{name}/one"), np.array(1, dtype=dtype))
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    node.type = "Sub"
+    return node
+
+
+def _fold_constants(graph, constants: dict) -> None:
+    """Turn captured constants that tf2onnx left as graph inputs into initializers; then the graph's inputs must be
+    exactly the model's."""
+    from onnx import numpy_helper
+
+    for value in list(graph.input):
+        if value.name in constants:
+            graph.initializer.append(numpy_helper.from_array(constants[value.name], value.name))
+            graph.input.remove(value)
+    names = [value.name for value in graph.input]
+    if names != [INPUT_NAME]:
+        raise StageError(f"the ONNX graph has inputs {names}; expected only the model's input {INPUT_NAME!r}")
 
 
 # Numbers that depend on what the process did before, not on the model: tf2onnx's `__<n>` suffixes (a

@@ -46,7 +46,7 @@ def serving_saved_model(model: Any, directory: Path) -> Path:
         return {names[0]: outputs}
 
     module = tf.Module()
-    module.weights = list(model.weights)  # the function's variables must be tracked to be saved
+    module.weights = keras_compat.tf_variables(model)  # the function's variables must be tracked to be saved
     module.serve = serve
     with silenced():
         tf.saved_model.save(module, str(directory), signatures={"serving_default": serve.get_concrete_function()})
