@@ -68,7 +68,7 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
     tfk = keras_compat.tf_keras()
     tfmot = keras_compat.tfmot()
     sparsity_api = tfmot.sparsity.keras
-    from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
+    PruneRegistry = keras_compat.private.prune_registry()
 
     tfk.utils.set_random_seed(seed)
     steps_per_epoch = max(1, math.ceil(len(dataset.x_train) / config.batch_size))

@@ -58,12 +58,10 @@ def _prepare_trace(function, spec) -> dict:
     graph inputs, which a runtime would then ask the caller to feed; `_fold_constants` puts them back.
     """
     tf = keras_compat.tensorflow()
-    from tensorflow.core.framework import attr_value_pb2
-
     graph = function.get_concrete_function(spec).graph  # tf2onnx converts this same trace
     for operation in graph.get_operations():
         if operation.node_def.attr["_XlaMustCompile"].b:
-            operation._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))
+            keras_compat.private.disable_xla_must_compile(operation)
     return {
         internal.name: external.numpy()
         for external, internal in zip(graph.external_captures, graph.internal_captures, strict=True)
