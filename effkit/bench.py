@@ -445,7 +445,7 @@ def confirm_latency(
 
     from .config import Format, LatencyConfig
     from .measure import time_latency
-    from .pipeline import LATENCY_INPUT
+    from .outdir import LATENCY_INPUT
     from .runtime import open_runner
 
     headline = report.variant(reference_name).latency_ms

@@ -8,13 +8,13 @@ from __future__ import annotations
 import gc
 import gzip
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .classifier import OutputKind, predicted_classes
+from .classifier import Head, OutputKind, predicted_classes
 from .config import LatencyConfig, ParityConfig, Quant
 from .types import Latency, Parity
 
@@ -108,6 +108,26 @@ def parity_problem(
     if limit is not None and result.max_abs_diff > limit:
         problems.append(f"max abs output difference {result.max_abs_diff:.3g} > {limit:.3g}")
     return "; ".join(problems) or None
+
+
+def parity_problems(
+    heads: Sequence[Head],
+    parities: Mapping[str, Parity],
+    references: Sequence[np.ndarray],
+    *,
+    quantization: Quant,
+    config: ParityConfig,
+) -> list[str]:
+    """Why each of an artifact's heads misses its parity threshold (`parity_problem`), named by head when the
+    model has several; empty when every head is within its threshold."""
+    problems = []
+    for head, reference in zip(heads, references, strict=True):
+        problem = parity_problem(
+            parities[head.name], reference, quantization=quantization, config=config, regression=not head.classifies
+        )
+        if problem:
+            problems.append(f"{head.name}: {problem}" if len(heads) > 1 else problem)
+    return problems
 
 
 def weight_sparsity(model: Any) -> tuple[float, dict[str, float]]:

@@ -7,7 +7,6 @@ variant, the steps that made it.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,14 +21,12 @@ from .classifier import Head, ModelInfo, describe, output_names, vocabulary
 from .config import Backend, CompressConfig, Format, Quant
 from .cpu import fingerprint
 from .data import Dataset, check_fits, check_sizes, check_tokens, fit_sequences, load_dataset
-from .errors import EffkitError, InputError, ModelError, first_line
-from .measure import correct_samples, file_sizes, mae, parity, parity_problem, time_latency, top1, weight_sparsity
-from .plots import PLOTS as PLOT_FILES
+from .errors import EffkitError, ModelError, first_line
+from .measure import correct_samples, file_sizes, mae, parity, parity_problems, time_latency, top1, weight_sparsity
+from .outdir import ARTIFACTS, LATENCY_INPUT, check_out_dir, claim_out_dir, fresh_dir, shown_path
 from .progress import bar as progress_bar
 from .recipes import Recipe, RecipeInputs, plan
 from .report import (
-    REFERENCE_VARIANT,
-    REPORT_HTML,
     REPORT_JSON,
     REPORT_MD,
     environment,
@@ -41,18 +38,15 @@ from .report import (
 from .runtime import Runner, open_runner
 from .runtime.probe import peak_memory
 from .stats import pack_correct
-from .types import Latency, Report, Status, Step, Variant
+from .types import BASELINE_SOURCE, REFERENCE_VARIANT, Latency, Report, Status, Step, Variant, variant_name
 
 log = logging.getLogger("effkit")
 
 DEFAULT_OUT = Path("effkit-out")
-ARTIFACTS = "artifacts"
-LATENCY_INPUT = "latency_input.npy"
-BASELINE = "baseline"
 
 
 @dataclass(frozen=True)
-class _Source:
+class SourceModel:
     """A Keras model variants are made from: the baseline, or a pruned copy of it."""
 
     name: str
@@ -96,7 +90,7 @@ def compress(
     config.validate()
     started = time.perf_counter()
     name = name or _model_name(model)
-    out_dir = Path(out_dir) if out_dir is not None else _fresh_dir(DEFAULT_OUT / name)
+    out_dir = Path(out_dir) if out_dir is not None else fresh_dir(DEFAULT_OUT / name)
     check_out_dir(out_dir, overwrite=overwrite)
     recipes = plan(config)
     loaded, model_path, dataset = _load(model, data, name=name, config=config, safe_mode=safe_mode)
@@ -114,7 +108,7 @@ def compress(
     bridge_diff, prune_blocker = _verify_bridge(loaded, dataset)
     if prune_blocker is not None:
         working = loaded.original  # every variant that needs no pruning is made from the user's own model
-    _claim_out_dir(out_dir)  # inputs are valid: now the output folder may be created or cleared
+    claim_out_dir(out_dir)  # inputs are valid: now the output folder may be created or cleared
     if model is None:
         model_path = keras_compat.save_model(working, out_dir / f"{name}.keras")
         log.info("saved the trained reference model to %s", model_path)
@@ -135,7 +129,7 @@ def compress(
 
     baseline_outputs = open_runner(working, Format.KERAS, outputs=names).predict(dataset.x_test)
     test_labels = dataset.labels("test", names)
-    run = _Run(
+    run = VariantMaker(
         config=config,
         info=info,
         dataset=dataset,
@@ -148,7 +142,7 @@ def compress(
     log.info("baseline keras top-1 %.2f%%", run.baseline_top1 * 100)
     model_record = {
         **info.to_dict(),
-        "path": _shown(model_path, out_dir) if model_path else None,
+        "path": shown_path(model_path, out_dir) if model_path else None,
         "keras_generation": loaded.generation,
         "bridge_max_abs_diff": bridge_diff,
         "bridge_error": prune_blocker,
@@ -159,7 +153,7 @@ def compress(
     planned = (1 + len(config.sparsities)) * (1 + len(recipes))  # each source's Keras variant and its recipes
     try:
         with progress_bar(f"{name}: variants", planned) as advance:
-            baseline = _Source(BASELINE, working, (), weight_sparsity(working)[0], baseline_outputs)
+            baseline = SourceModel(BASELINE_SOURCE, working, (), weight_sparsity(working)[0], baseline_outputs)
             # One at a time, so that an interruption keeps every variant finished before it.
             for variant in run.variants_of(baseline, keras_path=model_path):
                 variants.append(variant)
@@ -177,7 +171,7 @@ def compress(
     try:
         write_visual_report(report, out_dir)
     except Exception as error:  # plots are a convenience: their failure must not cost the measured report
-        log.warning("could not draw the plots: %s", _reason(error))
+        log.warning("could not draw the plots: %s", one_line_reason(error))
     log.info("wrote %s and %s in %.1fs", out_dir / REPORT_JSON, out_dir / REPORT_MD, time.perf_counter() - started)
     return report
 
@@ -191,68 +185,6 @@ def _model_name(model: Any) -> str:
         path = Path(model)
         return path.stem if path.suffix else path.name
     return getattr(model, "name", None) or "model"
-
-
-def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
-    """Refuse an output folder that is a file, cannot be written, or holds earlier results (unless overwriting)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} is a file; expected a folder")
-    if (out_dir / REPORT_JSON).exists() and not overwrite:
-        raise InputError(
-            f"{out_dir} already holds effkit results ({REPORT_JSON}); pass --overwrite to replace them "
-            "or choose another --out"
-        )
-    if out_dir.is_dir() and not overwrite and not (out_dir / REPORT_JSON).exists() and any(out_dir.iterdir()):
-        raise InputError(
-            f"{out_dir} is not empty and holds no effkit report; choose an empty or new --out "
-            "(or pass --overwrite to write into it)"
-        )
-    ancestor = out_dir
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise InputError(f"--out {out_dir} lies under {ancestor}, which is a file")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write to {ancestor}; choose another --out")
-
-
-def _claim_out_dir(out_dir: Path) -> None:
-    """Create the output folder, removing what an earlier effkit run there made (its report says what).
-
-    Only reachable for a folder with a report when overwriting (`check_out_dir`). Files the report does not name
-    are never touched.
-    """
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"cannot create {out_dir}: {error.strerror}") from None
-    previous = out_dir / REPORT_JSON
-    if not previous.exists():
-        return
-    try:
-        report = Report.from_json(previous.read_text(encoding="utf-8"))
-        named = [v.path for v in report.variants if v.path] + [report.model.get("path") or ""]
-    except (ValueError, KeyError, TypeError):
-        named = []  # an unreadable report: remove only the files every run writes
-    ours = [out_dir / name for name in (REPORT_JSON, REPORT_MD, REPORT_HTML, LATENCY_INPUT, *PLOT_FILES)]
-    for name in named:
-        path = (out_dir / name).resolve()
-        if path.is_relative_to(out_dir.resolve()):  # a user's model elsewhere is named too: leave it
-            ours.append(path)
-    for path in ours:
-        if path.is_file():
-            path.unlink()
-    if (out_dir / ARTIFACTS).is_dir() and not any((out_dir / ARTIFACTS).iterdir()):
-        (out_dir / ARTIFACTS).rmdir()
-
-
-def _fresh_dir(path: Path) -> Path:
-    """`path`, or `path-2`, `path-3`... : the first that is new or empty, so earlier results are never replaced."""
-    candidate, number = path, 1
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
-        number += 1
-        candidate = path.with_name(f"{path.name}-{number}")
-    return candidate
 
 
 def _load(model, data, *, name: str, config: CompressConfig, safe_mode: bool):
@@ -331,7 +263,7 @@ def _calibration(dataset: Dataset, config: CompressConfig) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Run:
+class VariantMaker:
     """What every variant of one compress run is made and measured with."""
 
     config: CompressConfig
@@ -359,17 +291,17 @@ class _Run:
             )
             outputs = self._runner(result.model, Format.KERAS).predict(self.dataset.x_test)
         except Exception as error:
-            reason = _reason(error)
+            reason = one_line_reason(error)
             log.warning("%s: pruning failed: %s", source_name, reason)
-            planned = [(f"{source_name}-keras", Format.KERAS, Quant.NONE, Backend.KERAS)]
+            planned = [(variant_name(source_name, Format.KERAS), Format.KERAS, Quant.NONE, Backend.KERAS)]
             planned += [(r.variant_name(source_name), r.format, r.quantization, r.backend) for r in self.recipes]
             for n, f, q, b in planned:
                 yield Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
             return
         steps = (Step("prune", result.step_params()),)
-        yield from self.variants_of(_Source(source_name, result.model, steps, result.sparsity, outputs))
+        yield from self.variants_of(SourceModel(source_name, result.model, steps, result.sparsity, outputs))
 
-    def variants_of(self, source: _Source, *, keras_path: Path | None = None) -> Iterator[Variant]:
+    def variants_of(self, source: SourceModel, *, keras_path: Path | None = None) -> Iterator[Variant]:
         """The source's Keras variant, then one per recipe, float32 first in each format."""
         with tempfile.TemporaryDirectory(prefix="effkit-") as scratch:
             inputs = RecipeInputs(source.model, self.calibration, self.config, workdir=Path(scratch))
@@ -377,45 +309,42 @@ class _Run:
             for recipe in self.recipes:
                 yield self.artifact_variant(source, recipe, inputs)
 
-    def keras_variant(self, source: _Source, path: Path | None) -> Variant:
+    def keras_variant(self, source: SourceModel, path: Path | None) -> Variant:
         """The source model itself, run by Keras; a model without a file (a pruned one) is saved as a deliverable."""
-        name = f"{source.name}-keras"
+        name = variant_name(source.name, Format.KERAS)
         variant = Variant(
             name=name, format=Format.KERAS, quantization=Quant.NONE, backend=Backend.KERAS, steps=source.steps
         )
         try:
             if path is None:
                 path = keras_compat.save_model(source.model, self.artifacts / f"{name}.keras")
-            variant = replace(variant, path=_shown(path, self.artifacts.parent))
+            variant = replace(variant, path=shown_path(path, self.artifacts.parent))
             runner = self._runner(source.model, Format.KERAS)
         except Exception as error:
             return _failed(variant, error)
-        return self.measured(variant, runner, Path(path), source, load_ms=None)
+        return self.measure_variant(variant, runner, Path(path), source, load_ms=None)
 
-    def artifact_variant(self, source: _Source, recipe: Recipe, inputs: RecipeInputs) -> Variant:
+    def artifact_variant(self, source: SourceModel, recipe: Recipe, inputs: RecipeInputs) -> Variant:
         path = self.artifacts / recipe.file_name(source.name)
         variant = Variant(
             name=recipe.variant_name(source.name),
             format=recipe.format,
             quantization=recipe.quantization,
             backend=recipe.backend,
-            path=_shown(path, self.artifacts.parent),
+            path=shown_path(path, self.artifacts.parent),
             steps=source.steps,
         )
         try:
-            step = recipe.step(recipe.produce(inputs, path))
-            if recipe.quantization == Quant.NONE:
-                inputs.float_artifacts[recipe.format] = path
-            variant = replace(variant, steps=(*source.steps, step))
+            variant = replace(variant, steps=(*source.steps, recipe.make(inputs, path)))
             started = time.perf_counter()
             runner = self._runner(path, recipe.format)
             load_ms = (time.perf_counter() - started) * 1e3
         except Exception as error:
             return _failed(variant, error)
-        return self.measured(variant, runner, path, source, load_ms=load_ms)
+        return self.measure_variant(variant, runner, path, source, load_ms=load_ms)
 
-    def measured(
-        self, variant: Variant, runner: Runner, path: Path, source: _Source, *, load_ms: float | None
+    def measure_variant(
+        self, variant: Variant, runner: Runner, path: Path, source: SourceModel, *, load_ms: float | None
     ) -> Variant:
         """Accuracy and parity on the whole test split (every head), sizes, latency under the one protocol at every
         batch size and thread count, and (when asked) the runtime's peak memory in a process of its own."""
@@ -457,18 +386,13 @@ class _Run:
             )
         except Exception as error:
             return _failed(variant, error)
-        problems = []
-        for head, reference in zip(self.info.heads, source.outputs, strict=True):
-            config = self.config.parity
-            problem = parity_problem(
-                heads[head.name]["parity"],
-                reference,
-                quantization=variant.quantization,
-                config=config,
-                regression=not head.classifies,
-            )
-            if problem:
-                problems.append(f"{head.name}: {problem}" if len(heads) > 1 else problem)
+        problems = parity_problems(
+            self.info.heads,
+            {name: figures["parity"] for name, figures in heads.items()},
+            source.outputs,
+            quantization=variant.quantization,
+            config=self.config.parity,
+        )
         if problems:
             problems += [step.params["note"] for step in variant.steps if step.params.get("clipped_biases")]
             log.warning("%-30s MISMATCH: %s", variant.name, "; ".join(problems))
@@ -522,14 +446,6 @@ def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:
         np.save(handle, _batch_of(x, batch), allow_pickle=False)
 
 
-def _shown(path: Path, out_dir: Path) -> str:
-    """Paths inside the output folder are recorded relative to it; others (the user's model) as given."""
-    try:
-        return str(Path(path).relative_to(out_dir))
-    except ValueError:
-        return str(path)
-
-
 def _batch_of(x: np.ndarray, batch: int) -> np.ndarray:
     """The first `batch` test samples, repeated when the split is smaller."""
     return x[:batch] if len(x) >= batch else np.resize(x, (batch, *x.shape[1:]))
@@ -542,13 +458,13 @@ def _head_figures(head: Head, outputs: np.ndarray, reference: np.ndarray, labels
 
 
 def _failed(variant: Variant, error: BaseException) -> Variant:
-    reason = _reason(error)
+    reason = one_line_reason(error)
     log.warning("%-30s FAILED: %s", variant.name, reason)
     log.debug("%s failed", variant.name, exc_info=error)
     return replace(variant, status=Status.FAILED, error=reason)
 
 
-def _reason(error: BaseException) -> str:
+def one_line_reason(error: BaseException) -> str:
     if isinstance(error, EffkitError):
         return first_line(error)
     return f"{type(error).__name__}: {first_line(error)}"
@@ -562,7 +478,7 @@ def _report(variants, config: CompressConfig, model_record, dataset: Dataset, ba
         config=config.to_dict(),
         model=model_record,
         data=dataset.summary(),
-        baseline={"name": f"{BASELINE}-keras", "top1": baseline_top1},
+        baseline={"name": variant_name(BASELINE_SOURCE, Format.KERAS), "top1": baseline_top1},
         variants=tuple(variants),
         recommended=recommend(variants, max_accuracy_drop=config.max_accuracy_drop),
         complete=complete,

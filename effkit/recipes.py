@@ -2,7 +2,8 @@
 
 A producer writes one artifact file from `RecipeInputs` and returns the parameters its step records. Quantizers
 that work on a float32 artifact (LiteRT quantizer, ONNX Runtime) read it from `RecipeInputs.float_artifacts`,
-which the float32 recipe of the same format fills first. The pipeline only walks the plan.
+which `Recipe.make` fills when the float32 recipe of the same format runs (first, in `plan()`'s order). The
+pipeline only walks the plan.
 """
 
 from __future__ import annotations
@@ -68,6 +69,14 @@ class Recipe:
 
     def file_name(self, source: str) -> str:
         return f"{self.variant_name(source)}{self.suffix}"
+
+    def make(self, inputs: RecipeInputs, path: Path) -> Step:
+        """Write this recipe's artifact at `path` and return its step. A float32 artifact is recorded in `inputs`,
+        where the quantizers of its format start from."""
+        step = self.step(self.produce(inputs, path))
+        if self.quantization == Quant.NONE:
+            inputs.float_artifacts[self.format] = path
+        return step
 
     def step(self, params: dict[str, Any]) -> Step:
         """The step this recipe adds to a variant: `export` for float32, `quantize` otherwise. The recipe's own

@@ -35,9 +35,7 @@ def made(tiny_model, digits, tmp_path_factory):
     paths = {}
     for recipe in sorted(RECIPES, key=lambda r: r.quantization != Quant.NONE):  # float artifacts first
         path = folder / recipe.file_name("tiny")
-        recipe.produce(inputs, path)
-        if recipe.quantization == Quant.NONE:
-            inputs.float_artifacts[recipe.format] = path
+        recipe.make(inputs, path)
         paths[recipe] = path
     return paths
 
@@ -125,9 +123,7 @@ def test_clipped_biases_of_all_zero_channels_are_noted(tiny_model, digits, tmp_p
         if recipe.format != Format.TFLITE or recipe.quantization not in (Quant.NONE, Quant.INT8):
             continue
         path = tmp_path / recipe.file_name("zeroed")
-        params[recipe.backend] = recipe.produce(inputs, path)
-        if recipe.quantization == Quant.NONE:
-            inputs.float_artifacts[Format.TFLITE] = path
+        params[recipe.backend] = recipe.make(inputs, path).params
     assert params[Backend.LITERT]["clipped_biases"] >= 3
     assert "weights are all zero" in params[Backend.LITERT]["note"]
     assert "clipped_biases" not in params[Backend.CONVERTER]

@@ -10,7 +10,8 @@ from effkit import recipes
 from effkit.config import Backend, CompressConfig, Format, OnnxQuantConfig, Quant
 from effkit.cpu import fingerprint
 from effkit.errors import DataError
-from effkit.pipeline import _fresh_dir, compress
+from effkit.outdir import fresh_dir
+from effkit.pipeline import compress
 from effkit.quantize.onnxruntime import ort_types
 from effkit.types import Report, Status
 
@@ -293,10 +294,10 @@ def test_data_that_does_not_fit_the_model_fails_before_anything_is_written(tiny_
 
 def test_default_output_folders_are_numbered_not_overwritten(tmp_path):
     first = tmp_path / "tiny"
-    assert _fresh_dir(first) == first
+    assert fresh_dir(first) == first
     first.mkdir()
     (first / "report.json").write_text("{}")
-    assert _fresh_dir(first) == tmp_path / "tiny-2"
+    assert fresh_dir(first) == tmp_path / "tiny-2"
 
 
 def test_a_savedmodel_folder_goes_through_and_is_sized_as_a_folder(tiny_model, digits, tmp_path):
