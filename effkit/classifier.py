@@ -48,6 +48,42 @@ class Head:
 
 
 @dataclass(frozen=True)
+class ModelInput:
+    """What the model alone says about its input and outputs, decided once before the data is fitted to it."""
+
+    shape: tuple[int | None, ...]  # without the batch dimension
+    dtype: str
+    output_names: tuple[str, ...]  # in the order effkit keeps outputs everywhere
+    vocabulary: int | None  # the first Embedding's input size: token ids must lie below it
+
+    @property
+    def integer(self) -> bool:
+        return bool(np.issubdtype(np.dtype(self.dtype), np.integer))
+
+    @property
+    def sequence_length(self) -> int | None:
+        """The token-sequence length of an integer 1-D input (data is padded or cut to it), else None."""
+        return int(self.shape[0]) if self.integer and len(self.shape) == 1 and self.shape[0] else None
+
+
+def model_input(model: Any, *, name: str = "model") -> ModelInput:
+    """The model's input shape and dtype, output names and vocabulary.
+
+    Raises:
+        ModelError: the model has several inputs (effkit handles single-input classifiers).
+    """
+    if len(model.inputs) != 1:
+        raise ModelError(f"model {name!r} has {len(model.inputs)} inputs; effkit handles single-input models")
+    tensor = model.inputs[0]
+    return ModelInput(
+        shape=tuple(tensor.shape[1:]),
+        dtype=getattr(tensor.dtype, "name", str(tensor.dtype)),
+        output_names=tuple(output_names(model)),
+        vocabulary=vocabulary(model),
+    )
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     name: str
     input_shape: tuple[int | None, ...]  # without the batch dimension
@@ -68,8 +104,13 @@ class ModelInfo:
         return self.primary.num_classes
 
     @property
-    def integer_input(self) -> bool:
-        return np.issubdtype(np.dtype(self.input_dtype), np.integer)
+    def output_names(self) -> list[str]:
+        """The heads' names, in the model's output order."""
+        return [head.name for head in self.heads]
+
+    def primary_output(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """The primary head's array among a model's outputs (in `output_names` order)."""
+        return outputs[self.heads.index(self.primary)]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -113,9 +154,8 @@ def describe(model: Any, x_sample: np.ndarray, *, name: str, labels: dict[str, n
     Raises:
         ModelError: several inputs, an output that is not (batch, units), or no classification head at all.
     """
-    if len(model.inputs) != 1:
-        raise ModelError(f"model {name!r} has {len(model.inputs)} inputs; effkit handles single-input models")
-    names = output_names(model)
+    facts = model_input(model, name=name)
+    names = list(facts.output_names)
     outputs = outputs_as_list(model(x_sample, training=False), names)
     heads = []
     for head_name, tensor, values in zip(names, model.outputs, outputs, strict=True):
@@ -139,11 +179,10 @@ def describe(model: Any, x_sample: np.ndarray, *, name: str, labels: dict[str, n
         heads.append(Head(head_name, kind, units))
     if not any(head.classifies for head in heads):
         raise ModelError(f"model {name!r} has no classification output; effkit measures classifiers")
-    dtype = model.inputs[0].dtype
     return ModelInfo(
         name=name,
-        input_shape=tuple(model.inputs[0].shape[1:]),
-        input_dtype=getattr(dtype, "name", str(dtype)),
+        input_shape=facts.shape,
+        input_dtype=facts.dtype,
         heads=tuple(heads),
         params=int(model.count_params()),
     )

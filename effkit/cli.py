@@ -251,10 +251,10 @@ def _train(args: argparse.Namespace) -> int:
 
     import effkit_models
 
-    from .classifier import describe, output_names
+    from .classifier import describe, model_input
     from .data import check_sizes, load_dataset
     from .errors import DataError
-    from .measure import top1
+    from .measure import primary_top1
     from .runtime import open_runner
 
     module = effkit_models.get(args.name)
@@ -283,11 +283,10 @@ def _train(args: argparse.Namespace) -> int:
     from . import keras_compat
 
     keras_compat.save_model(model, out)
-    names = output_names(model)
+    names = list(model_input(model, name=args.name).output_names)
     info = describe(model, dataset.x_train[:8], name=args.name, labels=dataset.labels("train", names))
     outputs = open_runner(model, Format.KERAS, outputs=names).predict(dataset.x_test)
-    primary = info.primary
-    accuracy = top1(outputs[info.heads.index(primary)], dataset.labels("test", names)[primary.name], primary.kind)
+    accuracy = primary_top1(info, outputs, dataset.labels("test", names))
     print(f"{args.name}: test top-1 {accuracy * 100:.2f}% on {len(dataset.x_test)} {dataset.name} samples; saved {out}")
     return EXIT_OK
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .classifier import Head, OutputKind, predicted_classes
+from .classifier import Head, ModelInfo, OutputKind, predicted_classes
 from .config import LatencyConfig, ParityConfig, Quant
 from .types import Latency, Parity
 
@@ -50,6 +50,16 @@ def _tar(root: Path, files: list[Path]) -> bytes:
 def top1(outputs: np.ndarray, labels: np.ndarray, kind: OutputKind) -> float:
     """Top-1 accuracy as a fraction."""
     return float(np.mean(correct_samples(outputs, labels, kind)))
+
+
+def primary_top1(info: ModelInfo, outputs: list[np.ndarray], labels: Mapping[str, np.ndarray]) -> float:
+    """Top-1 of the model's primary (first classification) head, from all its outputs and per-head labels."""
+    return top1(info.primary_output(outputs), labels[info.primary.name], info.primary.kind)
+
+
+def primary_correct(info: ModelInfo, outputs: list[np.ndarray], labels: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Which test samples the primary head gets right (kept per variant, packed, for paired tests)."""
+    return correct_samples(info.primary_output(outputs), labels[info.primary.name], info.primary.kind)
 
 
 def correct_samples(outputs: np.ndarray, labels: np.ndarray, kind: OutputKind) -> np.ndarray:

@@ -17,12 +17,22 @@ from typing import Any
 import numpy as np
 
 from . import interrupt, keras_compat
-from .classifier import Head, ModelInfo, describe, output_names, vocabulary
+from .classifier import Head, ModelInfo, describe, model_input
 from .config import Backend, CompressConfig, Format, Quant
 from .cpu import fingerprint
-from .data import Dataset, check_fits, check_sizes, check_tokens, fit_sequences, load_dataset
+from .data import Dataset, check_fits, check_labels, check_sizes, check_tokens, fit_sequences, load_dataset
 from .errors import EffkitError, ModelError, first_line
-from .measure import correct_samples, file_sizes, mae, parity, parity_problems, time_latency, top1, weight_sparsity
+from .measure import (
+    file_sizes,
+    mae,
+    parity,
+    parity_problems,
+    primary_correct,
+    primary_top1,
+    time_latency,
+    top1,
+    weight_sparsity,
+)
 from .outdir import ARTIFACTS, LATENCY_INPUT, check_out_dir, claim_out_dir, fresh_dir, shown_path
 from .progress import bar as progress_bar
 from .recipes import Recipe, RecipeInputs, plan
@@ -95,16 +105,17 @@ def compress(
     recipes = plan(config)
     loaded, model_path, dataset = _load(model, data, name=name, config=config, safe_mode=safe_mode)
     working = loaded.model
-    names = output_names(working)
-    if _integer_sequences(working):
-        dataset = fit_sequences(dataset, int(working.inputs[0].shape[1]))
-    check_fits(dataset, input_shape=tuple(working.inputs[0].shape[1:]))  # before the model first runs on it
-    if (tokens := vocabulary(working)) is not None:
-        check_tokens(dataset, tokens)
-    x_sample = dataset.x_train[:32].astype(_input_dtype(working))
-    info = describe(working, x_sample, name=name, labels=dataset.labels("train", names))
-    check_fits(dataset, input_shape=info.input_shape, heads=info.heads)
+    facts = model_input(working, name=name)
+    if facts.sequence_length:
+        dataset = fit_sequences(dataset, facts.sequence_length)
+    check_fits(dataset, input_shape=facts.shape)  # before the model first runs on it
+    if facts.vocabulary is not None:
+        check_tokens(dataset, facts.vocabulary)
+    x_sample = dataset.x_train[:32].astype(facts.dtype)
+    info = describe(working, x_sample, name=name, labels=dataset.labels("train", list(facts.output_names)))
+    check_labels(dataset, info.heads)
     dataset = dataset.astype(info.input_dtype)
+    names = info.output_names
     bridge_diff, prune_blocker = _verify_bridge(loaded, dataset)
     if prune_blocker is not None:
         working = loaded.original  # every variant that needs no pruning is made from the user's own model
@@ -137,7 +148,7 @@ def compress(
         recipes=recipes,
         artifacts=out_dir / ARTIFACTS,
         calibration=_calibration(dataset, config),
-        baseline_top1=_primary_top1(info, baseline_outputs, test_labels),
+        baseline_top1=primary_top1(info, baseline_outputs, test_labels),
     )
     log.info("baseline keras top-1 %.2f%%", run.baseline_top1 * 100)
     model_record = {
@@ -209,27 +220,6 @@ def _dataset(data, config: CompressConfig, *, input_shape: tuple | None) -> Data
     dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=config.seed, input_shape=input_shape)
     check_sizes(dataset)
     return dataset
-
-
-def _integer_sequences(model: Any) -> bool:
-    shape = tuple(model.inputs[0].shape[1:])
-    return len(shape) == 1 and bool(shape[0]) and np.issubdtype(np.dtype(_input_dtype(model)), np.integer)
-
-
-def _primary_top1(info: ModelInfo, outputs: list[np.ndarray], labels: dict[str, np.ndarray]) -> float:
-    primary = info.primary
-    return top1(outputs[info.heads.index(primary)], labels[primary.name], primary.kind)
-
-
-def _primary_correct(info: ModelInfo, outputs: list[np.ndarray], labels: dict[str, np.ndarray]) -> str:
-    """The primary head's per-sample correctness, packed (see `stats`)."""
-    primary = info.primary
-    return pack_correct(correct_samples(outputs[info.heads.index(primary)], labels[primary.name], primary.kind))
-
-
-def _input_dtype(model: Any) -> str:
-    dtype = model.inputs[0].dtype
-    return getattr(dtype, "name", str(dtype))
 
 
 def _verify_bridge(loaded: keras_compat.LoadedModel, dataset: Dataset) -> tuple[float | None, str | None]:
@@ -352,7 +342,7 @@ class VariantMaker:
         x_test = self.dataset.x_test
         try:
             outputs = runner.predict(x_test)
-            accuracy = _primary_top1(self.info, outputs, self.test_labels)
+            accuracy = primary_top1(self.info, outputs, self.test_labels)
             heads = {
                 head.name: _head_figures(head, output, reference, self.test_labels[head.name])
                 for head, output, reference in zip(self.info.heads, outputs, source.outputs, strict=True)
@@ -371,7 +361,7 @@ class VariantMaker:
                 size_bytes=size_bytes,
                 gzip_bytes=gzip_bytes,
                 top1=accuracy,
-                correct=_primary_correct(self.info, outputs, self.test_labels),
+                correct=pack_correct(primary_correct(self.info, outputs, self.test_labels)),
                 top1_delta_pp=round((accuracy - self.baseline_top1) * 100, 4),
                 latency_ms=latency,
                 latency_grid=tuple(grid) if len(grid) > 1 else None,

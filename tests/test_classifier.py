@@ -6,7 +6,7 @@ import pytest
 from effkit import keras_compat
 from effkit.classifier import OutputKind, describe, vocabulary
 from effkit.config import CompressConfig
-from effkit.data import Dataset, check_fits
+from effkit.data import Dataset, check_labels
 from effkit.errors import DataError, ModelError
 from effkit.pipeline import compress
 
@@ -58,7 +58,7 @@ def test_regression_heads_skip_the_class_range_check():
     )
     info = describe(_two_heads(), X, name="m", labels={"kind": np.zeros(8, int), "age": np.arange(8) * 10})
     with pytest.raises(DataError, match=r"test label 5 of 'kind' is outside the model's 3 classes"):
-        check_fits(dataset, input_shape=(4,), heads=info.heads)
+        check_labels(dataset, info.heads)
 
 
 def test_token_ids_beyond_the_vocabulary_are_refused_before_the_model_runs(tmp_path):

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from effkit.classifier import Head, OutputKind
-from effkit.data import check_fits, load_dataset
+from effkit.data import check_fits, check_labels, load_dataset
 from effkit.data.sources import load_npz
 from effkit.errors import DataError, InputError
 
@@ -107,13 +107,14 @@ def test_missing_and_unknown_sources(tmp_path):
         load_dataset(tmp_path / "text.npz")
 
 
-def test_check_fits_catches_shape_and_label_mismatches(digits):
-    ten = (Head("dense", OutputKind.PROBABILITIES, 10),)
-    check_fits(digits, input_shape=(8, 8, 1), heads=ten)
+def test_check_fits_and_check_labels_catch_shape_and_label_mismatches(digits):
+    check_fits(digits, input_shape=(8, 8, 1))
+    check_fits(digits, input_shape=(None, 8, 1))
     with pytest.raises(DataError, match=r"shape \(8, 8, 1\) but the model expects \(28, 28, 1\)"):
-        check_fits(digits, input_shape=(28, 28, 1), heads=ten)
+        check_fits(digits, input_shape=(28, 28, 1))
+    check_labels(digits, (Head("dense", OutputKind.PROBABILITIES, 10),))
     with pytest.raises(DataError, match="label 9 is outside the model's 5 classes"):
-        check_fits(digits, input_shape=(None, 8, 1), heads=(Head("dense", OutputKind.PROBABILITIES, 5),))
+        check_labels(digits, (Head("dense", OutputKind.PROBABILITIES, 5),))
 
 
 npz_values = st.dictionaries(

@@ -211,7 +211,8 @@ def _corrupted_float32(inputs, path):
     from effkit.export.tflite import export_tflite
 
     export_tflite(inputs.model, path)
-    kernel = inputs.model.get_layer("dense").get_weights()[0]
+    dense = next(layer for layer in inputs.model.layers if type(layer).__name__ == "Dense")  # names vary by order
+    kernel = dense.get_weights()[0]
     data = path.read_bytes()
     stored = kernel.T.astype("float32").tobytes()  # TFLite keeps FullyConnected weights as [out, in]
     at = data.find(stored)

@@ -169,21 +169,22 @@ def check_sizes(dataset: Dataset) -> None:
             raise DataError(f"the {split_name} split is empty")
 
 
-def check_fits(dataset: Dataset, *, input_shape: tuple, heads: tuple | None = None) -> None:
-    """Raise a DataError when the data cannot feed a model with this input shape (and these heads).
-
-    Args:
-        dataset: the data.
-        input_shape: the model's input shape without the batch dimension (None for any size).
-        heads: the model's `classifier.Head`s; classification labels must lie within each head's classes.
-    """
+def check_fits(dataset: Dataset, *, input_shape: tuple) -> None:
+    """Raise a DataError when the data's samples cannot feed a model with this input shape (None: any size)."""
     expected = tuple(input_shape)
     actual = dataset.input_shape
     if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual, strict=False)):
         shown = tuple("?" if e is None else e for e in expected)
         raise DataError(f"data samples have shape {actual} but the model expects {shown}")
-    if heads is None:
-        return
+
+
+def check_labels(dataset: Dataset, heads: tuple) -> None:
+    """Raise a DataError when a classification head's labels are not class indices within its classes.
+
+    Args:
+        dataset: the data.
+        heads: the model's `classifier.Head`s (known once the model has run on a sample).
+    """
     names = [head.name for head in heads]
     for split_name in SPLITS:
         labels = dataset.labels(split_name, names)
