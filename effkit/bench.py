@@ -42,7 +42,7 @@ class SuiteModel:
     data: str
     reference: str | None = None
     path: str | None = None
-    epochs: int | None = None  # training epochs for a reference model (each phase); None: its recipe's
+    epochs: int | None = None  # training epochs for a reference model (each phase); None: its training plan's
     compress: dict[str, Any] = field(default_factory=dict)  # overrides of the suite's [compress] settings
 
 
@@ -208,20 +208,20 @@ def run_suite(suite: Suite, out_dir: str | Path) -> SuiteResult:
 
 
 def _trained(model: SuiteModel, out_dir: Path, *, seed: int) -> Path:
-    """The reference model's file, trained now or reused from an earlier run with the same recipe and data."""
+    """The reference model's file, trained now or reused from an earlier run with the same training and data."""
     import effkit_models
 
     from . import __version__, keras_compat
     from .data import load_dataset
 
-    recipe = {
+    training = {
         "reference": model.reference,
         "data": model.data,
         "epochs": model.epochs,
         "seed": seed,
         "effkit": __version__,
     }
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:12]
     path = out_dir / "models" / f"{model.reference}-{key}.keras"
     if path.exists():
         log.info("bench: reusing %s", path)
@@ -231,7 +231,7 @@ def _trained(model: SuiteModel, out_dir: Path, *, seed: int) -> Path:
         model.reference, dataset, generation=keras_compat.KERAS_3, seed=seed, epochs=model.epochs
     )
     keras_compat.save_model(trained, path)
-    write_text(path.with_suffix(".json"), json.dumps(recipe, indent=2) + "\n")
+    write_text(path.with_suffix(".json"), json.dumps(training, indent=2) + "\n")
     return path
 
 

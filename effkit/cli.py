@@ -247,47 +247,19 @@ def _configure_logging(*, quiet: bool, debug: bool) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import effkit_models
 
-    from .classifier import describe, model_input
-    from .data import check_sizes, load_dataset
-    from .errors import DataError
-    from .measure import primary_top1
-    from .runtime import open_runner
-
-    module = effkit_models.get(args.name)
-    if args.keras not in (2, 3):
-        raise ConfigError(f"--keras must be 2 (tf_keras) or 3 (Keras 3), got {args.keras}")
-    if args.epochs is not None and args.epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
-    out = Path(args.out or f"{args.name}.keras")
-    if out.suffix not in (".keras", ".h5"):
-        raise ConfigError(f"--out {out} must end in .keras (or .h5)")
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} exists; pass --overwrite to replace it or choose another --out")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise InputError(f"--out {out} lies under {out.parent}, which is a file")
-    source = args.data or module.DATA
-    try:
-        dataset = load_dataset(source, seed=args.seed)
-    except DataError as error:
-        if args.data or source == module.OFFLINE_DATA:
-            raise
-        raise DataError(
-            f"{error}; or train {args.name} on its offline stand-in: --data {module.OFFLINE_DATA}"
-        ) from None
-    check_sizes(dataset)
-    model = effkit_models.train_reference(args.name, dataset, generation=args.keras, seed=args.seed, epochs=args.epochs)
-    from . import keras_compat
-
-    keras_compat.save_model(model, out)
-    names = list(model_input(model, name=args.name).output_names)
-    info = describe(model, dataset.x_train[:8], name=args.name, labels=dataset.labels("train", names))
-    outputs = open_runner(model, Format.KERAS, outputs=names).predict(dataset.x_test)
-    accuracy = primary_top1(info, outputs, dataset.labels("test", names))
-    print(f"{args.name}: test top-1 {accuracy * 100:.2f}% on {len(dataset.x_test)} {dataset.name} samples; saved {out}")
+    print(
+        effkit_models.train_and_save(
+            args.name,
+            args.out,
+            data=args.data,
+            generation=args.keras,
+            seed=args.seed,
+            epochs=args.epochs,
+            overwrite=args.overwrite,
+        )
+    )
     return EXIT_OK
 
 

@@ -1,7 +1,7 @@
-"""Reference classifiers from the lecture, each a builder plus a training recipe.
+"""Reference classifiers from the lecture, each a builder plus a training plan.
 
 Installed as the package `effkit_models`. Each module defines `DATA` (its dataset), `OFFLINE_DATA` (real data of
-the same shape that needs no network), `RECIPE` and `build(keras, *, input_shape, num_classes)`, written once for
+the same shape that needs no network), `TRAINING` and `build(keras, *, input_shape, num_classes)`, written once for
 both Keras generations: `keras` is the module `effkit.keras_compat.keras_module(generation)` returns. A module may
 add `LOSS_WEIGHTS` (multi-output) or its own `fit` (multi-phase training).
 """
@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib
 import logging
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from effkit.data import Dataset
 from effkit.errors import ConfigError, DataError, EffkitError, first_line
 
-from .recipe import train
+from .training import train
 
 NAMES = ("digits_cnn", "fashion_mlp", "fashion_cnn", "imdb_text", "cifar_cnn", "transfer_mobilenet", "multihead")
 DEFAULT = "digits_cnn"
@@ -41,7 +42,7 @@ def train_reference(
         dataset: training data; the model's input shape and classes follow it.
         generation: 3 for Keras 3, 2 for tf_keras.
         seed: fixes initialisation, shuffling, dropout and augmentation.
-        epochs: overrides the recipe's epochs (each phase's, for multi-phase recipes).
+        epochs: overrides the training plan's epochs (each phase's, for multi-phase plans).
     """
     from effkit import keras_compat
 
@@ -68,9 +69,9 @@ def train_reference(
     if hasattr(module, "fit"):
         result = module.fit(model, dataset, keras=keras, label=name, epochs=epochs)
     else:
-        recipe = module.RECIPE if epochs is None else replace(module.RECIPE, epochs=epochs)
+        plan = module.TRAINING if epochs is None else replace(module.TRAINING, epochs=epochs)
         result = train(
-            model, dataset, keras=keras, recipe=recipe, label=name, loss_weights=getattr(module, "LOSS_WEIGHTS", None)
+            model, dataset, keras=keras, plan=plan, label=name, loss_weights=getattr(module, "LOSS_WEIGHTS", None)
         )
     log.info(
         "trained %s: %d epochs, val accuracy %s, %.1fs",
@@ -80,3 +81,67 @@ def train_reference(
         result.seconds,
     )
     return model
+
+
+def train_and_save(
+    name: str,
+    out: str | Path | None = None,
+    *,
+    data: str | None = None,
+    generation: int = 3,
+    seed: int = 0,
+    epochs: int | None = None,
+    overwrite: bool = False,
+) -> str:
+    """`effkit train`: train a reference classifier, save it, and say how it scores on the test split.
+
+    Args:
+        name: one of `NAMES`.
+        out: the .keras (or .h5) file to write; default `<name>.keras`.
+        data: a dataset name or path; default the model's own dataset (`DATA`).
+        generation: 3 saves a Keras 3 file, 2 a tf_keras one.
+        seed: fixes the split, initialisation and training.
+        epochs: overrides the training plan's epochs.
+        overwrite: replace an existing `out`.
+
+    Returns:
+        One line: the test top-1 and where the model was saved.
+
+    Raises:
+        EffkitError: unknown model, bad options, an existing file, data that cannot be had or does not fit.
+    """
+    from effkit import keras_compat
+    from effkit.classifier import describe, model_input
+    from effkit.config import Format
+    from effkit.data import check_sizes, load_dataset
+    from effkit.errors import InputError
+    from effkit.measure import primary_top1
+    from effkit.runtime import open_runner
+
+    module = get(name)
+    if generation not in (2, 3):
+        raise ConfigError(f"--keras must be 2 (tf_keras) or 3 (Keras 3), got {generation}")
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"--epochs must be >= 1, got {epochs}")
+    out = Path(out or f"{name}.keras")
+    if out.suffix not in (".keras", ".h5"):
+        raise ConfigError(f"--out {out} must end in .keras (or .h5)")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it or choose another --out")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"--out {out} lies under {out.parent}, which is a file")
+    source = data or module.DATA
+    try:
+        dataset = load_dataset(source, seed=seed)
+    except DataError as error:
+        if data or source == module.OFFLINE_DATA:
+            raise
+        raise DataError(f"{error}; or train {name} on its offline stand-in: --data {module.OFFLINE_DATA}") from None
+    check_sizes(dataset)
+    model = train_reference(name, dataset, generation=generation, seed=seed, epochs=epochs)
+    keras_compat.save_model(model, out)
+    names = list(model_input(model, name=name).output_names)
+    info = describe(model, dataset.x_train[:8], name=name, labels=dataset.labels("train", names))
+    outputs = open_runner(model, Format.KERAS, outputs=names).predict(dataset.x_test)
+    accuracy = primary_top1(info, outputs, dataset.labels("test", names))
+    return f"{name}: test top-1 {accuracy * 100:.2f}% on {len(dataset.x_test)} {dataset.name} samples; saved {out}"

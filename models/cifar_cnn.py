@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recipe import Recipe
+from .training import TrainingPlan
 
 DATA = "cifar10"
 OFFLINE_DATA = "digits:32x32x3"
-RECIPE = Recipe(epochs=30, batch_size=64, learning_rate=2e-3, decay_rate=0.92, patience=5)
+TRAINING = TrainingPlan(epochs=30, batch_size=64, learning_rate=2e-3, decay_rate=0.92, patience=5)
 
 
 def build(keras: Any, *, input_shape: tuple[int, ...] = (32, 32, 3), num_classes: int = 10) -> Any:

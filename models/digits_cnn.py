@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recipe import Recipe
+from .training import TrainingPlan
 
 DATA = "digits"
 OFFLINE_DATA = DATA  # shipped inside scikit-learn: always available
-RECIPE = Recipe(epochs=30, batch_size=64, learning_rate=3e-3, decay_rate=0.9, patience=5)
+TRAINING = TrainingPlan(epochs=30, batch_size=64, learning_rate=3e-3, decay_rate=0.9, patience=5)
 
 
 def build(keras: Any, *, input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10) -> Any:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recipe import Recipe
+from .training import TrainingPlan
 
 DATA = "fashion_mnist"
 OFFLINE_DATA = "digits:28x28x1"  # real images of the same shape when Fashion-MNIST is not cached
-RECIPE = Recipe(epochs=20, batch_size=64, learning_rate=1e-3, decay_rate=0.9, patience=4)
+TRAINING = TrainingPlan(epochs=20, batch_size=64, learning_rate=1e-3, decay_rate=0.9, patience=4)
 
 
 def build(keras: Any, *, input_shape: tuple[int, ...] = (28, 28, 1), num_classes: int = 10) -> Any:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recipe import Recipe
+from .training import TrainingPlan
 
 DATA = "imdb"
 OFFLINE_DATA = "synthetic_text"  # token sequences of the same shape with a learnable sentiment
 VOCABULARY = 10_000
 LENGTH = 256
-RECIPE = Recipe(epochs=20, batch_size=64, learning_rate=5e-3, decay_rate=0.9, patience=3)
+TRAINING = TrainingPlan(epochs=20, batch_size=64, learning_rate=5e-3, decay_rate=0.9, patience=3)
 
 
 def build(keras: Any, *, input_shape: tuple[int, ...] = (LENGTH,), num_classes: int = 2) -> Any:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .recipe import Recipe
+from .training import TrainingPlan
 
 DATA = "digits_multihead:28x28x1"
 OFFLINE_DATA = DATA
-RECIPE = Recipe(epochs=25, batch_size=32, learning_rate=2e-3, decay_rate=0.9, patience=5)
+TRAINING = TrainingPlan(epochs=25, batch_size=32, learning_rate=2e-3, decay_rate=0.9, patience=5)
 LOSS_WEIGHTS = {"category": 1.0, "flag": 0.5, "value": 2.0}
 
 

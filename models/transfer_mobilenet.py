@@ -18,12 +18,12 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from .recipe import Recipe, train
+from .training import TrainingPlan, train
 
 DATA = "digits:96x96x3"  # an image folder (--data path/) is the usual real input
 OFFLINE_DATA = DATA
-RECIPE = Recipe(epochs=40, batch_size=32, learning_rate=1e-3, decay_rate=0.95, patience=6)
-FINE_TUNE = Recipe(epochs=6, batch_size=32, learning_rate=1e-4, decay_rate=0.9, patience=3)
+TRAINING = TrainingPlan(epochs=40, batch_size=32, learning_rate=1e-3, decay_rate=0.95, patience=6)
+FINE_TUNE = TrainingPlan(epochs=6, batch_size=32, learning_rate=1e-4, decay_rate=0.9, patience=3)
 FINE_TUNE_FROM = "block_13_expand"  # layers from here on are fine-tuned in the second phase
 ALPHA = 0.35
 
@@ -77,9 +77,9 @@ def fit(model: Any, dataset, *, keras: Any, label: str, epochs: int | None = Non
 
     `epochs` overrides each phase's epochs.
     """
-    first = RECIPE if epochs is None else replace(RECIPE, epochs=epochs)
+    first = TRAINING if epochs is None else replace(TRAINING, epochs=epochs)
     second = FINE_TUNE if epochs is None else replace(FINE_TUNE, epochs=epochs)
-    result = train(model, dataset, keras=keras, recipe=first, label=f"{label} head" if _frozen(model) else label)
+    result = train(model, dataset, keras=keras, plan=first, label=f"{label} head" if _frozen(model) else label)
     if not _frozen(model):
         return result
     base = _base(model)
@@ -89,7 +89,7 @@ def fit(model: Any, dataset, *, keras: Any, label: str, epochs: int | None = Non
         trainable = trainable or layer.name == FINE_TUNE_FROM
         layer.trainable = trainable and not isinstance(layer, keras.layers.BatchNormalization)
     log.info("%s: fine-tuning MobileNetV2 from %s at learning rate %g", label, FINE_TUNE_FROM, FINE_TUNE.learning_rate)
-    return train(model, dataset, keras=keras, recipe=second, label=f"{label} fine-tune")
+    return train(model, dataset, keras=keras, plan=second, label=f"{label} fine-tune")
 
 
 def _base(model: Any) -> Any:

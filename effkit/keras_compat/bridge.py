@@ -18,27 +18,23 @@ log = logging.getLogger("effkit.keras_compat")
 
 
 def max_output_diff(reference: Any, candidate: Any, x, *, batch_size: int = 256) -> float:
-    """Largest absolute difference between two models' outputs on `x` (all outputs, inference mode)."""
+    """Largest absolute difference between two models' outputs on `x` (all outputs, inference mode), output by
+    output in the order effkit keeps them (`classifier.output_names`)."""
     import numpy as np
 
+    from ..classifier import output_names, outputs_as_list
+
+    names = output_names(reference)
     worst = 0.0
     for start in range(0, len(x), batch_size):
         chunk = x[start : start + batch_size]
-        ref = _as_list(reference(chunk, training=False))
-        cand = _as_list(candidate(chunk, training=False))
+        ref = outputs_as_list(reference(chunk, training=False), names)
+        cand = outputs_as_list(candidate(chunk, training=False), names)
         if len(ref) != len(cand):
             raise ModelError(f"bridged model has {len(cand)} outputs, the original {len(ref)}")
         for a, b in zip(ref, cand, strict=True):
             worst = max(worst, float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b)))))
     return worst
-
-
-def _as_list(outputs) -> list:
-    if isinstance(outputs, dict):
-        return [outputs[key] for key in sorted(outputs)]
-    if isinstance(outputs, (list, tuple)):
-        return list(outputs)
-    return [outputs]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ from effkit.train import FitResult, fit
 
 
 @dataclass(frozen=True)
-class Recipe:
+class TrainingPlan:
+    """How a reference classifier is trained (its builder's companion); not an artifact plan."""
+
     epochs: int = 30
     batch_size: int = 32
     learning_rate: float = 2e-3
@@ -25,9 +27,9 @@ class Recipe:
 
 
 def train(
-    model: Any, dataset: Dataset, *, keras: Any, recipe: Recipe, label: str, loss_weights: dict | None = None
+    model: Any, dataset: Dataset, *, keras: Any, plan: TrainingPlan, label: str, loss_weights: dict | None = None
 ) -> FitResult:
-    """Fit a freshly built reference model with its recipe."""
+    """Fit a freshly built reference model with its training plan."""
     info = describe(model, dataset.x_train[:8], name=label, labels=dataset.labels("train", output_names(model)))
     return fit(
         model,
@@ -35,10 +37,10 @@ def train(
         keras=keras,
         heads=info.heads,
         loss_weights=loss_weights,
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        learning_rate=recipe.learning_rate,
-        decay_rate=recipe.decay_rate,
-        patience=recipe.patience,
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        learning_rate=plan.learning_rate,
+        decay_rate=plan.decay_rate,
+        patience=plan.patience,
         label=label,
     )
