@@ -11,14 +11,9 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .cpu import CpuFingerprint
-from .types import Report, Status, Variant
+from .types import Report, Status, Variant, known_fields
 
 SCHEMA_VERSION = 1
-
-
-def _known(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    return {key: value for key, value in data.items() if key in names}
 
 
 @dataclass(frozen=True)
@@ -79,7 +74,7 @@ class VariantResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VariantResult:
-        values = _known(cls, data)
+        values = known_fields(cls, data)
         values["status"] = Status(values.get("status", Status.OK))
         values["latency_grid"] = tuple(values.get("latency_grid") or ())
         for name in ("format", "quantization", "backend"):
@@ -138,7 +133,7 @@ class ModelResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelResult:
-        values = _known(cls, data)
+        values = known_fields(cls, data)
         values["status"] = Status(values.get("status", Status.OK))
         values["variants"] = tuple(VariantResult.from_dict(v) for v in values.get("variants") or ())
         return cls(**values)
@@ -206,7 +201,7 @@ class SuiteResult:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SuiteResult:
-        values = _known(cls, data)
+        values = known_fields(cls, data)
         values.pop("reports", None)
         values.setdefault("suite", "")
         values["models"] = tuple(ModelResult.from_dict(m) for m in values.get("models") or ())

@@ -30,7 +30,7 @@ class Status(StrEnum):
     MISMATCH = "mismatch"
 
 
-def _from_known(cls, data: dict[str, Any]) -> dict[str, Any]:
+def known_fields(cls, data: dict[str, Any]) -> dict[str, Any]:
     """Keep only the keys `cls` knows, so newer reports with extra fields still load."""
     names = {f.name for f in fields(cls)}
     return {key: value for key, value in data.items() if key in names}
@@ -94,7 +94,7 @@ class Latency:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Latency:
-        return cls(**_from_known(cls, data))
+        return cls(**known_fields(cls, data))
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -120,7 +120,7 @@ class Parity:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Parity:
-        return cls(**_from_known(cls, data))
+        return cls(**known_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class Variant:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Variant:
-        values = _from_known(cls, data)
+        values = known_fields(cls, data)
         if values.get("latency_ms"):
             values["latency_ms"] = Latency.from_dict(values["latency_ms"])
         if values.get("latency_grid"):
@@ -220,7 +220,7 @@ class Report:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
-        values = _from_known(cls, data)
+        values = known_fields(cls, data)
         values["variants"] = tuple(Variant.from_dict(v) for v in data.get("variants", ()))
         values["notes"] = tuple(values.get("notes") or ())
         return cls(**values)
