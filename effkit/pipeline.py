@@ -22,7 +22,7 @@ from .classifier import Head, ModelInfo, describe, output_names, vocabulary
 from .config import Backend, CompressConfig, Format, Quant
 from .cpu import fingerprint
 from .data import Dataset, check_fits, check_sizes, check_tokens, fit_sequences, load_dataset
-from .errors import EffkitError, InputError, ModelError, first_line
+from .errors import EffkitError, InputError, first_line
 from .measure import correct_samples, file_sizes, mae, parity, parity_problem, time_latency, top1, weight_sparsity
 from .plots import PLOTS as PLOT_FILES
 from .progress import bar as progress_bar
@@ -346,15 +346,19 @@ class _Run:
     def pruned_variants(self, model: Any, sparsity: float, *, blocked: str | None = None) -> Iterator[Variant]:
         """Prune `model` to `sparsity` and make its variants; a failed prune fails them all, not the run.
 
-        `blocked` says why the model cannot be pruned at all (no faithful tf_keras rebuild of a Keras 3 model).
+        `blocked` says why tfmot cannot prune it (no faithful tf_keras rebuild of a Keras 3 model): `model` is then
+        the Keras 3 model, pruned in Keras 3 itself.
         """
         from .prune import prune
+        from .prune_native import prune_keras3
 
         source_name = f"pruned{round(sparsity * 100):d}"
         try:
+            pruner = prune
             if blocked is not None:
-                raise ModelError(f"pruning needs tf_keras: {blocked}")
-            result = prune(
+                log.info("%s: pruning the Keras 3 model itself, as tfmot cannot: %s", source_name, blocked)
+                pruner = prune_keras3
+            result = pruner(
                 model, self.dataset, info=self.info, sparsity=sparsity, config=self.config.prune, seed=self.config.seed
             )
             outputs = self._runner(result.model, Format.KERAS).predict(self.dataset.x_test)
