@@ -21,7 +21,7 @@ from .classifier import Head, ModelInfo, describe, model_input
 from .config import Backend, CompressConfig, Format, Quant
 from .cpu import fingerprint
 from .data import Dataset, check_fits, check_labels, check_sizes, check_tokens, fit_sequences, load_dataset
-from .errors import EffkitError, ModelError, first_line
+from .errors import EffkitError, first_line
 from .measure import (
     file_sizes,
     mae,
@@ -226,10 +226,10 @@ def _verify_bridge(loaded: keras_compat.LoadedModel, dataset: Dataset) -> tuple[
     """A Keras 3 model rebuilt in tf_keras must give the same outputs on the test split.
 
     Returns the largest output difference (None without a rebuild) and, when there is no faithful rebuild, why
-    the model cannot be pruned; its other variants are then made from the Keras 3 model itself.
+    tfmot cannot prune the model: it is then pruned in Keras 3, and its variants are made from the Keras 3 model.
     """
     if loaded.bridge_error is not None:
-        log.warning("no tf_keras rebuild of the Keras 3 model, so it will not be pruned: %s", loaded.bridge_error)
+        log.warning("no tf_keras rebuild of the Keras 3 model, so it is pruned in Keras 3: %s", loaded.bridge_error)
         return None, loaded.bridge_error
     if not loaded.bridged:
         return None, None
@@ -239,7 +239,7 @@ def _verify_bridge(loaded: keras_compat.LoadedModel, dataset: Dataset) -> tuple[
             f"the tf_keras rebuild of the Keras 3 model differs from it by {diff:.3g} on the test split "
             f"(allowed {keras_compat.BRIDGE_TOLERANCE:g})"
         )
-        log.warning("%s; it will not be pruned", reason)
+        log.warning("%s; it is pruned in Keras 3 instead of by tfmot", reason)
         return diff, reason
     log.info("bridged the Keras 3 model to tf_keras for pruning: max output difference %.3g", diff)
     return diff, None
@@ -268,15 +268,19 @@ class VariantMaker:
     def pruned_variants(self, model: Any, sparsity: float, *, blocked: str | None = None) -> Iterator[Variant]:
         """Prune `model` to `sparsity` and make its variants; a failed prune fails them all, not the run.
 
-        `blocked` says why the model cannot be pruned at all (no faithful tf_keras rebuild of a Keras 3 model).
+        `blocked` says why tfmot cannot prune it (no faithful tf_keras rebuild of a Keras 3 model): `model` is then
+        the Keras 3 model, pruned in Keras 3 itself.
         """
         from .prune import prune
+        from .prune_native import prune_keras3
 
         source_name = f"pruned{round(sparsity * 100):d}"
         try:
+            pruner = prune
             if blocked is not None:
-                raise ModelError(f"pruning needs tf_keras: {blocked}")
-            result = prune(
+                log.info("%s: pruning the Keras 3 model itself, as tfmot cannot: %s", source_name, blocked)
+                pruner = prune_keras3
+            result = pruner(
                 model, self.dataset, info=self.info, sparsity=sparsity, config=self.config.prune, seed=self.config.seed
             )
             outputs = self._runner(result.model, Format.KERAS).predict(self.dataset.x_test)

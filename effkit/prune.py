@@ -33,17 +33,37 @@ class PruneResult:
     epochs_run: int
     val_top1: float
     seconds: float
+    path: str = "tfmot"  # who pruned: tfmot on a tf_keras model (or a Keras 3 model's bridge), or "keras3"
 
     def step_params(self) -> dict[str, Any]:
         """What the variant's `prune` step records."""
         return {
-            "path": "tfmot",  # tfmot on the tf_keras model (a Keras 3 model's bridge)
+            "path": self.path,
             "target_sparsity": self.target_sparsity,
             "sparsity": round(self.sparsity, 4),
             "layers": {name: round(value, 4) for name, value in self.layer_sparsity.items()},
             "epochs": self.epochs_run,
             "val_top1": round(self.val_top1, 4),
         }
+
+
+def ramp_steps(train_samples: int, config: PruneConfig) -> tuple[int, int, int]:
+    """Steps per epoch, and the `frequency` and `end_step` of the sparsity ramp, sized from the real number of steps.
+
+    The ramp spans `ramp_fraction` of the fine-tune in at least 16 mask updates (one per step when it is shorter),
+    so that small data is pruned too (tfmot's default of one update per 100 steps prunes nothing on it).
+    """
+    steps_per_epoch = max(1, math.ceil(train_samples / config.batch_size))
+    ramp = int(config.epochs * steps_per_epoch * config.ramp_fraction)
+    frequency = max(1, ramp // 16)
+    return steps_per_epoch, frequency, max(frequency, frequency * (ramp // frequency))
+
+
+def validation_top1(model: Any, dataset: Dataset, info: ModelInfo) -> float:
+    """The primary head's top-1 on the validation split."""
+    primary = info.primary
+    outputs = KerasRunner(model).predict(dataset.x_val)[info.heads.index(primary)]
+    return top1(outputs, dataset.labels("val", [h.name for h in info.heads])[primary.name], primary.kind)
 
 
 def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, config: PruneConfig, seed: int = 0):
@@ -71,10 +91,8 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
     PruneRegistry = keras_compat.private.prune_registry()
 
     tfk.utils.set_random_seed(seed)
-    steps_per_epoch = max(1, math.ceil(len(dataset.x_train) / config.batch_size))
+    steps_per_epoch, frequency, end_step = ramp_steps(len(dataset.x_train), config)
     total_steps = config.epochs * steps_per_epoch
-    frequency = max(1, int(total_steps * config.ramp_fraction) // 16)
-    end_step = max(frequency, frequency * (int(total_steps * config.ramp_fraction) // frequency))
     schedule = sparsity_api.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency
     )
@@ -123,9 +141,7 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
     )
     stripped = sparsity_api.strip_pruning(wrapped)
     overall, per_layer = weight_sparsity(stripped)
-    primary = info.primary
-    val_outputs = KerasRunner(stripped).predict(dataset.x_val)[info.heads.index(primary)]
-    val_top1 = top1(val_outputs, dataset.labels("val", [h.name for h in info.heads])[primary.name], primary.kind)
+    val_top1 = validation_top1(stripped, dataset, info)
     log.info(
         "%s: measured sparsity %.4f, val top-1 %.2f%% after %d epochs (%.1fs)",
         label,

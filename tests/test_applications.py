@@ -2,15 +2,17 @@
 
 Every family in the installed Keras under ~30M parameters, built in Keras 3 with `weights=None` at the smallest
 input it accepts and with its own `preprocess_input` inside the graph, must bridge to tf_keras with parity (so tfmot
-can prune it) and export to float TFLite and ONNX that reproduce it and take only the model's input. Random weights
-and inputs suffice; about 6 minutes for the zoo on 2 cores, so it runs with `pytest -m slow`.
+can prune it) and export to float TFLite and ONNX that reproduce it and take only the model's input. A family the
+bridge cannot rebuild must be pruned in Keras 3 itself instead. Random weights and inputs suffice; about 8 minutes for
+the zoo on 2 cores, so it runs with `pytest -m zoo`.
 """
 
 import numpy as np
 import pytest
 
 from effkit import keras_compat
-from effkit.config import CompressConfig, Quant
+from effkit.config import CompressConfig, Format, PruneConfig, Quant
+from effkit.data import Dataset
 from effkit.recipes import RECIPES, RecipeInputs
 from effkit.runtime import open_runner
 
@@ -32,8 +34,8 @@ FAMILIES = (
 )
 # Over the ~30M-parameter limit at their smallest, with 10 classes.
 TOO_LARGE = {"inception_resnet_v2": "InceptionResNetV2, 54.4M", "vgg16": "VGG16, 33.6M", "vgg19": "VGG19, 38.9M"}
-# Families the bridge cannot rebuild yet: they are exported and quantized from the Keras 3 model, not pruned.
-NOT_BRIDGED = {"ConvNeXtTiny": "ConvNeXt's LayerScale layer has no tf_keras twin (Keras-3-native pruning: not built)"}
+# Families the bridge cannot rebuild: exported and quantized from the Keras 3 model, and pruned in Keras 3 itself.
+NOT_BRIDGED = {"ConvNeXtTiny": "ConvNeXt's LayerScale layer has no tf_keras twin"}
 RELATIVE_TOLERANCE = 1e-5  # of the largest logit; random networks' logits reach the hundreds
 
 
@@ -109,3 +111,29 @@ def test_application_exports_to_float_tflite_and_onnx(module, member, side, tmp_
         assert np.max(np.abs(outputs - reference)) <= 10 * _tolerance(reference), recipe.format
     graph = onnx.load(str(tmp_path / f"{member}-onnx-none.onnx")).graph
     assert [value.name for value in graph.input] == ["input"]
+
+
+@pytest.mark.zoo
+@pytest.mark.parametrize("module, member, side", [f for f in FAMILIES if f[1] in NOT_BRIDGED], ids=sorted(NOT_BRIDGED))
+def test_application_the_bridge_cannot_rebuild_is_pruned_in_keras3(module, member, side, tmp_path):
+    """The path to pruning without tfmot; two fine-tune steps on random data, about a minute."""
+    from effkit.classifier import describe
+    from effkit.export.tflite import export_tflite
+    from effkit.prune_native import prune_keras3
+
+    model = _build(module, member, side)
+    assert keras_compat.adopt(model).bridge_error is not None
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (96, side, side, 3)).astype("float32")
+    y = rng.integers(0, 10, 96)
+    dataset = Dataset("random", x[:64], y[:64], x[64:80], y[64:80], x[80:], y[80:])
+    before = [w.copy() for w in model.get_weights()]
+    info = describe(model, x[:8], name=member)
+    result = prune_keras3(model, dataset, info=info, sparsity=0.5, config=PruneConfig(epochs=1, batch_size=32))
+    assert result.step_params()["path"] == "keras3" and len(result.pruned_layers) > 20
+    assert result.sparsity == pytest.approx(0.5, abs=0.01)
+    assert all(value == pytest.approx(0.5, abs=0.01) for value in result.layer_sparsity.values())
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
+    reference = np.asarray(result.model(x[80:], training=False))
+    (outputs,) = open_runner(export_tflite(result.model, tmp_path / "pruned.tflite"), Format.TFLITE).predict(x[80:])
+    assert np.max(np.abs(outputs - reference)) <= 10 * _tolerance(reference)
