@@ -36,9 +36,9 @@ def _p50(call) -> float:
 
 
 def main() -> int:
-    import effkit_models
     from ai_edge_litert.interpreter import Interpreter
 
+    from effkit import models as effkit_models
     from effkit.config import Format, LatencyConfig
     from effkit.data import load_dataset
     from effkit.export.onnx import export_onnx

@@ -247,10 +247,10 @@ def _configure_logging(*, quiet: bool, debug: bool) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import effkit_models
+    from . import models as reference_models
 
     print(
-        effkit_models.train_and_save(
+        reference_models.train_and_save(
             args.name,
             args.out,
             data=args.data,
@@ -273,11 +273,11 @@ def _bench(args: argparse.Namespace) -> int:
         gate,
         load_suite,
         read_baseline,
-        regressions_markdown,
         run_suite,
         write_results,
     )
     from .cpu import fingerprint
+    from .gate import regressions_markdown
 
     suite = load_suite(args.suite)
     if args.update_baseline and not args.baseline:

@@ -189,7 +189,7 @@ def compress(
 
 def _model_name(model: Any) -> str:
     if model is None:
-        from effkit_models import DEFAULT
+        from .models import DEFAULT
 
         return DEFAULT
     if isinstance(model, (str, Path)):
@@ -202,10 +202,10 @@ def _load(model, data, *, name: str, config: CompressConfig, safe_mode: bool):
     """The model (trained in memory when None) and the data, loaded for each other: the model's input shape tells
     how to size images and embedded digits. Nothing is written here."""
     if model is None:
-        import effkit_models
+        from . import models as reference_models
 
         dataset = _dataset(data, config, input_shape=None)
-        trained = effkit_models.train_reference(name, dataset, generation=keras_compat.KERAS_2, seed=config.seed)
+        trained = reference_models.train_reference(name, dataset, generation=keras_compat.KERAS_2, seed=config.seed)
         loaded = keras_compat.LoadedModel(original=trained, model=trained, generation=keras_compat.KERAS_2, path=None)
         return loaded, None, dataset
     if isinstance(model, (str, Path)):

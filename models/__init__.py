@@ -1,6 +1,9 @@
 """Reference classifiers from the lecture, each a builder plus a training plan.
 
-Installed as the package `effkit_models`. Each module defines `DATA` (its dataset), `OFFLINE_DATA` (real data of
+Installed as `effkit.models`, a sub-package of effkit mapped to this folder, so that its use of effkit's training
+loop and effkit's use of it are imports within one package, not a cycle between two.
+
+Each module defines `DATA` (its dataset), `OFFLINE_DATA` (real data of
 the same shape that needs no network), `TRAINING` and `build(keras, *, input_shape, num_classes)`, written once for
 both Keras generations: `keras` is the module `effkit.keras_compat.keras_module(generation)` returns. A module may
 add `LOSS_WEIGHTS` (multi-output) or its own `fit` (multi-phase training).

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
-import effkit_models
 import numpy as np
 import pytest
 
 from effkit import keras_compat
+from effkit import models as effkit_models
 from effkit.config import CompressConfig, PruneConfig, Quant
 from effkit.data import load_dataset
 from effkit.pipeline import compress
