@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +92,7 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
     PruneRegistry = keras_compat.private.prune_registry()
 
     tfk.utils.set_random_seed(seed)
-    steps_per_epoch, frequency, end_step = ramp_steps(len(dataset.x_train), config)
-    total_steps = config.epochs * steps_per_epoch
+    _, frequency, end_step = ramp_steps(len(dataset.x_train), config)
     schedule = sparsity_api.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency
     )
@@ -117,18 +117,55 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
     if not pruned_layers:
         raise ModelError("the model has no layer tfmot can prune (Dense, Conv, Embedding, ...)")
 
-    label = f"prune {sparsity:.0%}"
-    log.info(
-        "%s: fine-tuning %d layers, sparsity ramps to target over %d of %d steps",
-        label,
-        len(pruned_layers),
-        end_step,
-        total_steps,
-    )
-    result = fit(
+    return fine_tune(
         wrapped,
         dataset,
         keras=tfk,
+        info=info,
+        sparsity=sparsity,
+        config=config,
+        pruned_layers=tuple(pruned_layers),
+        callbacks=(sparsity_api.UpdatePruningStep(),),
+        finish=sparsity_api.strip_pruning,
+    )
+
+
+def fine_tune(
+    model: Any,
+    dataset: Dataset,
+    *,
+    keras: Any,
+    info: ModelInfo,
+    sparsity: float,
+    config: PruneConfig,
+    pruned_layers: tuple[str, ...],
+    callbacks: tuple,
+    finish: Callable[[Any], Any],
+    path: str = "tfmot",
+) -> PruneResult:
+    """The fine-tune every pruner shares: `train.fit` with the ramp's callbacks and early stopping from the end of
+    the ramp, then `finish` (strip the wrappers, apply the masks a last time) and the measured result.
+
+    Args:
+        model: the model being pruned (wrapped by tfmot, or a Keras 3 clone with masks).
+        callbacks: what advances the sparsity ramp and applies the masks during training.
+        finish: turns the trained model into the pruned deliverable with exact zeros.
+        path: which pruner this is, recorded in the step.
+    """
+    steps_per_epoch, _, end_step = ramp_steps(len(dataset.x_train), config)
+    label = f"prune {sparsity:.0%}"
+    log.info(
+        "%s: fine-tuning %d layers (%s), sparsity ramps to target over %d of %d steps",
+        label,
+        len(pruned_layers),
+        path,
+        end_step,
+        config.epochs * steps_per_epoch,
+    )
+    result = fit(
+        model,
+        dataset,
+        keras=keras,
         heads=info.heads,
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -136,12 +173,12 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
         decay_rate=config.lr_decay_rate,
         patience=config.patience,
         start_from_epoch=math.ceil(end_step / steps_per_epoch),
-        callbacks=(sparsity_api.UpdatePruningStep(),),
+        callbacks=callbacks,
         label=label,
     )
-    stripped = sparsity_api.strip_pruning(wrapped)
-    overall, per_layer = weight_sparsity(stripped)
-    val_top1 = validation_top1(stripped, dataset, info)
+    pruned = finish(model)
+    overall, per_layer = weight_sparsity(pruned)
+    val_top1 = validation_top1(pruned, dataset, info)
     log.info(
         "%s: measured sparsity %.4f, val top-1 %.2f%% after %d epochs (%.1fs)",
         label,
@@ -151,12 +188,13 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
         result.seconds,
     )
     return PruneResult(
-        model=stripped,
+        model=pruned,
         target_sparsity=sparsity,
         sparsity=overall,
         layer_sparsity=per_layer,
-        pruned_layers=tuple(pruned_layers),
+        pruned_layers=pruned_layers,
         epochs_run=result.epochs_run,
         val_top1=val_top1,
         seconds=result.seconds,
+        path=path,
     )

@@ -24,9 +24,7 @@ from .classifier import ModelInfo
 from .config import PruneConfig
 from .data import Dataset
 from .errors import ModelError, first_line
-from .measure import weight_sparsity
-from .prune import PruneResult, ramp_steps, validation_top1
-from .train import fit
+from .prune import PruneResult, fine_tune, ramp_steps
 
 log = logging.getLogger("effkit")
 
@@ -85,7 +83,7 @@ def prune_keras3(
         raise ModelError("prune_keras3() takes a Keras 3 model; tf_keras models are pruned by tfmot (prune.prune)")
     keras = keras_compat.keras3()
     keras.utils.set_random_seed(seed)
-    steps_per_epoch, frequency, end_step = ramp_steps(len(dataset.x_train), config)
+    _, frequency, end_step = ramp_steps(len(dataset.x_train), config)
     ramp = PolynomialRamp(sparsity, end_step=end_step, frequency=frequency)
     working = _clone(model, keras)
     targets = prunable_weights(working, keras)
@@ -94,48 +92,20 @@ def prune_keras3(
     masks = _Masks(keras, [variable for _, variable in targets], ramp)
     pruned_layers = tuple(dict.fromkeys(name for name, _ in targets))
 
-    label = f"prune {sparsity:.0%}"
-    log.info(
-        "%s: fine-tuning %d layers in Keras 3 (no tfmot), sparsity ramps to target over %d of %d steps",
-        label,
-        len(pruned_layers),
-        end_step,
-        config.epochs * steps_per_epoch,
-    )
-    result = fit(
+    def finish(trained: Any) -> Any:
+        masks.apply()  # early stopping may have restored weights: the result holds exact zeros either way
+        return trained
+
+    return fine_tune(
         working,
         dataset,
         keras=keras,
-        heads=info.heads,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        decay_rate=config.lr_decay_rate,
-        patience=config.patience,
-        start_from_epoch=math.ceil(end_step / steps_per_epoch),
-        callbacks=(masks.callback(),),
-        label=label,
-    )
-    masks.apply()  # early stopping may have restored weights: the result holds exact zeros either way
-    overall, per_layer = weight_sparsity(working)
-    val_top1 = validation_top1(working, dataset, info)
-    log.info(
-        "%s: measured sparsity %.4f, val top-1 %.2f%% after %d epochs (%.1fs)",
-        label,
-        overall,
-        val_top1 * 100,
-        result.epochs_run,
-        result.seconds,
-    )
-    return PruneResult(
-        model=working,
-        target_sparsity=sparsity,
-        sparsity=overall,
-        layer_sparsity=per_layer,
+        info=info,
+        sparsity=sparsity,
+        config=config,
         pruned_layers=pruned_layers,
-        epochs_run=result.epochs_run,
-        val_top1=val_top1,
-        seconds=result.seconds,
+        callbacks=(masks.callback(),),
+        finish=finish,
         path=PATH,
     )
 
