@@ -27,7 +27,10 @@ from .config import (
     ParityConfig,
     PruneConfig,
     Quant,
+    SearchConfig,
+    SearchGoal,
     parse_counts,
+    parse_duration,
     parse_enum,
     parse_enum_list,
     parse_sparsities,
@@ -152,6 +155,13 @@ def _parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--memory", action="store_true", help="measure each runtime's peak memory in a process of its own (~1 s each)"
     )
+    compress.add_argument(
+        "--search",
+        choices=[goal.value for goal in SearchGoal],
+        help="search for the smallest (size) or fastest (latency) artifact within --max-accuracy-drop, deciding "
+        "on the validation split, instead of measuring the --sparsity grid",
+    )
+    compress.add_argument("--budget", help="wall-time bound for --search, e.g. 300s, 10m, 1h (default: none)")
     compress.add_argument("--prune-epochs", type=int, default=PruneConfig.epochs, help="fine-tune epochs per sparsity")
     compress.add_argument(
         "--calibration-samples",
@@ -329,6 +339,15 @@ def _tflite_backends(text: str) -> tuple[Backend, ...]:
         raise ConfigError(f"unknown TFLite backend {text!r}; known: {', '.join(choices)}") from None
 
 
+def _search_config(args: argparse.Namespace) -> SearchConfig | None:
+    if args.search is None:
+        if args.budget is not None:
+            raise ConfigError("--budget bounds a search: add --search size or --search latency")
+        return None
+    budget = parse_duration(args.budget) if args.budget is not None else None
+    return SearchConfig(goal=SearchGoal(args.search), budget_seconds=budget)
+
+
 def _compress(args: argparse.Namespace) -> int:
     config = CompressConfig(
         sparsities=parse_sparsities(args.sparsity),
@@ -351,6 +370,7 @@ def _compress(args: argparse.Namespace) -> int:
             calibration=parse_enum(OrtCalibration, args.onnx_calibration, what="ONNX calibration"),
         ),
         parity=ParityConfig(quantized_agreement=args.min_agreement),
+        search=_search_config(args),
     )
     config.validate()
 

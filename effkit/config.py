@@ -28,6 +28,14 @@ class Quant(StrEnum):
     INT16X8 = "int16x8"  # int8 weights, int16 activations (static, calibrated)
 
 
+class Precision(StrEnum):
+    """One layer's weights in a per-layer quantization plan (`quantize.litert.LayerPlan`)."""
+
+    FLOAT = "float"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
 class Backend(StrEnum):
     KERAS = "keras"
     CONVERTER = "converter"  # the TFLite converter's post-training quantization
@@ -186,6 +194,64 @@ class LatencyConfig:
             raise ConfigError(f"latency min runs must be >= 1, got {self.min_runs}")
 
 
+class SearchGoal(StrEnum):
+    SIZE = "size"  # the smallest artifact (gzip bytes) within the accuracy budget
+    LATENCY = "latency"  # the fastest artifact (p50 at the headline batch and threads) within the budget
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `10m`, `1.5h` or plain seconds -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    value = text.strip().lower()
+    scale = units.get(value[-1:])
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ConfigError(f"budget {text!r} is not a duration; use e.g. 300s, 10m or 1h") from None
+    if not seconds > 0:
+        raise ConfigError(f"budget must be positive, got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The accuracy-aware search (`effkit.search`): what it optimises, how long it may take, what it tries.
+
+    Decisions read only the validation split; `CompressConfig.max_accuracy_drop` is the budget in percentage points.
+    """
+
+    goal: SearchGoal = SearchGoal.SIZE
+    budget_seconds: float | None = None  # wall time for the search; None = no bound
+    levels: tuple[float, ...] = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)  # progressive overall sparsities
+    level_epochs: int = 8  # fine-tune epochs per level, each continuing from the previous level's model
+    clusters: tuple[int, ...] = (32, 16, 8)  # cluster counts tried on the sparsest models within budget
+    cluster_epochs: int = 6
+    hard_sparsity: float = 0.9  # sensitivity: one layer alone pruned to this share, without fine-tuning
+    int4_max_drop: float = 0.5  # a layer takes int4 weights when that alone costs at most this many pp on val
+    qat: bool = True  # QAT fallback when post-training int8 of the chosen model misses the budget
+    force_qat: bool = False  # run the QAT path even when PTQ is within budget (tests, comparisons)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "goal", SearchGoal(self.goal))
+        object.__setattr__(self, "levels", tuple(float(level) for level in self.levels))
+        object.__setattr__(self, "clusters", tuple(int(count) for count in self.clusters))
+
+    def validate(self) -> None:
+        if not self.levels or any(not 0.0 < level < 1.0 for level in self.levels):
+            raise ConfigError(f"search levels must be sparsities in (0, 1), got {list(self.levels)}")
+        if list(self.levels) != sorted(set(self.levels)):
+            raise ConfigError(f"search levels must increase, got {list(self.levels)}")
+        if any(not 2 <= count <= 256 for count in self.clusters):
+            raise ConfigError(f"cluster counts must be in [2, 256], got {list(self.clusters)}")
+        if self.budget_seconds is not None and not self.budget_seconds > 0:
+            raise ConfigError(f"search budget must be positive seconds, got {self.budget_seconds}")
+        if self.level_epochs < 1 or self.cluster_epochs < 1:
+            raise ConfigError("search fine-tune epochs must be >= 1")
+        if not 0.0 < self.hard_sparsity < 1.0:
+            raise ConfigError(f"sensitivity hard sparsity must be in (0, 1), got {self.hard_sparsity}")
+
+
 @dataclass(frozen=True)
 class CompressConfig:
     """Everything `effkit compress` can be told."""
@@ -201,6 +267,7 @@ class CompressConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     onnx_quant: OnnxQuantConfig = field(default_factory=OnnxQuantConfig)
     parity: ParityConfig = field(default_factory=ParityConfig)
+    search: SearchConfig | None = None  # None: measure the grid above; else search within max_accuracy_drop
 
     def __post_init__(self) -> None:
         # Normalise so that a config built from Python strings equals one built by the CLI.
@@ -229,6 +296,8 @@ class CompressConfig:
         self.prune.validate()
         self.latency.validate()
         self.parity.validate()
+        if self.search is not None:
+            self.search.validate()
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -241,6 +310,13 @@ class CompressConfig:
         data["latency"]["threads"] = list(self.latency.threads)
         data["onnx_quant"]["types"] = self.onnx_quant.types.value
         data["onnx_quant"]["calibration"] = self.onnx_quant.calibration.value
+        if self.search is not None:
+            data["search"] = {
+                **data["search"],
+                "goal": self.search.goal.value,
+                "levels": list(self.search.levels),
+                "clusters": list(self.search.clusters),
+            }
         return data
 
     @classmethod
@@ -250,9 +326,15 @@ class CompressConfig:
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known: {sorted(known)}")
         values = dict(data)
-        nested = {"prune": PruneConfig, "latency": LatencyConfig, "onnx_quant": OnnxQuantConfig, "parity": ParityConfig}
+        nested = {
+            "prune": PruneConfig,
+            "latency": LatencyConfig,
+            "onnx_quant": OnnxQuantConfig,
+            "parity": ParityConfig,
+            "search": SearchConfig,
+        }
         for name, nested_class in nested.items():
-            if name in values:
+            if values.get(name) is not None:
                 allowed = {f.name for f in fields(nested_class)}
                 extra = sorted(set(values[name]) - allowed)
                 if extra:

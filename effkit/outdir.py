@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from .errors import InputError
-from .plots import PLOTS as PLOT_FILES
+from .plots import ALL_PLOTS as PLOT_FILES
 from .report import REPORT_HTML, REPORT_JSON, REPORT_MD
 from .types import Report
 

@@ -161,7 +161,9 @@ def compress(
 
     variants: list[Variant] = []
     complete = False
-    planned = (1 + len(config.sparsities)) * (1 + len(recipes))  # each source's Keras variant and its recipes
+    search = None
+    sources = 1 if config.search else 1 + len(config.sparsities)  # a search makes its own pruned sources
+    planned = sources * (1 + len(recipes))  # each source's Keras variant and its recipes
     try:
         with progress_bar(f"{name}: variants", planned) as advance:
             baseline = SourceModel(BASELINE_SOURCE, working, (), weight_sparsity(working)[0], baseline_outputs)
@@ -169,15 +171,18 @@ def compress(
             for variant in run.variants_of(baseline, keras_path=model_path):
                 variants.append(variant)
                 advance(1)
-            for sparsity in config.sparsities:
+            for sparsity in () if config.search else config.sparsities:
                 for variant in run.pruned_variants(working, sparsity, blocked=prune_blocker):
                     variants.append(variant)
                     advance(1)
-            interrupt.check()
-            complete = True
+        if config.search is not None:
+            search = _new_search(run, working, out_dir, name=name, prune_blocker=prune_blocker)
+            _run_search(search, run, out_dir, variants)
+        interrupt.check()
+        complete = True
     finally:
         # Also on Ctrl-C or an internal error: what was measured is written, marked incomplete.
-        report = _report(variants, config, model_record, dataset, run.baseline_top1, complete=complete)
+        report = _report(variants, config, model_record, dataset, run.baseline_top1, complete=complete, search=search)
         write_report(report, out_dir)
     try:
         write_visual_report(report, out_dir)
@@ -433,6 +438,71 @@ class VariantMaker:
         )
 
 
+def _new_search(run: VariantMaker, model: Any, out_dir: Path, *, name: str, prune_blocker: str | None):
+    """The accuracy-aware search for this run; its sensitivity cache is this output folder's or a sibling's."""
+    from .search import Search
+
+    siblings = sorted(p for p in out_dir.parent.glob(f"{name}*") if p.is_dir() and p != out_dir)
+    return Search(
+        model,
+        run.dataset,
+        info=run.info,
+        config=run.config,
+        calibration=run.calibration,
+        cache_dirs=(out_dir, *siblings),
+        prune_blocker=prune_blocker,
+    )
+
+
+def _run_search(search, run: VariantMaker, out_dir: Path, variants: list[Variant]) -> None:
+    """Decide on validation, then measure the front on test until one is within budget.
+
+    The trace lives on `search` as it grows, so an interruption still reports it; each variant measured on test
+    is appended to `variants` as soon as it is measured.
+    """
+    from .search import copy_artifact
+
+    test_outputs: dict[int, np.ndarray] = {}
+
+    def measure(artifact) -> Variant:
+        """A front candidate as a report variant: its file in artifacts/, measured on test like every other."""
+        name = f"search-{artifact.candidate.name}"
+        path = copy_artifact(artifact.path, run.artifacts / f"{name}{artifact.path.suffix}")
+        key = id(artifact.source.model)
+        if key not in test_outputs:
+            test_outputs[key] = run._runner(artifact.source.model, Format.KERAS).predict(run.dataset.x_test)
+        source = SourceModel(name, artifact.source.model, artifact.steps, artifact.source.sparsity, test_outputs[key])
+        variant = Variant(
+            name=name,
+            format=artifact.fmt,
+            quantization=artifact.quantization,
+            backend=artifact.backend,
+            path=shown_path(path, out_dir),
+            steps=artifact.steps,
+        )
+        try:
+            runner = run._runner(path, artifact.fmt)
+        except Exception as error:
+            measured = _failed(variant, error)
+        else:
+            measured = run.measure_variant(variant, runner, path, source, load_ms=None)
+        variants.append(measured)
+        return measured
+
+    try:
+        search.run()
+        chosen = search.confirm(measure)
+        if chosen is None:
+            log.warning("search: no candidate is within %.2f pp on the test split", run.config.max_accuracy_drop)
+            search.notes.append("search: no candidate is within the budget on the test split")
+        else:
+            log.info(
+                "search: recommends %s (search %s after %.0fs)", chosen.name, search.stopped, search.deadline.elapsed
+            )
+    finally:
+        search.close()
+
+
 def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:
     from .files import atomic_output
 
@@ -464,17 +534,26 @@ def one_line_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {first_line(error)}"
 
 
-def _report(variants, config: CompressConfig, model_record, dataset: Dataset, baseline_top1, *, complete) -> Report:
+def _report(
+    variants, config: CompressConfig, model_record, dataset: Dataset, baseline_top1, *, complete, search=None
+) -> Report:
     variants = _with_compression(variants)
+    recommended = recommend(variants, max_accuracy_drop=config.max_accuracy_drop)
+    notes = speed_notes(variants, fingerprint())
+    if search is not None:
+        recommended = search.chosen_variant() or recommended
+        notes = [*notes, *search.notes]
     return Report(
-        notes=speed_notes(variants, fingerprint()),
+        search=search.trace() if search is not None else None,
+        sensitivity=search.sensitivity.to_dict() if search is not None and search.sensitivity else None,
+        notes=tuple(notes),
         environment=environment(),
         config=config.to_dict(),
         model=model_record,
         data=dataset.summary(),
         baseline={"name": variant_name(BASELINE_SOURCE, Format.KERAS), "top1": baseline_top1},
         variants=tuple(variants),
-        recommended=recommend(variants, max_accuracy_drop=config.max_accuracy_drop),
+        recommended=recommended,
         complete=complete,
     )
 

@@ -14,11 +14,14 @@ from .files import atomic_output
 from .types import Report, Status, Variant
 
 COLORS = {"keras": "#7f7f7f", "tflite": "#1f77b4", "onnx": "#ff7f0e"}
-MARKERS = {"none": "o", "dynamic": "s", "float16": "^", "int8": "D", "int16x8": "v"}
+MARKERS = {"none": "o", "dynamic": "s", "float16": "^", "int8": "D", "int16x8": "v", "int4": "P"}
 PLOTS = {
     "accuracy_vs_size.png": ("gzip_bytes", "gzip size (KiB, log scale)", 1 / 1024),
     "accuracy_vs_latency.png": ("p50", "p50 latency (ms, log scale)", 1.0),
 }
+SEARCH_PLOT = "search_front.png"
+SENSITIVITY_PLOT = "sensitivity.png"
+ALL_PLOTS = (*PLOTS, SEARCH_PLOT, SENSITIVITY_PLOT)  # every file plotting may write, for the output folder's policy
 
 
 def pareto_front(points: Sequence[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
@@ -139,3 +142,78 @@ def plot_tradeoffs(report: Report, out_dir: Path) -> list[Path]:
         plt.close(figure)
         written.append(path)
     return written
+
+
+def plot_search(report: Report, out_dir: Path) -> list[Path]:
+    """search_front.png (validation drop against the objective for every artifact candidate, front and choice
+    marked) and sensitivity.png (each layer's drops), when the report has them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    trace = report.search or {}
+    artifacts = [c for c in trace.get("candidates", []) if c["kind"] == "artifact" and c.get("val_drop_pp") is not None]
+    if artifacts:
+        latency = trace.get("goal") == "latency"
+        key, label = ("p50_ms", "p50 latency, quick protocol (ms)") if latency else ("gzip_bytes", "gzip size (KiB)")
+        scale = 1.0 if latency else 1 / 1024
+        figure, axes = plt.subplots(figsize=(9, 5), dpi=110)
+        styles = {
+            "chosen": ("*", "gold", 260),
+            "front": ("o", "#2ca02c", 60),
+            "rejected on test": ("X", "#d62728", 70),
+            "dominated": ("o", "#9ecae1", 36),
+            "dropped": ("x", "#7f7f7f", 36),
+        }
+        for decision, (marker, color, size) in styles.items():
+            points = [c for c in artifacts if c["decision"] == decision and c.get(key) is not None]
+            if points:
+                axes.scatter([c[key] * scale for c in points], [c["val_drop_pp"] for c in points], marker=marker,
+                             c=color, s=size, edgecolors="black", linewidths=0.4, label=decision, zorder=3)  # fmt: skip
+        for c in artifacts:
+            if c["decision"] in ("chosen", "front", "rejected on test") and c.get(key) is not None:
+                axes.annotate(c["name"], (c[key] * scale, c["val_drop_pp"]), textcoords="offset points",
+                              xytext=(4, 4), fontsize=7)  # fmt: skip
+        axes.axhline(trace.get("max_accuracy_drop", 0), color="#d62728", linestyle="--", linewidth=1,
+                     label="budget")  # fmt: skip
+        axes.set_xscale("log")
+        axes.set_xlabel(f"{label}, log scale")
+        axes.set_ylabel("validation top-1 drop (pp)")
+        axes.set_title(f"{report.model.get('name', 'model')}: search candidates ({trace.get('goal')})")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend(fontsize=7)
+        figure.tight_layout()
+        written.append(_save(figure, Path(out_dir) / SEARCH_PLOT))
+        plt.close(figure)
+    rows = (report.sensitivity or {}).get("layers", [])
+    if rows:
+        import numpy as np
+
+        figure, axes = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6), dpi=110)
+        positions = np.arange(len(rows))
+        for offset, (field, color, name) in zip(
+            (-0.27, 0.0, 0.27),
+            (("prune_drop_pp", "#1f77b4", "pruned hard"), ("int8_drop_pp", "#ff7f0e", "int8"),
+             ("int4_drop_pp", "#2ca02c", "int4 weights")),
+            strict=True,
+        ):  # fmt: skip
+            values = [row.get(field) or 0.0 for row in rows]
+            axes.barh(positions + offset, values, height=0.26, color=color, label=name)
+        axes.set_yticks(positions, [f"{row['layer']} ({row['weights']:,})" for row in rows], fontsize=7)
+        axes.invert_yaxis()
+        axes.set_xlabel("validation top-1 drop when this layer alone changes (pp)")
+        axes.set_title(f"{report.model.get('name', 'model')}: per-layer sensitivity")
+        axes.grid(True, axis="x", alpha=0.3)
+        axes.legend(fontsize=7)
+        figure.tight_layout()
+        written.append(_save(figure, Path(out_dir) / SENSITIVITY_PLOT))
+        plt.close(figure)
+    return written
+
+
+def _save(figure, path: Path) -> Path:
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format="png")
+    return path

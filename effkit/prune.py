@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,27 @@ def validation_top1(model: Any, dataset: Dataset, info: ModelInfo) -> float:
     return top1(outputs, dataset.labels("val", [h.name for h in info.heads])[primary.name], primary.kind)
 
 
-def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, config: PruneConfig, seed: int = 0):
+def layer_schedule(
+    name: str, sparsity: float, *, targets: Mapping[str, float] | None, start: Mapping[str, float] | None
+) -> tuple[float, float]:
+    """(initial, final) sparsity of one layer's ramp: its own target when `targets` names it (non-uniform
+    sparsity), else the overall one; it starts from the sparsity it already has (`start`, progressive pruning)."""
+    final = (targets or {}).get(name, sparsity)
+    initial = min((start or {}).get(name, 0.0), final)
+    return initial, final
+
+
+def prune(
+    model: Any,
+    dataset: Dataset,
+    *,
+    info: ModelInfo,
+    sparsity: float,
+    config: PruneConfig,
+    seed: int = 0,
+    layer_targets: Mapping[str, float] | None = None,
+    start: Mapping[str, float] | None = None,
+):
     """Prune a tf_keras classifier to `sparsity` and fine-tune it on the dataset's train split.
 
     Args:
@@ -77,6 +97,10 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
         sparsity: target share of zeros in each prunable kernel, in [0, 1).
         config: fine-tune length, learning rate and schedule shape.
         seed: fixes shuffling and dropout.
+        layer_targets: per-layer sparsity by layer name (non-uniform pruning); other layers get `sparsity`, and a
+            layer whose target is 0 is left dense.
+        start: the sparsity each layer already has (a model pruned to a lower level): its ramp starts there, so
+            that pruning continues from that model instead of from scratch.
 
     Returns:
         A PruneResult whose `model` is a new, stripped tf_keras model.
@@ -93,9 +117,14 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
 
     tfk.utils.set_random_seed(seed)
     _, frequency, end_step = ramp_steps(len(dataset.x_train), config)
-    schedule = sparsity_api.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step, frequency=frequency
-    )
+
+    def schedule(name: str):
+        initial, final = layer_schedule(name, sparsity, targets=layer_targets, start=start)
+        if final <= 0.0:
+            return None
+        return sparsity_api.PolynomialDecay(
+            initial_sparsity=initial, final_sparsity=final, begin_step=0, end_step=end_step, frequency=frequency
+        )
 
     pruned_layers: list[str] = []
 
@@ -103,8 +132,11 @@ def prune(model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, con
         if isinstance(layer, tfk.Model):  # a nested base (MobileNetV2 inside a transfer model): prune inside it
             return tfk.models.clone_model(layer, clone_function=wrap)
         if isinstance(layer, sparsity_api.PrunableLayer) or (PruneRegistry.supports(layer) and layer.weights):
+            ramp = schedule(layer.name)
+            if ramp is None:
+                return layer
             pruned_layers.append(layer.name)
-            return sparsity_api.prune_low_magnitude(layer, pruning_schedule=schedule)
+            return sparsity_api.prune_low_magnitude(layer, pruning_schedule=ramp)
         return layer
 
     # clone_model rebuilds every layer with fresh weights: copy them, then wrap the copies.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from .classifier import ModelInfo
 from .config import PruneConfig
 from .data import Dataset
 from .errors import ModelError, first_line
-from .prune import PruneResult, fine_tune, ramp_steps
+from .prune import PruneResult, fine_tune, layer_schedule, ramp_steps
 
 log = logging.getLogger("effkit")
 
@@ -44,16 +45,17 @@ PRUNED_WEIGHTS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class PolynomialRamp:
-    """tfmot's `PolynomialDecay(initial_sparsity=0, final_sparsity=target, begin_step=0, power=3)` as a value."""
+    """tfmot's `PolynomialDecay(initial_sparsity, final_sparsity=target, begin_step=0, power=3)` as a value."""
 
     target: float
     end_step: int
     frequency: int
     power: int = 3
+    initial: float = 0.0
 
     def sparsity_at(self, step: int) -> float:
         progress = min(1.0, max(0.0, step / self.end_step))
-        return self.target * (1.0 - (1.0 - progress) ** self.power)
+        return self.target + (self.initial - self.target) * (1.0 - progress) ** self.power
 
     def updates_at(self, step: int) -> bool:
         """Whether the masks are recomputed at this step (counted from 1, one per optimizer step)."""
@@ -61,7 +63,15 @@ class PolynomialRamp:
 
 
 def prune_keras3(
-    model: Any, dataset: Dataset, *, info: ModelInfo, sparsity: float, config: PruneConfig, seed: int = 0
+    model: Any,
+    dataset: Dataset,
+    *,
+    info: ModelInfo,
+    sparsity: float,
+    config: PruneConfig,
+    seed: int = 0,
+    layer_targets: Mapping[str, float] | None = None,
+    start: Mapping[str, float] | None = None,
 ) -> PruneResult:
     """Prune a Keras 3 classifier to `sparsity` in Keras 3 and fine-tune it on the dataset's train split.
 
@@ -72,6 +82,7 @@ def prune_keras3(
         sparsity: target share of zeros in each pruned weight, in [0, 1).
         config: fine-tune length, learning rate and schedule shape, as for `prune.prune`.
         seed: fixes shuffling and dropout.
+        layer_targets, start: per-layer targets and starting sparsities, as for `prune.prune`.
 
     Returns:
         A PruneResult whose `model` is a new Keras 3 model and whose step records `"path": "keras3"`.
@@ -84,12 +95,16 @@ def prune_keras3(
     keras = keras_compat.keras3()
     keras.utils.set_random_seed(seed)
     _, frequency, end_step = ramp_steps(len(dataset.x_train), config)
-    ramp = PolynomialRamp(sparsity, end_step=end_step, frequency=frequency)
+
+    def ramp(name: str) -> PolynomialRamp:
+        initial, final = layer_schedule(name, sparsity, targets=layer_targets, start=start)
+        return PolynomialRamp(final, end_step=end_step, frequency=frequency, initial=initial)
+
     working = _clone(model, keras)
-    targets = prunable_weights(working, keras)
+    targets = [(name, variable) for name, variable in prunable_weights(working, keras) if ramp(name).target > 0]
     if not targets:
         raise ModelError("the model has no layer effkit can prune in Keras 3 (Dense, Conv, Embedding, ...)")
-    masks = _Masks(keras, [variable for _, variable in targets], ramp)
+    masks = _Masks(keras, [variable for _, variable in targets], [ramp(name) for name, _ in targets])
     pruned_layers = tuple(dict.fromkeys(name for name, _ in targets))
 
     def finish(trained: Any) -> Any:
@@ -143,17 +158,20 @@ def _clone(model: Any, keras: Any) -> Any:
 class _Masks:
     """One magnitude mask per pruned weight: recomputed at the ramp's update steps, applied after every step."""
 
-    def __init__(self, keras: Any, variables: list[Any], ramp: PolynomialRamp):
+    def __init__(self, keras: Any, variables: list[Any], ramps: list[PolynomialRamp]):
         self.keras = keras
         self.variables = variables
-        self.ramp = ramp
+        self.ramps = ramps  # one per variable: non-uniform targets, each from its own starting sparsity
         self.masks: list[Any] = [None] * len(variables)  # None: nothing pruned yet
         self.step = 0
 
-    def update(self, sparsity: float) -> None:
+    def update(self, step: int) -> None:
         """tfmot's rule: keep the round(n * (1 - sparsity)) largest magnitudes (at least one), and their ties."""
         ops = self.keras.ops
-        for index, variable in enumerate(self.variables):
+        for index, (variable, ramp) in enumerate(zip(self.variables, self.ramps, strict=True)):
+            if not ramp.updates_at(step):
+                continue
+            sparsity = ramp.sparsity_at(step)
             magnitudes = ops.abs(variable.value)
             size = math.prod(variable.shape)
             keep = max(round(size * (1.0 - sparsity)), 1)
@@ -167,8 +185,7 @@ class _Masks:
 
     def after_step(self) -> None:
         self.step += 1
-        if self.ramp.updates_at(self.step):
-            self.update(self.ramp.sparsity_at(self.step))
+        self.update(self.step)
         self.apply()
 
     def callback(self) -> Any:

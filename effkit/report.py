@@ -121,9 +121,9 @@ def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
 
 def write_visual_report(report: Report, out_dir: Path) -> list[Path]:
     """The trade-off plots (PNG) and report.html, which embeds them and the table (one self-contained file)."""
-    from .plots import plot_tradeoffs
+    from .plots import plot_search, plot_tradeoffs
 
-    images = plot_tradeoffs(report, out_dir)
+    images = plot_tradeoffs(report, out_dir) + plot_search(report, out_dir)
     html = write_text(Path(out_dir) / REPORT_HTML, to_html(report, images))
     return [*images, html]
 
@@ -204,6 +204,10 @@ def to_markdown(report: Report) -> str:
         lines += ["Notes:", ""]
         lines += [f"- {note}" for note in report.notes]
         lines.append("")
+    if report.search:
+        lines += search_section(report.search), ""
+    if report.sensitivity:
+        lines += sensitivity_section(report.sensitivity), ""
     latency = report.config.get("latency", {})
     headline = next((v.latency_ms for v in report.variants if v.latency_ms and v.format != Format.KERAS), None)
     batch, threads = (headline.batch, headline.threads) if headline else ("?", "?")
@@ -221,6 +225,75 @@ def to_markdown(report: Report) -> str:
     env = report.environment
     lines.append(f"Machine: {machine_line(env)}, Python {env.get('python', '?')}.")
     return "\n".join(lines) + "\n"
+
+
+def search_section(trace: dict[str, Any]) -> str:
+    """The search's trace: every candidate tried, in order, with why it was kept or dropped."""
+    budget = trace.get("budget_seconds")
+    head = (
+        f"## Search: {trace.get('goal')} within {trace.get('max_accuracy_drop')} pp\n\n"
+        f"Decided on the validation split (baseline {_percent(trace.get('baseline_val_top1'))}); "
+        f"{len(trace.get('candidates', []))} candidates in {trace.get('seconds', 0):.0f} s"
+        f"{f' of a {budget:.0f} s budget' if budget else ''}, stopped: {trace.get('stopped')}. "
+        "The front was measured on the test split in order until one was within budget there."
+    )
+    rows = [
+        (
+            f"`{c['name']}`",
+            c["kind"],
+            c.get("parent") or "",
+            _settings(c.get("settings") or {}),
+            _percent(c.get("val_top1")),
+            _signed(-c["val_drop_pp"] if c.get("val_drop_pp") is not None else None),
+            _kib(c.get("gzip_bytes")),
+            _ms(c.get("p50_ms")),
+            c["decision"] + (f": {c['reason']}" if c.get("reason") else ""),
+        )
+        for c in trace.get("candidates", [])
+    ]
+    header = ("candidate", "kind", "from", "settings", "val top-1", "Δ pp", "gzip KiB", "p50 ms", "decision")
+    return head + "\n\n" + markdown_table(header, rows, right={4, 5, 6, 7})
+
+
+def _settings(settings: dict[str, Any]) -> str:
+    shown = []
+    for key, value in settings.items():
+        if key == "layer_targets":
+            value = ", ".join(f"{layer} {share:.2f}" for layer, share in value.items())
+        elif key == "layers":
+            if not value:
+                continue
+            value = ", ".join(f"{layer} {precision}" for layer, precision in value.items())
+        shown.append(f"{key} {value}")
+    return "; ".join(shown)
+
+
+def sensitivity_section(table: dict[str, Any]) -> str:
+    """Per-layer validation drop of each change applied to that layer alone, most sensitive first."""
+    rows_data = sorted(
+        table.get("layers", []),
+        key=lambda r: -max([d for d in (r.get("prune_drop_pp"), r.get("int8_drop_pp"), r.get("int4_drop_pp"))
+                            if d is not None], default=0.0),
+    )  # fmt: skip
+    rows = [
+        (
+            f"`{r['layer']}`",
+            r.get("op") or "",
+            f"{r['weights']:,}",
+            _signed(r.get("prune_drop_pp")),
+            _signed(r.get("int8_drop_pp")),
+            _signed(r.get("int4_drop_pp")) if r.get("int4_supported") is not False else "no int4",
+        )
+        for r in rows_data
+    ]
+    cached = " (read from the cache)" if table.get("cached") else ""
+    head = (
+        f"## Sensitivity{cached}\n\nValidation drop in pp when one layer alone is pruned to "
+        f"{table.get('hard_sparsity', 0):.0%} (no fine-tune), or its op alone is quantized: static int8, or int4 "
+        "weights. Positive = worse."
+    )
+    header = ("layer", "op", "weights", f"prune {table.get('hard_sparsity', 0):.0%}", "int8", "int4")
+    return head + "\n\n" + markdown_table(header, rows, right={2, 3, 4, 5})
 
 
 def summary(report: Report) -> str:

@@ -189,6 +189,8 @@ class Report:
     recommended: str | None
     complete: bool = True
     notes: tuple[str, ...] = ()  # findings a reader should not miss, e.g. int8 no faster than float32 on this CPU
+    search: dict[str, Any] | None = None  # the accuracy-aware search's trace (`search.Search.trace`)
+    sensitivity: dict[str, Any] | None = None  # per-layer sensitivity table (`sensitivity.Sensitivity`)
     schema_version: int = SCHEMA_VERSION
 
     def variant(self, name: str) -> Variant:
@@ -213,6 +215,8 @@ class Report:
             "variants": [variant.to_dict() for variant in self.variants],
             "recommended": self.recommended,
             "notes": list(self.notes),
+            **({"search": self.search} if self.search is not None else {}),
+            **({"sensitivity": self.sensitivity} if self.sensitivity is not None else {}),
         }
 
     def to_json(self) -> str:

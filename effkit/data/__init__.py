@@ -50,7 +50,7 @@ class Dataset:
         labels = [
             y if not isinstance(y, dict) else next(iter(y.values())) for y in (self.y_train, self.y_val, self.y_test)
         ]
-        return int(max(np.max(y) for y in labels)) + 1
+        return int(max(np.max(y) for y in labels if len(y))) + 1
 
     def labels(self, split: str, names: list[str]) -> dict[str, np.ndarray]:
         """One split's labels by head name, for a model whose outputs are `names`.
@@ -89,14 +89,19 @@ class Dataset:
 
     def test_digest(self) -> str:
         """Identifies the test split (inputs and labels): paired accuracy tests need the very same samples."""
+        return self.digest("test")[:16]
+
+    def digest(self, split: str) -> str:
+        """sha256 of one split's inputs and labels."""
         import hashlib
 
-        digest = hashlib.sha256(np.ascontiguousarray(self.x_test).tobytes())
-        labels = self.y_test if isinstance(self.y_test, dict) else {"": self.y_test}
+        x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+        digest = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+        labels = y if isinstance(y, dict) else {"": y}
         for name in sorted(labels):
             digest.update(name.encode())
             digest.update(np.ascontiguousarray(labels[name]).tobytes())
-        return digest.hexdigest()[:16]
+        return digest.hexdigest()
 
     def astype(self, dtype: str | np.dtype) -> Dataset:
         """The same splits with inputs cast to the model's input dtype."""
@@ -106,6 +111,15 @@ class Dataset:
             x_val=self.x_val.astype(dtype, copy=False),
             x_test=self.x_test.astype(dtype, copy=False),
         )
+
+    def without_test(self) -> Dataset:
+        """The same train and validation splits and an empty test split: what a search that may not look at the
+        test split is given."""
+
+        def empty(y: Labels) -> Labels:
+            return {name: values[:0] for name, values in y.items()} if isinstance(y, dict) else y[:0]
+
+        return replace(self, x_test=self.x_test[:0], y_test=empty(self.y_test))
 
     def map_inputs(self, function) -> Dataset:
         return replace(self, x_train=function(self.x_train), x_val=function(self.x_val), x_test=function(self.x_test))

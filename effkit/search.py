@@ -1,0 +1,773 @@
+"""The accuracy-aware search: the smallest (or fastest) artifact within the accuracy budget.
+
+A driver, not a technique. It orders technique steps, each of which makes a model or an artifact from another one:
+
+- `prune.prune` / `prune_native.prune_keras3` with per-layer targets from the sensitivity table (non-uniform
+  sparsity), level after level, each continuing from the previous level's model;
+- `cluster.cluster`: sparsity-preserving weight clustering of the sparsest models within budget;
+- `quantize.litert.quantize_litert_plan`: per-layer int8 / int4 / float weights, chosen from sensitivity;
+- `qat.quantization_aware`: the QAT fallback when full-integer PTQ of the chosen model misses the budget.
+
+It reads only the validation split to decide: every candidate's figure that a decision uses is measured on
+validation, and the Dataset it is given has no test split (`Dataset.without_test`). The pipeline then measures
+the chosen candidates on the test split (`Search.confirm`), taking the next one on the Pareto front when one
+misses the budget there. Candidates are ordered so that a short `--budget` still returns the best found so far;
+the trace of everything tried survives an interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classifier import ModelInfo
+from .config import CompressConfig, Format, LatencyConfig, Precision, SearchGoal
+from .data import Dataset
+from .measure import file_sizes, primary_top1, time_latency, weight_sparsity
+from .sensitivity import Sensitivity
+from .types import Step, known_fields
+
+log = logging.getLogger("effkit")
+
+# Candidates are timed under a short protocol; the chosen ones get the full one when measured on test.
+QUICK_LATENCY = LatencyConfig(warmup_runs=3, warmup_seconds=0.02, min_runs=30, min_seconds=0.05, max_seconds=1.0)
+SENSITIVITY_SHARE = 0.3  # at most this share of the budget goes to the sensitivity table
+MAX_LAYER_SPARSITY = 0.98
+
+
+class Decision:
+    KEPT = "kept"  # within budget on validation
+    DROPPED = "dropped"  # measured, misses the budget (or agreement) on validation
+    FAILED = "failed"  # the step failed; the reason says why
+    DOMINATED = "dominated"  # within budget, but another candidate is better on both axes
+    FRONT = "front"  # on the Pareto front of everything within budget
+    CHOSEN = "chosen"  # confirmed on test and recommended
+    REJECTED = "rejected on test"  # chosen on validation, missed the budget on the test split
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point the search tried: a Keras model (kind `model`) or an artifact (kind `artifact`)."""
+
+    name: str
+    kind: str
+    parent: str | None  # what it was made from
+    settings: dict[str, Any]
+    decision: str
+    reason: str = ""
+    val_top1: float | None = None
+    val_drop_pp: float | None = None  # against the user's model on validation; positive = worse
+    agreement: float | None = None  # artifacts: % of validation samples with the same top-1 as their Keras model
+    size_bytes: int | None = None
+    gzip_bytes: int | None = None
+    p50_ms: float | None = None
+    sparsity: float | None = None
+    seconds: float = 0.0
+    variant: str | None = None  # the report variant it became, when measured on test
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(**known_fields(cls, data))
+
+
+@dataclass
+class _Source:
+    """A Keras model the search made (or the user's), with how it was made."""
+
+    name: str
+    model: Any
+    steps: tuple[Step, ...]
+    layer_sparsity: dict[str, float]
+    sparsity: float
+    val_top1: float
+    val_outputs: np.ndarray  # primary head on validation: what its artifacts must agree with
+    clusters: int | None = None
+    float_tflite: Path | None = None
+
+
+@dataclass
+class _Artifact:
+    candidate: Candidate
+    path: Path
+    source: _Source
+    fmt: Format
+    quantization: str
+    steps: tuple[Step, ...]
+    backend: str = "litert"
+
+
+@dataclass
+class Deadline:
+    budget_seconds: float | None
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def passed(self, share: float = 1.0) -> bool:
+        return self.budget_seconds is not None and self.elapsed >= self.budget_seconds * share
+
+
+class Search:
+    """One search over one model. `run()` decides on validation; `confirm()` measures the front on test.
+
+    The trace (`candidates`) grows as the search goes, so a caller that is interrupted still has it.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        dataset: Dataset,
+        *,
+        info: ModelInfo,
+        config: CompressConfig,
+        calibration: np.ndarray,
+        scratch: Path | None = None,
+        cache_dirs: tuple[Path, ...] = (),
+        prune_blocker: str | None = None,
+    ):
+        if config.search is None:
+            raise ValueError("Search needs config.search")
+        self.model = model
+        self.dataset = dataset.without_test()  # decisions can not read what they must not
+        self.info = info
+        self.config = config
+        self.settings = config.search
+        self.budget_pp = config.max_accuracy_drop
+        self.calibration = calibration
+        self._own_scratch = scratch is None
+        self.scratch = Path(tempfile.mkdtemp(prefix="effkit-search-")) if scratch is None else Path(scratch)
+        self.cache_dirs = cache_dirs
+        self.prune_blocker = prune_blocker
+        self.deadline = Deadline(self.settings.budget_seconds)
+        self.candidates: list[Candidate] = []
+        self.sensitivity: Sensitivity | None = None
+        self.artifacts: dict[str, _Artifact] = {}
+        self.baseline_val_top1: float | None = None
+        self.stopped = "running"
+        self._budget_spent = False
+        self.notes: list[str] = []
+        self._names = info.output_names
+        self._val_labels = self.dataset.labels("val", self._names)
+
+    def close(self) -> None:
+        """Remove the candidates' files (the chosen ones were copied out by then)."""
+        if self._own_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def chosen_variant(self) -> str | None:
+        """The report variant of the candidate chosen on test, if any."""
+        return next((c.variant for c in self.candidates if c.decision == Decision.CHOSEN), None)
+
+    # ------------------------------------------------------------------ the driver
+    def run(self) -> None:
+        """Try candidates in order until done or out of budget. Never reads the test split."""
+        try:
+            baseline = self._baseline_source()
+            self.baseline_val_top1 = baseline.val_top1
+            self.sensitivity = self._sensitivity(baseline)
+            self._artifacts_of(baseline)
+            within = [baseline]
+            for source in self._progressive(baseline):
+                within.append(source)
+            for source in self._clustered(within):
+                within.append(source)
+            self._qat_fallback(within)
+            self.stopped = "budget" if self._budget_spent else "done"
+        except KeyboardInterrupt:
+            self.stopped = "interrupted"
+            raise
+        finally:
+            self._mark_front()
+
+    def _progressive(self, baseline: _Source) -> Iterator[_Source]:
+        """Prune level after level, each from the previous level's model, until a level misses the budget."""
+        previous = baseline
+        for level in self.settings.levels:
+            if level <= previous.sparsity + 1e-3:
+                continue
+            if self._out_of_time():
+                return
+            targets = layer_targets(level, self.sensitivity, self._prunable(), budget_pp=self.budget_pp)
+            source = self._make_source(
+                f"s{round(level * 100):d}",
+                previous,
+                lambda prev=previous, level=level, targets=targets: self._prune(prev, level, targets),
+                settings={"sparsity": level, "layer_targets": targets},
+            )
+            if source is None:
+                return
+            yield source
+            self._artifacts_of(source)
+            previous = source
+
+    def _clustered(self, within: list[_Source]) -> Iterator[_Source]:
+        """Cluster the two sparsest models within budget, at decreasing cluster counts while within budget."""
+        for parent in sorted(within[1:], key=lambda s: -s.sparsity)[:2] or within[:1]:
+            for clusters in sorted(self.settings.clusters, reverse=True):
+                if self._out_of_time():
+                    return
+                source = self._make_source(
+                    f"{parent.name}-c{clusters}",
+                    parent,
+                    lambda parent=parent, clusters=clusters: self._cluster(parent, clusters),
+                    settings={"clusters": clusters, "preserve_sparsity": True},
+                )
+                if source is None:
+                    break  # fewer clusters only costs more
+                source.clusters = clusters
+                yield source
+                self._artifacts_of(source)
+
+    def _qat_fallback(self, within: list[_Source]) -> None:
+        """Full-integer artifacts: when PTQ of the best model within budget misses it, train with QAT (keeping
+        its sparsity or clusters) and convert. `force_qat` runs it regardless."""
+        if not self.settings.qat and not self.settings.force_qat:
+            return
+        integer = [a for a in self.artifacts.values() if a.candidate.settings.get("activations") == "int8"]
+        if not within or self._out_of_time():
+            return
+        best = min(within, key=lambda s: self._best_objective(s))
+        ptq = [a for a in integer if a.source is best]
+        if not self.settings.force_qat and any(a.candidate.decision == Decision.KEPT for a in ptq):
+            return
+        reason = "forced" if self.settings.force_qat else "post-training int8 of the chosen model misses the budget"
+        log.info("search: QAT fallback for %s (%s)", best.name, reason)
+        started = time.perf_counter()
+        name = f"{best.name}-qat"
+        try:
+            from .qat import convert_qat, quantization_aware
+
+            preserve = "clusters" if best.clusters else ("sparsity" if best.sparsity > 0.05 else "none")
+            result = quantization_aware(
+                best.model,
+                self.dataset,
+                info=self.info,
+                preserve=preserve,
+                config=self._fine_tune_config(self.settings.cluster_epochs),
+                seed=self.config.seed,
+            )
+            path = self.scratch / f"{name}.tflite"
+            params = convert_qat(result, path, calibration=self.calibration)
+        except Exception as error:
+            self._record(
+                Candidate(
+                    name,
+                    "artifact",
+                    best.name,
+                    {"qat": True, "why": reason},
+                    Decision.FAILED,
+                    reason=_reason(error),
+                    seconds=_since(started),
+                )
+            )
+            return
+        steps = (
+            *best.steps,
+            Step("qat", {**result.step_params(), "why": reason}),
+            Step("export", {"format": "tflite", "backend": "converter", "mode": "int8", **params}),
+        )
+        settings = {"qat": True, "preserve": preserve, "activations": "int8", "weights": "int8", "why": reason}
+        self._measure_artifact(name, best, path, Format.TFLITE, "int8", steps, settings, started, backend="converter")
+
+    # ------------------------------------------------------------------ sources (Keras models)
+    def _baseline_source(self) -> _Source:
+        outputs = self._keras_val(self.model)
+        overall, per_layer = weight_sparsity(self.model)
+        top1 = self._val_top1(outputs)
+        log.info(
+            "search: baseline validation top-1 %.2f%%, budget %.2f pp (%s)",
+            top1 * 100,
+            self.budget_pp,
+            self.settings.goal,
+        )
+        source = _Source("baseline", self.model, (), per_layer, overall, top1, self._primary(outputs))
+        self._record(
+            Candidate(
+                "baseline",
+                "model",
+                None,
+                {"sparsity": round(overall, 4)},
+                Decision.KEPT,
+                val_top1=top1,
+                val_drop_pp=0.0,
+                sparsity=round(overall, 4),
+            )
+        )
+        return source
+
+    def _make_source(self, name: str, parent: _Source, make: Callable[[], Any], *, settings: dict) -> _Source | None:
+        """Run one model-making step; record it; None when it failed or its model misses the budget."""
+        started = time.perf_counter()
+        try:
+            result = make()
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            self._record(
+                Candidate(
+                    name,
+                    "model",
+                    parent.name,
+                    settings,
+                    Decision.FAILED,
+                    reason=_reason(error),
+                    seconds=_since(started),
+                )
+            )
+            return None
+        outputs = self._keras_val(result.model)
+        top1 = self._val_top1(outputs)
+        drop = self._drop(top1)
+        overall, per_layer = weight_sparsity(result.model)
+        decision, reason = Decision.KEPT, ""
+        if drop > self.budget_pp + 1e-9:
+            decision, reason = Decision.DROPPED, f"the Keras model already loses {drop:.2f} pp on validation"
+        self._record(
+            Candidate(
+                name,
+                "model",
+                parent.name,
+                settings,
+                decision,
+                reason,
+                top1,
+                drop,
+                sparsity=round(overall, 4),
+                seconds=_since(started),
+            )
+        )
+        if decision != Decision.KEPT:
+            return None
+        step = Step(result.stage, result.step_params())
+        return _Source(
+            name,
+            result.model,
+            (*parent.steps, step),
+            per_layer,
+            overall,
+            top1,
+            self._primary(outputs),
+            clusters=parent.clusters,
+        )
+
+    def _prune(self, parent: _Source, level: float, targets: dict[str, float]):
+        from .prune import prune
+        from .prune_native import prune_keras3
+
+        pruner = prune_keras3 if self.prune_blocker is not None else prune
+        result = pruner(
+            parent.model,
+            self.dataset,
+            info=self.info,
+            sparsity=level,
+            config=self._fine_tune_config(self.settings.level_epochs),
+            seed=self.config.seed,
+            layer_targets=targets,
+            start=parent.layer_sparsity,
+        )
+        return _Made("prune", result.model, result.step_params)
+
+    def _cluster(self, parent: _Source, clusters: int):
+        from .cluster import cluster
+
+        result = cluster(
+            parent.model,
+            self.dataset,
+            info=self.info,
+            clusters=clusters,
+            config=self._fine_tune_config(self.settings.cluster_epochs),
+            seed=self.config.seed,
+            preserve_sparsity=True,
+        )
+        return _Made("cluster", result.model, result.step_params)
+
+    def _fine_tune_config(self, epochs: int):
+        return replace(self.config.prune, epochs=epochs, patience=max(2, epochs // 3))
+
+    # ------------------------------------------------------------------ artifacts
+    def _artifacts_of(self, source: _Source) -> None:
+        """The source's quantized .tflite candidates, each plan chosen from the sensitivity table."""
+        from .export.tflite import export_tflite
+
+        if self._out_of_time():
+            return
+        if source.float_tflite is None:
+            source.float_tflite = self.scratch / f"{source.name}-float.tflite"
+            try:
+                export_tflite(source.model, source.float_tflite)
+            except Exception as error:
+                self._record(
+                    Candidate(
+                        f"{source.name}-tflite", "artifact", source.name, {}, Decision.FAILED, reason=_reason(error)
+                    )
+                )
+                return
+        for label, plan in self._plans(source):
+            if self._out_of_time():
+                return
+            self._quantized(source, label, plan)
+
+    def _plans(self, source: _Source):
+        """(label, LayerPlan): int8 weights; int4 where sensitivity allows; full-integer for latency and MCUs."""
+        from .quantize.litert import LayerPlan
+
+        fragile = self._fragile_layers()
+        float_layers = tuple((layer, Precision.FLOAT) for layer in fragile)
+        int4_layers = tuple((layer, Precision.INT4) for layer in self._int4_layers(source) if layer not in fragile)
+        yield "w8", LayerPlan(weights=Precision.INT8, activations="float", layers=float_layers)
+        if int4_layers:
+            yield "w4", LayerPlan(weights=Precision.INT8, activations="float", layers=float_layers + int4_layers)
+        yield "a8", LayerPlan(weights=Precision.INT8, activations="int8", layers=float_layers)
+
+    def _fragile_layers(self) -> list[str]:
+        """Layers whose op alone, quantized to int8, costs more than half the budget: they stay float."""
+        if self.sensitivity is None:
+            return []
+        return [
+            row.layer
+            for row in self.sensitivity.layers
+            if row.int8_drop_pp is not None and row.int8_drop_pp > self.budget_pp / 2
+        ]
+
+    def _int4_layers(self, source: _Source) -> list[str]:
+        """Layers measured to take int4 weights within `int4_max_drop`; a clustered model's layers hold at most
+        16 values when clustered to <= 16, which int4 keeps closer."""
+        if self.sensitivity is None:
+            return []
+        return [
+            row.layer
+            for row in self.sensitivity.layers
+            if row.int4_supported and row.int4_drop_pp is not None and row.int4_drop_pp <= self.settings.int4_max_drop
+        ]
+
+    def _quantized(self, source: _Source, label: str, plan) -> None:
+        from .quantize.litert import quantize_litert_plan
+
+        name = f"{source.name}-{label}"
+        started = time.perf_counter()
+        path = self.scratch / f"{name}.tflite"
+        settings = {
+            "weights": str(plan.weights),
+            "activations": plan.activations,
+            "layers": {layer: str(precision) for layer, precision in plan.layers},
+        }
+        try:
+            params = quantize_litert_plan(source.float_tflite, path, plan=plan, calibration=self.calibration)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            self._record(
+                Candidate(
+                    name,
+                    "artifact",
+                    source.name,
+                    settings,
+                    Decision.FAILED,
+                    reason=_reason(error),
+                    seconds=_since(started),
+                )
+            )
+            return
+        quantization = "int8" if plan.activations == "int8" else ("int4" if label == "w4" else "dynamic")
+        steps = (
+            *source.steps,
+            Step("export", {"format": "tflite", "backend": "converter"}),
+            Step(
+                "quantize",
+                {"mode": quantization, "format": "tflite", "backend": "litert", "plan": plan.to_dict(), **params},
+            ),
+        )
+        self._measure_artifact(name, source, path, Format.TFLITE, quantization, steps, settings, started)
+
+    def _measure_artifact(
+        self, name, source, path, fmt, quantization, steps, settings, started, *, backend: str = "litert"
+    ) -> None:
+        from .runtime import open_runner
+
+        try:
+            runner = open_runner(path, fmt, threads=self.config.latency.threads[0], outputs=self._names)
+            outputs = runner.predict(self.dataset.x_val)
+            top1 = self._val_top1(outputs)
+            agreement = _agreement(self._primary(outputs), source.val_outputs, self.info)
+            size, gzip = file_sizes(path)
+            x = _batch(self.dataset.x_val, self.config.latency.batch)
+            latency = time_latency(runner.bind(x), config=QUICK_LATENCY, batch=len(x), threads=runner.threads)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            self._record(
+                Candidate(
+                    name,
+                    "artifact",
+                    source.name,
+                    settings,
+                    Decision.FAILED,
+                    reason=_reason(error),
+                    seconds=_since(started),
+                )
+            )
+            return
+        drop = self._drop(top1)
+        decision, reason = Decision.KEPT, ""
+        needed = self.config.parity.quantized_agreement
+        if drop > self.budget_pp + 1e-9:
+            decision, reason = Decision.DROPPED, f"loses {drop:.2f} pp on validation"
+        elif agreement is not None and agreement < needed:
+            decision, reason = Decision.DROPPED, f"agrees with its Keras model on {agreement:.1f}% < {needed:g}%"
+        candidate = Candidate(
+            name,
+            "artifact",
+            source.name,
+            settings,
+            decision,
+            reason,
+            top1,
+            drop,
+            agreement,
+            size,
+            gzip,
+            round(latency.p50, 5),
+            round(source.sparsity, 4),
+            _since(started),
+        )
+        self._record(candidate)
+        self.artifacts[name] = _Artifact(candidate, path, source, fmt, quantization, steps, backend)
+
+    # ------------------------------------------------------------------ the front and the choice
+    def objective(self, candidate: Candidate) -> float:
+        if self.settings.goal == SearchGoal.LATENCY:
+            return candidate.p50_ms if candidate.p50_ms is not None else float("inf")
+        return candidate.gzip_bytes if candidate.gzip_bytes is not None else float("inf")
+
+    def _best_objective(self, source: _Source) -> float:
+        values = [
+            self.objective(a.candidate)
+            for a in self.artifacts.values()
+            if a.source is source and a.candidate.decision == Decision.KEPT
+        ]
+        return min(values, default=float("inf"))
+
+    def front(self) -> list[Candidate]:
+        """Artifacts within budget that no other beats on both the objective and the validation drop, best
+        objective first."""
+        kept = [a.candidate for a in self.artifacts.values() if a.candidate.decision in (Decision.KEPT, Decision.FRONT)]
+        front = [
+            c
+            for c in kept
+            if not any(
+                (self.objective(o) <= self.objective(c) and o.val_drop_pp <= c.val_drop_pp)
+                and (self.objective(o) < self.objective(c) or o.val_drop_pp < c.val_drop_pp)
+                for o in kept
+            )
+        ]
+        return sorted(front, key=lambda c: (self.objective(c), c.val_drop_pp))
+
+    def _mark_front(self) -> None:
+        on_front = {c.name for c in self.front()}
+        for index, candidate in enumerate(self.candidates):
+            if candidate.kind != "artifact" or candidate.decision != Decision.KEPT:
+                continue
+            decision = Decision.FRONT if candidate.name in on_front else Decision.DOMINATED
+            self._update(index, decision=decision)
+
+    def confirm(self, measure: Callable[[_Artifact], Any]) -> Any:
+        """Measure front candidates on the test split in order, until one is within budget there.
+
+        `measure(artifact)` returns the report Variant (from the pipeline); the first ok one within budget is
+        chosen. Returns that Variant, or None (each rejection is in the trace and in `notes`).
+        """
+        for candidate in self.front():
+            artifact = self.artifacts[candidate.name]
+            variant = measure(artifact)
+            index = self._index(candidate.name)
+            test_drop = -variant.top1_delta_pp if variant.top1_delta_pp is not None else None
+            if variant.ok and test_drop is not None and test_drop <= self.budget_pp + 1e-9:
+                self._update(
+                    index, decision=Decision.CHOSEN, variant=variant.name, reason=f"test drop {test_drop:.2f} pp"
+                )
+                return variant
+            why = variant.error if not variant.ok else f"loses {test_drop:.2f} pp on the test split"
+            self._update(index, decision=Decision.REJECTED, variant=variant.name, reason=why)
+            self.notes.append(f"search: {candidate.name} was best on validation but {why}; took the next on the front")
+        return None
+
+    # ------------------------------------------------------------------ helpers
+    def _out_of_time(self) -> bool:
+        """The budget is spent, and there is something to show for it: the first artifact within budget is always
+        made, however short the budget."""
+        kept = any(a.candidate.decision == Decision.KEPT for a in self.artifacts.values())
+        if self.deadline.passed() and kept:
+            self._budget_spent = True
+        return self._budget_spent
+
+    def _sensitivity(self, baseline: _Source) -> Sensitivity | None:
+        from .export.tflite import export_tflite
+        from .sensitivity import cache_path, measure_sensitivity, model_hash, read_cache, write_cache
+
+        digest = model_hash(
+            self.model,
+            self.dataset,
+            settings={"hard_sparsity": self.settings.hard_sparsity, "calibration": len(self.calibration)},
+        )
+        cached = read_cache([cache_path(folder, digest) for folder in self.cache_dirs], digest)
+        if cached is not None:
+            log.info("search: sensitivity read from the cache (%s)", digest[:16])
+            return cached
+        started = time.perf_counter()
+        try:
+            baseline.float_tflite = self.scratch / "baseline-float.tflite"
+            export_tflite(self.model, baseline.float_tflite)
+            table = measure_sensitivity(
+                self.model,
+                self.dataset,
+                info=self.info,
+                float_tflite=baseline.float_tflite,
+                calibration=self.calibration,
+                hard_sparsity=self.settings.hard_sparsity,
+                digest=digest,
+                out_of_time=lambda: self.deadline.passed(SENSITIVITY_SHARE),
+            )
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # without the table the search still runs, with uniform settings
+            log.warning("search: sensitivity failed, continuing with uniform settings: %s", _reason(error))
+            self.notes.append(f"sensitivity could not be measured: {_reason(error)}")
+            return None
+        if self.cache_dirs and table.complete:
+            write_cache(cache_path(self.cache_dirs[0], digest), table)
+        log.info("search: sensitivity of %d layers in %.1fs", len(table.layers), time.perf_counter() - started)
+        return table
+
+    def _prunable(self) -> list[tuple[str, int]]:
+        from .sensitivity import prunable_layers
+
+        return prunable_layers(self.model)
+
+    def _keras_val(self, model: Any) -> list[np.ndarray]:
+        from .runtime import open_runner
+
+        return open_runner(model, Format.KERAS, outputs=self._names).predict(self.dataset.x_val)
+
+    def _val_top1(self, outputs: list[np.ndarray]) -> float:
+        return primary_top1(self.info, outputs, self._val_labels)
+
+    def _primary(self, outputs: list[np.ndarray]) -> np.ndarray:
+        return outputs[self.info.heads.index(self.info.primary)]
+
+    def _drop(self, top1: float) -> float:
+        return round((self.baseline_val_top1 - top1) * 100, 4) if self.baseline_val_top1 is not None else 0.0
+
+    def _record(self, candidate: Candidate) -> None:
+        self.candidates.append(candidate)
+        shown = "" if candidate.val_top1 is None else f" val top-1 {candidate.val_top1 * 100:.2f}%"
+        size = "" if candidate.gzip_bytes is None else f" gzip {candidate.gzip_bytes / 1024:.1f} KiB"
+        log.info("search: %-22s %-8s%s%s %s", candidate.name, candidate.decision, shown, size, candidate.reason)
+
+    def _index(self, name: str) -> int:
+        return next(i for i, c in enumerate(self.candidates) if c.name == name)
+
+    def _update(self, index: int, **changes) -> None:
+        self.candidates[index] = replace(self.candidates[index], **changes)
+        if self.candidates[index].name in self.artifacts:
+            self.artifacts[self.candidates[index].name].candidate = self.candidates[index]
+
+    def trace(self) -> dict[str, Any]:
+        """The report's `search` section."""
+        return {
+            "goal": str(self.settings.goal),
+            "max_accuracy_drop": self.budget_pp,
+            "budget_seconds": self.settings.budget_seconds,
+            "seconds": round(self.deadline.elapsed, 2),
+            "stopped": self.stopped,
+            "baseline_val_top1": self.baseline_val_top1,
+            "decided_on": "validation",
+            "front": [c.name for c in self.front()],
+            "chosen": next((c.name for c in self.candidates if c.decision == Decision.CHOSEN), None),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
+class _Made:
+    """What a model-making step returns to the driver: its stage name, the model, and its step parameters."""
+
+    stage: str
+    model: Any
+    step_params: Callable[[], dict[str, Any]]
+
+
+def layer_targets(
+    level: float, sensitivity: Sensitivity | None, layers: list[tuple[str, int]], *, budget_pp: float
+) -> dict[str, float]:
+    """Per-layer sparsities whose weighted mean is `level`, the least sensitive layers pruned most.
+
+    A layer's share is `level * lam * g`, capped at 0.98, where `g = 1 / (1 + drop / budget)` from its hard-pruning
+    row (1 when unmeasured) and `lam` is found by bisection so that the weighted mean is the level. A layer too
+    small to matter and sensitive keeps a lower target; without a table, every layer gets the level.
+    """
+    if sensitivity is None or not layers:
+        return {name: level for name, _ in layers}
+    weights = np.array([count for _, count in layers], dtype=float)
+    drops = []
+    for name, _ in layers:
+        row = sensitivity.row(name)
+        drops.append(max(0.0, row.prune_drop_pp) if row is not None and row.prune_drop_pp is not None else 0.0)
+    tolerance = 1.0 / (1.0 + np.array(drops) / max(budget_pp, 0.1))
+
+    def mean(lam: float) -> float:
+        return float(np.sum(weights * np.minimum(MAX_LAYER_SPARSITY, level * lam * tolerance)) / weights.sum())
+
+    low, high = 0.0, 1.0 / max(level, 1e-6) / max(tolerance.min(), 1e-6)
+    if mean(high) < level:  # even every layer at the cap does not reach the level
+        low = high
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if mean(middle) < level else (low, middle)
+    shares = np.minimum(MAX_LAYER_SPARSITY, level * high * tolerance)
+    return {name: round(float(share), 4) for (name, _), share in zip(layers, shares, strict=True)}
+
+
+def _agreement(outputs: np.ndarray, reference: np.ndarray, info: ModelInfo) -> float | None:
+    from .classifier import predicted_classes
+
+    head = info.primary
+    if not head.classifies:
+        return None
+    same = predicted_classes(outputs, head.kind) == predicted_classes(reference, head.kind)
+    return round(float(np.mean(same)) * 100, 3)
+
+
+def _batch(x: np.ndarray, batch: int) -> np.ndarray:
+    return x[:batch] if len(x) >= batch else np.resize(x, (batch, *x.shape[1:]))
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 2)
+
+
+def _reason(error: BaseException) -> str:
+    from .pipeline import one_line_reason
+
+    return one_line_reason(error)
+
+
+def copy_artifact(source: Path, destination: Path) -> Path:
+    """A chosen candidate's file into the output folder, atomically."""
+    from .files import atomic_output
+
+    with atomic_output(destination) as temporary:
+        shutil.copyfile(source, temporary)
+    return destination

@@ -1,0 +1,172 @@
+"""The accuracy-aware search: sensitivity, non-uniform targets, decisions on validation only, budget, the report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from effkit import keras_compat
+from effkit.classifier import describe
+from effkit.config import CompressConfig, LatencyConfig, PruneConfig, SearchConfig
+from effkit.search import Decision, Search, layer_targets
+from effkit.sensitivity import LayerSensitivity, Sensitivity
+
+QUICK = LatencyConfig(warmup_runs=1, warmup_seconds=0.0, min_runs=5, min_seconds=0.0)
+
+
+def _table(drops: dict[str, float]) -> Sensitivity:
+    rows = tuple(LayerSensitivity(layer=name, weights=100, prune_drop_pp=drop) for name, drop in drops.items())
+    return Sensitivity(model_hash="x", val_top1=0.9, hard_sparsity=0.9, layers=rows, seconds=0.0)
+
+
+def test_layer_targets_meet_the_level_and_spare_the_sensitive_layer():
+    layers = [("big", 10_000), ("fragile", 1_000), ("head", 100)]
+    table = _table({"big": 0.0, "fragile": 20.0, "head": 1.0})
+    targets = layer_targets(0.8, table, layers, budget_pp=1.0)
+    weights = np.array([count for _, count in layers])
+    mean = float(np.sum(weights * np.array([targets[name] for name, _ in layers])) / weights.sum())
+    assert mean == pytest.approx(0.8, abs=1e-3)
+    assert targets["fragile"] < targets["head"] < targets["big"] <= 0.98
+    assert targets["fragile"] < 0.2  # 20 pp alone when pruned hard: it is barely touched
+
+
+def test_layer_targets_are_uniform_without_a_table():
+    assert layer_targets(0.7, None, [("a", 10), ("b", 5)], budget_pp=1.0) == {"a": 0.7, "b": 0.7}
+
+
+def _bottleneck_model(keras, digits):
+    """A small MLP whose 3-unit bottleneck carries everything: pruning it hard must hurt most."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Rescaling(1 / 16),
+            keras.layers.Dense(96, activation="relu", name="wide"),
+            keras.layers.Dense(3, activation="relu", name="bottleneck"),
+            keras.layers.Dense(48, activation="relu", name="expand"),
+            keras.layers.Dense(10, activation="softmax", name="head"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(digits.x_train, digits.y_train, epochs=40, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def bottleneck(digits):
+    keras = keras_compat.tf_keras()
+    model = _bottleneck_model(keras, digits)
+    info = describe(model, digits.x_train[:16], name="bottleneck")
+    return model, info
+
+
+def test_a_fragile_bottleneck_ranks_most_sensitive(bottleneck, digits, tmp_path):
+    from effkit.export.tflite import export_tflite
+    from effkit.sensitivity import measure_sensitivity
+
+    model, info = bottleneck
+    path = export_tflite(model, tmp_path / "float.tflite")
+    table = measure_sensitivity(
+        model, digits, info=info, float_tflite=path, calibration=digits.x_train[:64], hard_sparsity=0.9, digest="t"
+    )
+    ranked = [row.layer for row in table.ranked()]
+    assert ranked[0] == "bottleneck", [(row.layer, row.prune_drop_pp, row.int8_drop_pp) for row in table.ranked()]
+    bottleneck_row = table.row("bottleneck")
+    assert bottleneck_row.prune_drop_pp > 5.0  # a real, large drop: not noise
+    assert table.row("wide").prune_drop_pp < bottleneck_row.prune_drop_pp
+    assert all(row.int8_drop_pp is not None for row in table.layers)  # every Dense op was quantized alone
+    assert table.complete
+
+
+def _search_config(**search) -> CompressConfig:
+    settings = dict(levels=(0.5, 0.8), level_epochs=3, clusters=(16,), cluster_epochs=2, qat=False)
+    settings.update(search)
+    return CompressConfig(
+        formats=("tflite",),
+        quantizations=("none", "dynamic"),
+        tflite_backends=("litert",),
+        prune=PruneConfig(epochs=3, batch_size=64),
+        latency=QUICK,
+        calibration_samples=64,
+        search=SearchConfig(**settings),
+    )
+
+
+def _decisions(search: Search) -> list[tuple[str, str]]:
+    return [(c.name, c.decision) for c in search.candidates]
+
+
+def test_decisions_never_read_the_test_split(tiny_model, digits):
+    """Permuting the test labels (and scrambling the test inputs) changes nothing the search decides."""
+    info = describe(tiny_model, digits.x_train[:16], name="tiny")
+    config = _search_config(levels=(0.6,), clusters=())
+    rng = np.random.default_rng(1)
+    scrambled = replace(digits, y_test=rng.permutation(digits.y_test), x_test=rng.permutation(digits.x_test))
+    runs = []
+    for data in (digits, scrambled):
+        keras_compat.tf_keras().utils.set_random_seed(0)
+        search = Search(tiny_model, data, info=info, config=config, calibration=digits.x_train[:64])
+        try:
+            search.run()
+        finally:
+            search.close()
+        runs.append(search)
+        assert len(search.dataset.x_test) == 0  # what the search was given has no test split at all
+    assert _decisions(runs[0]) == _decisions(runs[1])
+    assert [c.name for c in runs[0].front()] == [c.name for c in runs[1].front()]
+
+
+def test_a_short_budget_still_returns_the_best_found_so_far(tiny_model, digits):
+    info = describe(tiny_model, digits.x_train[:16], name="tiny")
+    config = _search_config(budget_seconds=0.01)
+    search = Search(tiny_model, digits, info=info, config=config, calibration=digits.x_train[:64])
+    try:
+        search.run()
+    finally:
+        search.close()
+    assert search.stopped == "budget"
+    assert search.front(), "the first artifact is always made, however short the budget"
+    assert not any(c.kind == "model" and c.name.startswith("s") for c in search.candidates)  # no level was pruned
+
+
+@pytest.mark.slow
+def test_search_end_to_end_in_the_report(tiny_model, digits, tmp_path):
+    """compress(search=...) recommends a confirmed candidate within budget, smaller than the grid's baseline
+    int8, and writes the trace, the sensitivity table, both plots and the sensitivity cache; a re-run reads it."""
+    from effkit.pipeline import compress
+
+    config = _search_config()
+    out = tmp_path / "out"
+    report = compress(tiny_model, digits, config=config, out_dir=out, name="tiny")
+    trace = report.search
+    assert trace["decided_on"] == "validation" and trace["stopped"] == "done"
+    chosen = [c for c in trace["candidates"] if c["decision"] == Decision.CHOSEN]
+    assert len(chosen) == 1 and report.recommended == chosen[0]["variant"]
+    recommended = report.variant(report.recommended)
+    assert recommended.ok and -recommended.top1_delta_pp <= config.max_accuracy_drop
+    grid_int8 = report.variant("baseline-tflite-dynamic-litert")
+    assert recommended.gzip_bytes < grid_int8.gzip_bytes / 2
+    kinds = {c["name"]: c for c in trace["candidates"]}
+    assert {"s50", "s80"} <= set(kinds) and kinds["s80"]["sparsity"] > 0.7
+    assert any(c["kind"] == "artifact" and "-c16" in c["name"] for c in trace["candidates"])
+    assert report.sensitivity and not report.sensitivity["cached"]
+    assert (out / "search_front.png").stat().st_size > 0 and (out / "sensitivity.png").stat().st_size > 0
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["search"]["chosen"] == chosen[0]["name"] and saved["sensitivity"]["layers"]
+    assert "## Search" in (out / "report.md").read_text()
+    assert list((out / "cache").glob("sensitivity-*.json"))
+
+    again = compress(tiny_model, digits, config=config, out_dir=out, name="tiny", overwrite=True)
+    assert again.sensitivity["cached"] is True
+
+
+def test_budget_without_search_is_refused(tmp_path):
+    from conftest import run_effkit
+
+    result = run_effkit("compress", "--budget", "5m", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--budget bounds a search" in result.stderr and "Traceback" not in result.stderr
