@@ -73,7 +73,10 @@ class Recipe:
     def make(self, inputs: RecipeInputs, path: Path) -> Step:
         """Write this recipe's artifact at `path` and return its step. A float32 artifact is recorded in `inputs`,
         where the quantizers of its format start from."""
-        step = self.step(self.produce(inputs, path))
+        params = self.produce(inputs, path)
+        if self.format == Format.TFLITE:
+            params = {**params, "xnnpack": _xnnpack(path)}
+        step = self.step(params)
         if self.quantization == Quant.NONE:
             inputs.float_artifacts[self.format] = path
         return step
@@ -169,6 +172,15 @@ def _precision_counts(ops: list[dict[str, Any]]) -> dict[str, int]:
     for op in ops:
         counts[op["precision"]] = counts.get(op["precision"], 0) + 1
     return counts
+
+
+def _xnnpack(path: Path) -> dict[str, Any]:
+    """How much of a .tflite XNNPACK runs, and what falls back to builtin kernels (see `runtime.delegation`)."""
+    from .runtime.delegation import xnnpack_coverage
+
+    coverage = xnnpack_coverage(path)
+    summary = {"delegated_ops": sum(coverage["delegated"].values()), "fallback": coverage["fallback"]}
+    return {**summary, "notes": coverage["notes"]} if coverage["notes"] else summary
 
 
 def _calibrated(quantization: Quant, inputs: RecipeInputs) -> dict[str, Any]:
