@@ -35,6 +35,8 @@ KERNEL_OPS = frozenset(
         "GatherV2",
     }
 )
+# Name scopes a kernel op sits inside (`dense/Tensordot/MatMul`, Keras 3's `dense/einsum/Einsum`): not layers.
+KERNEL_SCOPES = frozenset({"Tensordot", "einsum"})
 _NUMBERED = re.compile(r"^(.*?)(?:__\d+|_\d+|\d+)$")  # MatMul1, Conv2D__3, MatMul_Q4 is not numbered
 _UNIQUIFIED = re.compile(r"^(.+)_\d+$")
 
@@ -48,19 +50,23 @@ def _op_name(component: str) -> str:
 def scope_layer(name: str) -> str:
     """The layer's path component in a tensor or node name, as the file spells it.
 
-    The part of a fused name that holds a kernel op is read first; its layer is the component before that op. A name
-    without a kernel op gives the component before its last one.
+    The part of a fused name that holds a kernel op is read first, one that ends in it before one that merely
+    passes through it (`conv2d/BiasAdd/ReadVariableOp`); its layer is the component before that op. So a layer
+    named like an op (`dw/depthwise/Relu;dw/depthwise/depthwise`) still reads right. A name without a kernel op
+    gives the component before its last one.
     """
-    parts = [part for part in name.split(";") if "/" in part]
-    for part in parts:
-        components = part.split("/")
-        for position, component in enumerate(components[1:], start=1):
-            if _op_name(component) in KERNEL_OPS:
-                return components[position - 1]
+    parts = [part.split("/") for part in name.split(";") if "/" in part]
+    for anywhere in (False, True):
+        for components in parts:
+            last = len(components) - 1
+            for position in range(last, 0, -1) if anywhere else (last,):
+                if _op_name(components[position]) in KERNEL_OPS:
+                    while position > 1 and components[position - 1] in KERNEL_SCOPES:
+                        position -= 1
+                    return components[position - 1]
     if not parts:
         return name.split(";")[0]
-    components = parts[0].split("/")
-    return components[-2]
+    return parts[0][-2]
 
 
 def path_components(name: str) -> set[str]:
