@@ -14,7 +14,7 @@ from .files import atomic_output
 from .types import Report, Status, Variant
 
 COLORS = {"keras": "#7f7f7f", "tflite": "#1f77b4", "onnx": "#ff7f0e"}
-MARKERS = {"none": "o", "dynamic": "s", "float16": "^", "int8": "D", "int16x8": "v"}
+MARKERS = {"none": "o", "dynamic": "s", "float16": "^", "int8": "D", "int16x8": "v", "int4": "P"}
 PLOTS = {
     "accuracy_vs_size.png": ("gzip_bytes", "gzip size (KiB, log scale)", 1 / 1024),
     "accuracy_vs_latency.png": ("p50", "p50 latency (ms, log scale)", 1.0),

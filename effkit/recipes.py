@@ -123,7 +123,7 @@ def _tflite_litert(quantization: Quant) -> Producer:
         if fallbacks:
             params["int8_fallback"] = sorted({f"{op['layer']} ({op['op']})" for op in fallbacks})
             params["note"] = f"{len(fallbacks)} op(s) the quantizer cannot make int4 stay int8"
-        return {**params, "weights": _precision_counts(made["ops"]), **_bias_note(path, quantization)}
+        return {**params, "ops_by_precision": _precision_counts(made["ops"]), **_bias_note(path, quantization)}
 
     return produce
 
