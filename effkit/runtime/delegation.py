@@ -35,13 +35,13 @@ def xnnpack_coverage(tflite_path: Path) -> dict[str, Any]:
 
     from ..export.tflite_graph import read_graph
 
-    graph = read_graph(tflite_path)
     try:
         interpreter = Interpreter(model_path=str(tflite_path), num_threads=1)
         with silenced():  # applying XNNPACK prints an INFO line on stderr
             interpreter.allocate_tensors()
         nodes = interpreter._get_ops_details()  # the public API has no view of the execution plan
-    except (RuntimeError, ValueError) as error:
+        graph = read_graph(tflite_path)
+    except Exception as error:  # RuntimeError, ValueError, struct.error from a broken flatbuffer...
         raise StageError(f"LiteRT cannot load {Path(tflite_path).name}: {first_line(error)}") from error
     original = [node for node in nodes if node["op_name"] != DELEGATE]
     partitions = [node for node in nodes if node["op_name"] == DELEGATE]
