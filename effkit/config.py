@@ -26,6 +26,15 @@ class Quant(StrEnum):
     FLOAT16 = "float16"  # float16 weights
     INT8 = "int8"  # int8 weights and activations (static, calibrated)
     INT16X8 = "int16x8"  # int8 weights, int16 activations (static, calibrated)
+    INT4 = "int4"  # int4 weights (channelwise), float activations
+
+
+class Precision(StrEnum):
+    """A layer's weight precision in a mixed-precision plan (`quantize.litert.LayerPlan`)."""
+
+    FLOAT = "float"  # the layer's op stays in float
+    INT8 = "int8"
+    INT4 = "int4"
 
 
 class Precision(StrEnum):

@@ -73,7 +73,10 @@ class Recipe:
     def make(self, inputs: RecipeInputs, path: Path) -> Step:
         """Write this recipe's artifact at `path` and return its step. A float32 artifact is recorded in `inputs`,
         where the quantizers of its format start from."""
-        step = self.step(self.produce(inputs, path))
+        params = self.produce(inputs, path)
+        if self.format == Format.TFLITE:
+            params = {**params, "xnnpack": _xnnpack(path)}
+        step = self.step(params)
         if self.quantization == Quant.NONE:
             inputs.float_artifacts[self.format] = path
         return step
@@ -109,13 +112,18 @@ def _tflite_converter(quantization: Quant) -> Producer:
 
 def _tflite_litert(quantization: Quant) -> Producer:
     def produce(inputs: RecipeInputs, path: Path) -> dict[str, Any]:
+        from .quantize.litert import PLANS, quantize_litert_plan
         from .quantize.litert import RECIPES as LITERT_RECIPES
-        from .quantize.litert import quantize_litert
 
         source = inputs.float_artifact(Format.TFLITE)
-        quantize_litert(source, path, quantization=quantization, calibration=inputs.calibration)
+        plan = PLANS[quantization]
+        made = quantize_litert_plan(source, path, plan=plan, calibration=inputs.calibration)
         params = {"recipe": LITERT_RECIPES[quantization], "from": source.name, **_calibrated(quantization, inputs)}
-        return {**params, **_bias_note(path, quantization)}
+        fallbacks = [op for op in made["ops"] if "requested" in op]
+        if fallbacks:
+            params["int8_fallback"] = sorted({f"{op['layer']} ({op['op']})" for op in fallbacks})
+            params["note"] = f"{len(fallbacks)} op(s) the quantizer cannot make int4 stay int8"
+        return {**params, "ops_by_precision": _precision_counts(made["ops"]), **_bias_note(path, quantization)}
 
     return produce
 
@@ -158,6 +166,23 @@ def _bias_note(path: Path, quantization: Quant) -> dict[str, Any]:
     }
 
 
+def _precision_counts(ops: list[dict[str, Any]]) -> dict[str, int]:
+    """How many weighted ops of each precision an artifact holds: {"int4": 3, "int8": 1}."""
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op["precision"]] = counts.get(op["precision"], 0) + 1
+    return counts
+
+
+def _xnnpack(path: Path) -> dict[str, Any]:
+    """How much of a .tflite XNNPACK runs, and what falls back to builtin kernels (see `runtime.delegation`)."""
+    from .runtime.delegation import xnnpack_coverage
+
+    coverage = xnnpack_coverage(path)
+    summary = {"delegated_ops": sum(coverage["delegated"].values()), "fallback": coverage["fallback"]}
+    return {**summary, "notes": coverage["notes"]} if coverage["notes"] else summary
+
+
 def _calibrated(quantization: Quant, inputs: RecipeInputs) -> dict[str, Any]:
     return {"calibration_samples": len(inputs.calibration)} if quantization in STATIC else {}
 
@@ -170,10 +195,13 @@ RECIPES: tuple[Recipe, ...] = (
     ),
     *(
         Recipe(Format.TFLITE, q, Backend.LITERT, _tflite_litert(q), ".tflite", name_suffix="-litert")
-        for q in (Quant.DYNAMIC, Quant.INT8, Quant.INT16X8)
+        for q in (Quant.DYNAMIC, Quant.INT4, Quant.INT8, Quant.INT16X8)
     ),
     Recipe(Format.ONNX, Quant.NONE, Backend.TF2ONNX, _onnx_float, ".onnx"),
-    *(Recipe(Format.ONNX, q, Backend.ONNXRUNTIME, _onnx_runtime(q), ".onnx") for q in (Quant.DYNAMIC, Quant.INT8)),
+    *(
+        Recipe(Format.ONNX, q, Backend.ONNXRUNTIME, _onnx_runtime(q), ".onnx")
+        for q in (Quant.DYNAMIC, Quant.INT8, Quant.INT4)
+    ),
 )
 
 
@@ -198,6 +226,14 @@ def plan(config: CompressConfig) -> list[Recipe]:
     ]
     for quantization in wanted:
         if not any(r.quantization == quantization for r in chosen):
+            backends = sorted(
+                {r.backend for r in RECIPES if r.format in config.formats and r.quantization == quantization}
+            )
+            if backends:
+                raise ConfigError(
+                    f"quantization '{quantization}' needs TFLite backend {' or '.join(backends)}; "
+                    f"chosen: {', '.join(config.tflite_backends)}"
+                )
             available = sorted({f"{r.format}:{r.quantization}" for r in RECIPES})
             formats = ", ".join(config.formats)
             raise ConfigError(f"no format among {formats} offers {quantization!r}; available: {', '.join(available)}")

@@ -18,7 +18,7 @@ from .types import REFERENCE_VARIANT, Report, Status, Variant, variant_name
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
-INTEGER_MODES = (Quant.DYNAMIC, Quant.INT8, Quant.INT16X8)
+INTEGER_MODES = (Quant.DYNAMIC, Quant.INT4, Quant.INT8, Quant.INT16X8)
 NO_FASTER = 0.9  # an integer artifact whose p50 is at least this share of float32's is "no faster"
 PACKAGES = (
     "effkit",
