@@ -37,14 +37,6 @@ class Precision(StrEnum):
     INT4 = "int4"
 
 
-class Precision(StrEnum):
-    """One layer's weights in a per-layer quantization plan (`quantize.litert.LayerPlan`)."""
-
-    FLOAT = "float"
-    INT8 = "int8"
-    INT4 = "int4"
-
-
 class Backend(StrEnum):
     KERAS = "keras"
     CONVERTER = "converter"  # the TFLite converter's post-training quantization
@@ -236,7 +228,7 @@ class SearchConfig:
     level_epochs: int = 8  # fine-tune epochs per level, each continuing from the previous level's model
     clusters: tuple[int, ...] = (32, 16, 8)  # cluster counts tried on the sparsest models within budget
     cluster_epochs: int = 6
-    hard_sparsity: float = 0.9  # sensitivity: one layer alone pruned to this share, without fine-tuning
+    probe_sparsities: tuple[float, ...] = (0.5, 0.75, 0.9)  # sensitivity: one layer alone pruned to each, no fine-tune
     int4_max_drop: float = 0.5  # a layer takes int4 weights when that alone costs at most this many pp on val
     qat: bool = True  # QAT fallback when post-training int8 of the chosen model misses the budget
     force_qat: bool = False  # run the QAT path even when PTQ is within budget (tests, comparisons)
@@ -245,6 +237,7 @@ class SearchConfig:
         object.__setattr__(self, "goal", SearchGoal(self.goal))
         object.__setattr__(self, "levels", tuple(float(level) for level in self.levels))
         object.__setattr__(self, "clusters", tuple(int(count) for count in self.clusters))
+        object.__setattr__(self, "probe_sparsities", tuple(float(s) for s in self.probe_sparsities))
 
     def validate(self) -> None:
         if not self.levels or any(not 0.0 < level < 1.0 for level in self.levels):
@@ -257,8 +250,8 @@ class SearchConfig:
             raise ConfigError(f"search budget must be positive seconds, got {self.budget_seconds}")
         if self.level_epochs < 1 or self.cluster_epochs < 1:
             raise ConfigError("search fine-tune epochs must be >= 1")
-        if not 0.0 < self.hard_sparsity < 1.0:
-            raise ConfigError(f"sensitivity hard sparsity must be in (0, 1), got {self.hard_sparsity}")
+        if not self.probe_sparsities or any(not 0.0 < s < 1.0 for s in self.probe_sparsities):
+            raise ConfigError(f"sensitivity probe sparsities must be in (0, 1), got {list(self.probe_sparsities)}")
 
 
 @dataclass(frozen=True)
@@ -325,6 +318,7 @@ class CompressConfig:
                 "goal": self.search.goal.value,
                 "levels": list(self.search.levels),
                 "clusters": list(self.search.clusters),
+                "probe_sparsities": list(self.search.probe_sparsities),
             }
         return data
 

@@ -195,7 +195,7 @@ def plot_search(report: Report, out_dir: Path) -> list[Path]:
         positions = np.arange(len(rows))
         for offset, (field, color, name) in zip(
             (-0.27, 0.0, 0.27),
-            (("prune_drop_pp", "#1f77b4", "pruned hard"), ("int8_drop_pp", "#ff7f0e", "int8"),
+            (("prune_drop_pp", "#1f77b4", "pruned (mean over the probe sparsities)"), ("int8_drop_pp", "#ff7f0e", "int8"),
              ("int4_drop_pp", "#2ca02c", "int4 weights")),
             strict=True,
         ):  # fmt: skip

@@ -270,30 +270,31 @@ def _settings(settings: dict[str, Any]) -> str:
 
 def sensitivity_section(table: dict[str, Any]) -> str:
     """Per-layer validation drop of each change applied to that layer alone, most sensitive first."""
-    rows_data = sorted(
-        table.get("layers", []),
-        key=lambda r: -max([d for d in (r.get("prune_drop_pp"), r.get("int8_drop_pp"), r.get("int4_drop_pp"))
-                            if d is not None], default=0.0),
-    )  # fmt: skip
+    probes = [f"{float(s):g}" for s in table.get("probe_sparsities", ())]
+
+    def score(row: dict[str, Any]) -> float:
+        drops = (row.get("prune_drop_pp"), row.get("int8_drop_pp"), row.get("int4_drop_pp"))
+        return sum(max(0.0, d) for d in drops if d is not None)
+
     rows = [
         (
             f"`{r['layer']}`",
             r.get("op") or "",
             f"{r['weights']:,}",
-            _signed(r.get("prune_drop_pp")),
+            *(_signed((r.get("prune_curve") or {}).get(p)) for p in probes),
             _signed(r.get("int8_drop_pp")),
             _signed(r.get("int4_drop_pp")) if r.get("int4_supported") is not False else "no int4",
         )
-        for r in rows_data
+        for r in sorted(table.get("layers", []), key=lambda r: -score(r))
     ]
     cached = " (read from the cache)" if table.get("cached") else ""
     head = (
-        f"## Sensitivity{cached}\n\nValidation drop in pp when one layer alone is pruned to "
-        f"{table.get('hard_sparsity', 0):.0%} (no fine-tune), or its op alone is quantized: static int8, or int4 "
-        "weights. Positive = worse."
+        f"## Sensitivity{cached}\n\nValidation drop in pp when one layer alone changes, everything else as trained: "
+        "pruned to each sparsity (its smallest weights zeroed, no fine-tune), or its op alone quantized (static "
+        "int8, or int4 weights). Positive = worse; most sensitive first."
     )
-    header = ("layer", "op", "weights", f"prune {table.get('hard_sparsity', 0):.0%}", "int8", "int4")
-    return head + "\n\n" + markdown_table(header, rows, right={2, 3, 4, 5})
+    header = ("layer", "op", "weights", *(f"pruned {float(p):.0%}" for p in probes), "int8", "int4")
+    return head + "\n\n" + markdown_table(header, rows, right=set(range(2, len(header))))
 
 
 def summary(report: Report) -> str:

@@ -455,6 +455,7 @@ class Search:
 
     def _quantized(self, source: _Source, label: str, plan) -> None:
         from .quantize.litert import quantize_litert_plan
+        from .sensitivity import layer_names
 
         name = f"{source.name}-{label}"
         started = time.perf_counter()
@@ -465,7 +466,13 @@ class Search:
             "layers": {layer: str(precision) for layer, precision in plan.layers},
         }
         try:
-            params = quantize_litert_plan(source.float_tflite, path, plan=plan, calibration=self.calibration)
+            params = quantize_litert_plan(
+                source.float_tflite,
+                path,
+                plan=plan,
+                calibration=self.calibration,
+                keras_layers=layer_names(source.model),
+            )
         except KeyboardInterrupt:
             raise
         except Exception as error:
@@ -620,7 +627,7 @@ class Search:
         digest = model_hash(
             self.model,
             self.dataset,
-            settings={"hard_sparsity": self.settings.hard_sparsity, "calibration": len(self.calibration)},
+            settings={"probe": list(self.settings.probe_sparsities), "calibration": len(self.calibration)},
         )
         cached = read_cache([cache_path(folder, digest) for folder in self.cache_dirs], digest)
         if cached is not None:
@@ -636,7 +643,7 @@ class Search:
                 info=self.info,
                 float_tflite=baseline.float_tflite,
                 calibration=self.calibration,
-                hard_sparsity=self.settings.hard_sparsity,
+                probe_sparsities=self.settings.probe_sparsities,
                 digest=digest,
                 out_of_time=lambda: self.deadline.passed(SENSITIVITY_SHARE),
             )

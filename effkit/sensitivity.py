@@ -1,5 +1,6 @@
-"""Per-layer sensitivity: what one layer alone costs on the validation split when it is pruned hard, or when its op
-is quantized to int8 or to int4 while everything else stays float32.
+"""Per-layer sensitivity: what one layer alone costs on the validation split when it is pruned (its smallest
+weights zeroed at a few sparsities, no fine-tune), or when its op is quantized to int8 or to int4 while everything
+else stays float32.
 
 The search reads this table to decide per-layer sparsity targets, which layers take int4 weights and which stay
 float. Pruning is measured on the Keras model (the layer's smallest weights zeroed, no fine-tune); quantization
@@ -43,7 +44,8 @@ class LayerSensitivity:
     layer: str
     weights: int  # prunable weights (kernel, embeddings...) in the layer
     op: str | None = None  # the TFLite op its weights went into
-    prune_drop_pp: float | None = None
+    prune_curve: dict[str, float] | None = None  # {sparsity: drop} with this layer alone pruned, no fine-tune
+    prune_drop_pp: float | None = None  # the mean of the curve: one figure to rank and allocate by
     int8_drop_pp: float | None = None  # static int8 weights and activations of this op alone
     int4_drop_pp: float | None = None  # int4 weights (channelwise) of this op alone, float activations
     int4_supported: bool | None = None  # whether the quantizer takes int4 for this op (else it would get int8)
@@ -57,9 +59,9 @@ class LayerSensitivity:
         return cls(**known_fields(cls, data))
 
     @property
-    def worst_drop_pp(self) -> float:
-        drops = [d for d in (self.prune_drop_pp, self.int8_drop_pp, self.int4_drop_pp) if d is not None]
-        return max(drops, default=0.0)
+    def score(self) -> float:
+        """How much this layer alone costs across every change tried (pp, each drop counted from 0)."""
+        return sum(max(0.0, d) for d in (self.prune_drop_pp, self.int8_drop_pp, self.int4_drop_pp) if d is not None)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class Sensitivity:
 
     model_hash: str
     val_top1: float  # the float32 model's validation top-1 every drop is relative to
-    hard_sparsity: float
+    probe_sparsities: tuple[float, ...]
     layers: tuple[LayerSensitivity, ...]
     seconds: float
     complete: bool = True  # False when the budget ran out before every row was measured
@@ -79,7 +81,7 @@ class Sensitivity:
 
     def ranked(self) -> list[LayerSensitivity]:
         """Most sensitive first."""
-        return sorted(self.layers, key=lambda row: -row.worst_drop_pp)
+        return sorted(self.layers, key=lambda row: -row.score)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "layers": [row.to_dict() for row in self.layers]}
@@ -88,6 +90,7 @@ class Sensitivity:
     def from_dict(cls, data: dict[str, Any]) -> Sensitivity:
         values = known_fields(cls, data)
         values["layers"] = tuple(LayerSensitivity.from_dict(row) for row in data.get("layers", ()))
+        values["probe_sparsities"] = tuple(values.get("probe_sparsities") or ())
         return cls(**values)
 
 
@@ -131,7 +134,7 @@ def measure_sensitivity(
     info: ModelInfo,
     float_tflite: Path,
     calibration: np.ndarray,
-    hard_sparsity: float,
+    probe_sparsities: tuple[float, ...],
     digest: str,
     out_of_time: Callable[[], bool] = lambda: False,
 ) -> Sensitivity:
@@ -143,14 +146,14 @@ def measure_sensitivity(
         info: which head is primary, and its kind.
         float_tflite: the model as float32 .tflite, which the per-op quantization starts from.
         calibration: representative samples (training split) for the static int8 rows.
-        hard_sparsity: the share of a layer's weights zeroed in its pruning row.
+        probe_sparsities: the shares of a layer's weights zeroed, one at a time, for its pruning curve.
         digest: the model hash the table is filed under.
         out_of_time: checked before each measurement; rows not reached keep None.
     """
     from .quantize.litert import quantizable_layers
 
     started = time.perf_counter()
-    ops = {op.layer: op for op in quantizable_layers(float_tflite)}
+    ops = {op.layer: op for op in quantizable_layers(float_tflite, keras_layers=layer_names(model))}
     rows = [
         LayerSensitivity(
             layer=name,
@@ -169,7 +172,7 @@ def measure_sensitivity(
             if out_of_time():
                 complete = False
             else:
-                row = probe.measure(row, hard_sparsity)
+                row = probe.measure(row, probe_sparsities)
                 log.info(
                     "sensitivity %-24s %7d weights  prune %s  int8 %s  int4 %s",
                     row.layer,
@@ -180,7 +183,7 @@ def measure_sensitivity(
     return Sensitivity(
         model_hash=digest,
         val_top1=probe.keras_top1,
-        hard_sparsity=hard_sparsity,
+        probe_sparsities=tuple(probe_sparsities),
         layers=tuple(measured),
         seconds=round(time.perf_counter() - started, 2),
         complete=complete,
@@ -207,8 +210,9 @@ class _Probe:
         outputs = open_runner(artifact, fmt, outputs=self.info.output_names).predict(self.dataset.x_val)
         return primary_top1(self.info, outputs, self.labels)
 
-    def measure(self, row: LayerSensitivity, hard_sparsity: float) -> LayerSensitivity:
-        row = replace(row, prune_drop_pp=_drop(self.keras_top1, self.hard_pruned(row.layer, hard_sparsity)))
+    def measure(self, row: LayerSensitivity, sparsities: tuple[float, ...]) -> LayerSensitivity:
+        curve = {f"{s:g}": _drop(self.keras_top1, self.hard_pruned(row.layer, s)) for s in sparsities}
+        row = replace(row, prune_curve=curve, prune_drop_pp=round(float(np.mean(list(curve.values()))), 4))
         if row.op is None:
             return row
         try:
@@ -246,7 +250,9 @@ class _Probe:
         activations = "int8" if precision == Precision.INT8 else "float"
         plan = LayerPlan(weights=Precision.FLOAT, activations=activations, layers=((layer, precision),))
         path = self.scratch / f"{len(list(self.scratch.iterdir()))}-{precision}.tflite"
-        quantize_litert_plan(self.float_tflite, path, plan=plan, calibration=self.calibration)
+        quantize_litert_plan(
+            self.float_tflite, path, plan=plan, calibration=self.calibration, keras_layers=layer_names(self.model)
+        )
         return self.top1(path, Format.TFLITE)
 
 
@@ -260,6 +266,13 @@ def prunable_layers(model: Any) -> list[tuple[str, int]]:
         if count:
             found.append((layer.name, count))
     return found
+
+
+def layer_names(model: Any) -> list[str]:
+    """Every leaf layer's name, nested models' too: how the quantizer reads Keras names from a .tflite's scopes."""
+    from .measure import _leaf_layers
+
+    return [layer.name for layer in _leaf_layers(model)]
 
 
 def _weight_name(weight: Any) -> str:

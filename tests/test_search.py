@@ -19,7 +19,7 @@ QUICK = LatencyConfig(warmup_runs=1, warmup_seconds=0.0, min_runs=5, min_seconds
 
 def _table(drops: dict[str, float]) -> Sensitivity:
     rows = tuple(LayerSensitivity(layer=name, weights=100, prune_drop_pp=drop) for name, drop in drops.items())
-    return Sensitivity(model_hash="x", val_top1=0.9, hard_sparsity=0.9, layers=rows, seconds=0.0)
+    return Sensitivity(model_hash="x", val_top1=0.9, probe_sparsities=(0.9,), layers=rows, seconds=0.0)
 
 
 def test_layer_targets_meet_the_level_and_spare_the_sensitive_layer():
@@ -38,16 +38,16 @@ def test_layer_targets_are_uniform_without_a_table():
 
 
 def _bottleneck_model(keras, digits):
-    """A small MLP whose 3-unit bottleneck carries everything: pruning it hard must hurt most."""
+    """A small MLP whose 4-unit bottleneck carries everything: it must rank most sensitive."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
             keras.Input((8, 8, 1)),
             keras.layers.Flatten(),
             keras.layers.Rescaling(1 / 16),
-            keras.layers.Dense(96, activation="relu", name="wide"),
-            keras.layers.Dense(3, activation="relu", name="bottleneck"),
-            keras.layers.Dense(48, activation="relu", name="expand"),
+            keras.layers.Dense(128, activation="relu", name="wide"),
+            keras.layers.Dense(4, activation="relu", name="bottleneck"),
+            keras.layers.Dense(128, activation="relu", name="expand"),
             keras.layers.Dense(10, activation="softmax", name="head"),
         ]
     )
@@ -71,12 +71,18 @@ def test_a_fragile_bottleneck_ranks_most_sensitive(bottleneck, digits, tmp_path)
     model, info = bottleneck
     path = export_tflite(model, tmp_path / "float.tflite")
     table = measure_sensitivity(
-        model, digits, info=info, float_tflite=path, calibration=digits.x_train[:64], hard_sparsity=0.9, digest="t"
+        model,
+        digits,
+        info=info,
+        float_tflite=path,
+        calibration=digits.x_train[:64],
+        probe_sparsities=(0.5, 0.75, 0.9),
+        digest="t",
     )
     ranked = [row.layer for row in table.ranked()]
-    assert ranked[0] == "bottleneck", [(row.layer, row.prune_drop_pp, row.int8_drop_pp) for row in table.ranked()]
+    assert ranked[0] == "bottleneck", [(row.layer, row.prune_curve, row.int8_drop_pp) for row in table.ranked()]
     bottleneck_row = table.row("bottleneck")
-    assert bottleneck_row.prune_drop_pp > 5.0  # a real, large drop: not noise
+    assert bottleneck_row.prune_curve["0.75"] > 10.0  # a real, large drop: not noise
     assert table.row("wide").prune_drop_pp < bottleneck_row.prune_drop_pp
     assert all(row.int8_drop_pp is not None for row in table.layers)  # every Dense op was quantized alone
     assert table.complete
