@@ -193,12 +193,12 @@ def plot_search(report: Report, out_dir: Path) -> list[Path]:
 
         figure, axes = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.6), dpi=110)
         positions = np.arange(len(rows))
-        for offset, (field, color, name) in zip(
-            (-0.27, 0.0, 0.27),
-            (("prune_drop_pp", "#1f77b4", "pruned (mean over the probe sparsities)"), ("int8_drop_pp", "#ff7f0e", "int8"),
-             ("int4_drop_pp", "#2ca02c", "int4 weights")),
-            strict=True,
-        ):  # fmt: skip
+        bars = (
+            ("prune_drop_pp", "#1f77b4", "pruned (mean over the probe sparsities)"),
+            ("int8_drop_pp", "#ff7f0e", "int8"),
+            ("int4_drop_pp", "#2ca02c", "int4 weights"),
+        )
+        for offset, (field, color, name) in zip((-0.27, 0.0, 0.27), bars, strict=True):
             values = [row.get(field) or 0.0 for row in rows]
             axes.barh(positions + offset, values, height=0.26, color=color, label=name)
         axes.set_yticks(positions, [f"{row['layer']} ({row['weights']:,})" for row in rows], fontsize=7)

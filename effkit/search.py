@@ -41,6 +41,7 @@ log = logging.getLogger("effkit")
 QUICK_LATENCY = LatencyConfig(warmup_runs=3, warmup_seconds=0.02, min_runs=30, min_seconds=0.05, max_seconds=1.0)
 SENSITIVITY_SHARE = 0.3  # at most this share of the budget goes to the sensitivity table
 MAX_LAYER_SPARSITY = 0.98
+SMALL_LAYER = 0.01  # share of the prunable weights under which an unprobed layer is spared
 
 
 class Decision:
@@ -721,21 +722,25 @@ def layer_targets(
 ) -> dict[str, float]:
     """Per-layer sparsities whose weighted mean is `level`, the least sensitive layers pruned most.
 
-    A layer's share is `level * lam * g`, capped at 0.98, where `g = 1 / (1 + drop / budget)` from its hard-pruning
-    row (1 when unmeasured) and `lam` is found by bisection so that the weighted mean is the level. A layer too
-    small to matter and sensitive keeps a lower target; without a table, every layer gets the level.
+    A layer's share is `level * lam * g`, capped at 0.98, where `g = 1 / (1 + drop / budget)` from the mean of its
+    pruning curve (1 when unmeasured) and `lam` is found by bisection so that the weighted mean is the level. An
+    unprobed layer under 1% of the weights is capped at half; without a table, every layer gets the level.
     """
     if sensitivity is None or not layers:
         return {name: level for name, _ in layers}
     weights = np.array([count for _, count in layers], dtype=float)
-    drops = []
-    for name, _ in layers:
+    drops, caps = [], []
+    for name, count in layers:
         row = sensitivity.row(name)
-        drops.append(max(0.0, row.prune_drop_pp) if row is not None and row.prune_drop_pp is not None else 0.0)
+        measured = row is not None and row.prune_drop_pp is not None
+        drops.append(max(0.0, row.prune_drop_pp) if measured else 0.0)
+        # An unprobed layer too small to matter for size keeps at most half its weights pruned.
+        caps.append(MAX_LAYER_SPARSITY if measured or count >= SMALL_LAYER * weights.sum() else min(level, 0.5))
     tolerance = 1.0 / (1.0 + np.array(drops) / max(budget_pp, 0.1))
+    cap = np.array(caps)
 
     def mean(lam: float) -> float:
-        return float(np.sum(weights * np.minimum(MAX_LAYER_SPARSITY, level * lam * tolerance)) / weights.sum())
+        return float(np.sum(weights * np.minimum(cap, level * lam * tolerance)) / weights.sum())
 
     low, high = 0.0, 1.0 / max(level, 1e-6) / max(tolerance.min(), 1e-6)
     if mean(high) < level:  # even every layer at the cap does not reach the level
@@ -743,7 +748,7 @@ def layer_targets(
     for _ in range(60):
         middle = (low + high) / 2
         low, high = (middle, high) if mean(middle) < level else (low, middle)
-    shares = np.minimum(MAX_LAYER_SPARSITY, level * high * tolerance)
+    shares = np.minimum(cap, level * high * tolerance)
     return {name: round(float(share), 4) for (name, _), share in zip(layers, shares, strict=True)}
 
 

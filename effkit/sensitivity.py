@@ -34,6 +34,7 @@ log = logging.getLogger("effkit")
 
 CACHE = "cache"  # under the output folder
 CACHE_VERSION = 1
+MAX_PROBED_LAYERS = 32
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ def measure_sensitivity(
     probe_sparsities: tuple[float, ...],
     digest: str,
     out_of_time: Callable[[], bool] = lambda: False,
+    max_layers: int = MAX_PROBED_LAYERS,
 ) -> Sensitivity:
     """Measure every layer's row, largest layers first, until done or `out_of_time()`.
 
@@ -149,6 +151,7 @@ def measure_sensitivity(
         probe_sparsities: the shares of a layer's weights zeroed, one at a time, for its pruning curve.
         digest: the model hash the table is filed under.
         out_of_time: checked before each measurement; rows not reached keep None.
+        max_layers: only the largest layers are probed (they hold the bytes worth saving); the others keep None.
     """
     from .quantize.litert import quantizable_layers
 
@@ -168,9 +171,12 @@ def measure_sensitivity(
     measured = []
     with tempfile.TemporaryDirectory(prefix="effkit-sens-") as scratch:
         probe = _Probe(model, dataset, info, float_tflite, calibration, Path(scratch))
-        for row in rows:
-            if out_of_time():
+        for index, row in enumerate(rows):
+            if index >= max_layers:
+                row = replace(row, error=f"not probed: only the {max_layers} largest layers are")
+            elif out_of_time():
                 complete = False
+                row = replace(row, error="not probed: the search budget's share for sensitivity ran out")
             else:
                 row = probe.measure(row, probe_sparsities)
                 log.info(
