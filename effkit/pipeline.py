@@ -499,6 +499,7 @@ def _run_search(search, run: VariantMaker, out_dir: Path, variants: list[Variant
             log.info(
                 "search: recommends %s (search %s after %.0fs)", chosen.name, search.stopped, search.deadline.elapsed
             )
+        search.confirm_integer(measure)
     finally:
         search.close()
 

@@ -41,6 +41,7 @@ log = logging.getLogger("effkit")
 QUICK_LATENCY = LatencyConfig(warmup_runs=3, warmup_seconds=0.02, min_runs=30, min_seconds=0.05, max_seconds=1.0)
 SENSITIVITY_SHARE = 0.3  # at most this share of the budget goes to the sensitivity table
 MAX_LAYER_SPARSITY = 0.98
+MAX_FLOAT_LAYERS = 32  # selective int8 gives up beyond this many float ops
 SMALL_LAYER = 0.01  # share of the prunable weights under which an unprobed layer is spared
 
 
@@ -159,6 +160,7 @@ class Search:
         self.baseline_val_top1: float | None = None
         self.stopped = "running"
         self._budget_spent = False
+        self._floats_needed = 0  # float ops the last selective int8 plan needed: the next source starts there
         self.notes: list[str] = []
         self._names = info.output_names
         self._val_labels = self.dataset.labels("val", self._names)
@@ -420,6 +422,39 @@ class Search:
             if self._out_of_time():
                 return
             self._quantized(source, label, plan)
+        a8 = self.artifacts.get(f"{source.name}-a8")
+        if a8 is not None and a8.candidate.decision == Decision.DROPPED:
+            self._selective_int8(source, a8)
+
+    def _selective_int8(self, source: _Source, uniform: _Artifact) -> None:
+        """Full-integer int8 that misses the budget: leave the ops that add the most error in float, 1, 2, 4...
+        of them, until a plan is within budget. The ranking comes from the LiteRT quantizer's validator (each op's
+        input SNR over its output SNR) on validation inputs, with ops measured fragile alone first."""
+        from .quantize.litert import LayerPlan, noise_ranking
+        from .sensitivity import layer_names
+
+        try:
+            ranking = noise_ranking(source.float_tflite, uniform.path, self.dataset.x_val[:64],
+                                    keras_layers=layer_names(source.model))  # fmt: skip
+        except Exception as error:
+            self.notes.append(f"could not rank {source.name}'s int8 ops by error: {_reason(error)}")
+            return
+        fragile = self._fragile_layers()
+        order = list(dict.fromkeys([*fragile, *(layer for layer, _ in ranking)]))
+        count = max(1, len(fragile) + 1, self._floats_needed)
+        while count <= min(len(order), MAX_FLOAT_LAYERS):
+            if self._out_of_time():
+                return
+            layers = tuple((layer, Precision.FLOAT) for layer in order[:count])
+            label = f"a8-f{count}"
+            why = f"uniform int8 {uniform.candidate.reason}; the {count} op(s) adding the most error stay float"
+            plan = LayerPlan(weights=Precision.INT8, activations="int8", layers=layers)
+            self._quantized(source, label, plan, why=why)
+            made = self.artifacts.get(f"{source.name}-{label}")
+            if made is not None and made.candidate.decision == Decision.KEPT:
+                self._floats_needed = count
+                return
+            count *= 2
 
     def _plans(self, source: _Source):
         """(label, LayerPlan): int8 weights; int4 where sensitivity allows; full-integer for latency and MCUs."""
@@ -454,7 +489,7 @@ class Search:
             if row.int4_supported and row.int4_drop_pp is not None and row.int4_drop_pp <= self.settings.int4_max_drop
         ]
 
-    def _quantized(self, source: _Source, label: str, plan) -> None:
+    def _quantized(self, source: _Source, label: str, plan, *, why: str | None = None) -> None:
         from .quantize.litert import quantize_litert_plan
         from .sensitivity import layer_names
 
@@ -465,6 +500,7 @@ class Search:
             "weights": str(plan.weights),
             "activations": plan.activations,
             "layers": {layer: str(precision) for layer, precision in plan.layers},
+            **({"why": why} if why else {}),
         }
         try:
             params = quantize_litert_plan(
@@ -611,6 +647,22 @@ class Search:
             self._update(index, decision=Decision.REJECTED, variant=variant.name, reason=why)
             self.notes.append(f"search: {candidate.name} was best on validation but {why}; took the next on the front")
         return None
+
+    def confirm_integer(self, measure: Callable[[_Artifact], Any]) -> Any:
+        """The best full-integer candidate within budget (what a microcontroller or an int8-only NPU runs), measured
+        on test too when the choice was not one. Returns its Variant, or None."""
+        integer = [
+            a
+            for a in self.artifacts.values()
+            if a.candidate.settings.get("activations") == "int8"
+            and a.candidate.decision in (Decision.FRONT, Decision.DOMINATED, Decision.CHOSEN, Decision.REJECTED)
+        ]
+        if not integer or any(a.candidate.variant for a in integer):
+            return None
+        best = min(integer, key=lambda a: (self.objective(a.candidate), a.candidate.val_drop_pp))
+        variant = measure(best)
+        self._update(self._index(best.candidate.name), variant=variant.name)
+        return variant
 
     # ------------------------------------------------------------------ helpers
     def _out_of_time(self) -> bool:

@@ -171,8 +171,34 @@ def test_search_end_to_end_in_the_report(tiny_model, digits, tmp_path):
 
 
 def test_budget_without_search_is_refused(tmp_path):
-    from conftest import run_effkit
+    from .conftest import run_effkit
 
     result = run_effkit("compress", "--budget", "5m", "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert result.returncode == 2
     assert "--budget bounds a search" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_int8_that_misses_leaves_the_noisiest_ops_float(bottleneck, digits):
+    """With an agreement bar uniform int8 cannot meet, the search leaves ops in float, noisiest first (ranked by
+    the LiteRT validator), and records why; the plan it keeps meets the bar."""
+    from effkit.config import ParityConfig
+    from effkit.quantize.litert import noise_ranking
+
+    model, info = bottleneck
+    config = replace(_search_config(levels=(0.5,), clusters=()), parity=ParityConfig(quantized_agreement=100.0))
+    search = Search(model, digits, info=info, config=config, calibration=digits.x_train[:64])
+    try:
+        search.run()
+        uniform = search.artifacts["baseline-a8"]
+        assert uniform.candidate.decision == Decision.DROPPED, "uniform int8 met 100% agreement: nothing to test"
+        ranking = noise_ranking(search.artifacts["baseline-a8"].source.float_tflite, uniform.path,
+                                search.dataset.x_val[:64])  # fmt: skip
+    finally:
+        search.close()
+    selective = [c for c in search.candidates if c.name.startswith("baseline-a8-f")]
+    assert selective, [c.name for c in search.candidates]
+    first = selective[0]
+    assert list(first.settings["layers"]) == [layer for layer, _ in ranking][: len(first.settings["layers"])]
+    assert "stay float" in first.settings["why"]
+    kept = [c for c in selective if c.decision in (Decision.FRONT, Decision.DOMINATED, Decision.KEPT)]
+    assert all(c.agreement == 100.0 for c in kept)

@@ -390,3 +390,46 @@ def _calibration_data(float_tflite: Path, calibration: np.ndarray) -> dict:
     dynamic_batch = interpreter.get_input_details()[0]["shape_signature"][0] == -1
     size = CALIBRATION_BATCH if dynamic_batch else 1
     return {key: [{input_name: calibration[i : i + size]} for i in range(0, len(calibration), size)]}
+
+
+def noise_ranking(
+    float_tflite: Path, quantized_tflite: Path, samples: np.ndarray, *, keras_layers: Iterable[str] | None = None
+) -> list[tuple[str, float]]:
+    """The weighted ops of a quantized .tflite, ranked by the error each adds: (layer, factor), largest first.
+
+    The LiteRT quantizer's model validator runs both files on `samples` and gives each tensor's signal-to-noise
+    ratio against the float model. An op's factor is the SNR of its input over the SNR of its output: how much
+    noise that op itself adds, not the noise it inherits. One pass over the model, so it ranks large models whose
+    layers are too many to quantize one at a time.
+    """
+    from litert_quantizer import model_validator
+    from litert_quantizer.utils import validation_utils
+
+    from ..export.tflite_graph import read_graph
+
+    graph = read_graph(float_tflite)
+    with silenced():
+        comparison = model_validator.compare_model(
+            Path(float_tflite).read_bytes(),
+            Path(quantized_tflite).read_bytes(),
+            _calibration_data(float_tflite, samples),
+            [validation_utils.ValidationErrorMetric.SNR],
+            use_xnnpack=True,
+            num_threads=1,
+        )
+    (key,) = comparison.available_signature_keys()
+    result = comparison.get_signature_comparison_result(key)
+    snr = {
+        name: values["snr"]
+        for group in (result.input_tensors, result.intermediate_tensors, result.output_tensors)
+        for name, values in group.items()
+    }
+    found = _weighted_ops(graph)
+    names = keras_names({scope for _, scope in found}, None if keras_layers is None else list(keras_layers))
+    ranking = []
+    for op, scope in found:
+        source = next((graph.tensors[i].name for i in op.inputs if i >= 0 and not graph.tensors[i].constant), None)
+        output = graph.tensors[op.outputs[0]].name
+        if source in snr and output in snr and snr[output] > 0:
+            ranking.append((names[scope], float(snr[source] / snr[output])))
+    return sorted(ranking, key=lambda item: -item[1])
