@@ -162,6 +162,12 @@ def _parser() -> argparse.ArgumentParser:
         "on the validation split, instead of measuring the --sparsity grid",
     )
     compress.add_argument("--budget", help="wall-time bound for --search, e.g. 300s, 10m, 1h (default: none)")
+    compress.add_argument(
+        "--sparsity-m-by-n",
+        metavar="M:N",
+        help="also prune to structured sparsity, at most M nonzero of every N input-channel weights in Dense and "
+        "Conv2D layers (e.g. 2:4): a 'prunedMofN' source next to the sparsities",
+    )
     compress.add_argument("--prune-epochs", type=int, default=PruneConfig.epochs, help="fine-tune epochs per sparsity")
     compress.add_argument(
         "--calibration-samples",
@@ -357,7 +363,7 @@ def _compress(args: argparse.Namespace) -> int:
         calibration_samples=args.calibration_samples,
         seed=args.seed,
         tflite_backends=_tflite_backends(args.tflite_backend),
-        prune=PruneConfig(epochs=args.prune_epochs),
+        prune=PruneConfig(epochs=args.prune_epochs, m_by_n=args.sparsity_m_by_n),
         latency=LatencyConfig(
             batches=parse_counts(args.batch, what="--batch"),
             threads=parse_counts(args.threads, what="--threads"),

@@ -106,6 +106,19 @@ def parse_sparsities(text: str) -> tuple[float, ...]:
     return tuple(dict.fromkeys(values))
 
 
+def parse_m_by_n(text: str) -> tuple[int, int]:
+    """`2:4` -> (2, 4): at most m nonzero weights in every n consecutive input channels (NVIDIA's N:M reading;
+    tfmot's `sparsity_m_by_n` counts the zeros instead, n - m of them)."""
+    parts = text.strip().split(":")
+    try:
+        m, n = (int(part) for part in parts)
+    except ValueError:
+        raise ConfigError(f"m-by-n sparsity must look like 2:4 (m nonzero of every n weights), got {text!r}") from None
+    if not 0 < m < n:
+        raise ConfigError(f"m-by-n sparsity {text!r} needs 0 < m < n (m nonzero of every n weights)")
+    return m, n
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """Magnitude pruning and its fine-tune (tfmot PolynomialDecay)."""
@@ -116,6 +129,12 @@ class PruneConfig:
     lr_decay_rate: float = 0.9  # exponential decay per epoch
     ramp_fraction: float = 0.5  # share of the fine-tune over which sparsity rises to its target
     patience: int = 3  # early stopping on validation loss, counted after the target sparsity is reached
+    m_by_n: str | None = None  # "2:4": also prune to structured m-of-n sparsity (a source next to the sparsities)
+
+    @property
+    def m_by_n_pair(self) -> tuple[int, int] | None:
+        """`m_by_n` as (m, n), or None."""
+        return None if self.m_by_n is None else parse_m_by_n(self.m_by_n)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -124,6 +143,8 @@ class PruneConfig:
             raise ConfigError(f"prune batch size must be >= 1, got {self.batch_size}")
         if not 0.0 < self.ramp_fraction <= 1.0:
             raise ConfigError(f"prune ramp fraction must be in (0, 1], got {self.ramp_fraction}")
+        if self.m_by_n is not None:
+            parse_m_by_n(self.m_by_n)
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,19 @@ def weight_sparsity(model: Any) -> tuple[float, dict[str, float]]:
     return (zeros / total if total else 0.0), per_layer
 
 
+def m_by_n_pattern(weights: np.ndarray, m: int, n: int, *, axis: int = -1) -> bool:
+    """Whether every group of `n` consecutive weights along `axis` (the input channels: the last axis of a TFLite
+    FULLY_CONNECTED or CONV_2D weight, [out, in] and [out, h, w, in]) has at most `m` nonzero values, i.e. at least
+    n - m zeros. A short last group counts as padded with zeros, as tfmot pads it.
+    """
+    nonzero = np.moveaxis(np.asarray(weights) != 0, axis, -1)
+    pad = -nonzero.shape[-1] % n
+    if pad:
+        nonzero = np.concatenate([nonzero, np.zeros((*nonzero.shape[:-1], pad), dtype=bool)], axis=-1)
+    groups = nonzero.reshape(-1, n)
+    return bool(np.all(groups.sum(axis=1) <= m))
+
+
 def _leaf_layers(model: Any):
     for layer in getattr(model, "layers", ()):
         if getattr(layer, "layers", None):

@@ -21,7 +21,7 @@ from .classifier import Head, ModelInfo, describe, model_input
 from .config import Backend, CompressConfig, Format, Quant
 from .cpu import fingerprint
 from .data import Dataset, check_fits, check_labels, check_sizes, check_tokens, fit_sequences, load_dataset
-from .errors import EffkitError, first_line
+from .errors import EffkitError, ModelError, first_line
 from .measure import (
     file_sizes,
     mae,
@@ -64,6 +64,8 @@ class SourceModel:
     steps: tuple[Step, ...]
     sparsity: float  # measured share of zeros in its prunable kernels
     outputs: np.ndarray  # its Keras outputs on the test split: what its artifacts must reproduce
+    m_by_n: tuple[int, int] | None = None  # pruned to m-of-n structured sparsity in `m_by_n_layers`
+    m_by_n_layers: tuple[str, ...] = ()
 
 
 def compress(
@@ -162,7 +164,9 @@ def compress(
     variants: list[Variant] = []
     complete = False
     search = None
-    sources = 1 if config.search else 1 + len(config.sparsities)  # a search makes its own pruned sources
+    m_by_n = config.prune.m_by_n_pair
+    # A search makes its own pruned sources.
+    sources = 1 if config.search else 1 + len(config.sparsities) + (m_by_n is not None)
     planned = sources * (1 + len(recipes))  # each source's Keras variant and its recipes
     try:
         with progress_bar(f"{name}: variants", planned) as advance:
@@ -173,6 +177,10 @@ def compress(
                 advance(1)
             for sparsity in () if config.search else config.sparsities:
                 for variant in run.pruned_variants(working, sparsity, blocked=prune_blocker):
+                    variants.append(variant)
+                    advance(1)
+            if m_by_n is not None and not config.search:
+                for variant in run.pruned_variants(working, None, blocked=prune_blocker, m_by_n=m_by_n):
                     variants.append(variant)
                     advance(1)
         if config.search is not None:
@@ -270,23 +278,37 @@ class VariantMaker:
     calibration: np.ndarray
     baseline_top1: float
 
-    def pruned_variants(self, model: Any, sparsity: float, *, blocked: str | None = None) -> Iterator[Variant]:
-        """Prune `model` to `sparsity` and make its variants; a failed prune fails them all, not the run.
+    def pruned_variants(
+        self,
+        model: Any,
+        sparsity: float | None,
+        *,
+        blocked: str | None = None,
+        m_by_n: tuple[int, int] | None = None,
+    ) -> Iterator[Variant]:
+        """Prune `model` to `sparsity` (or to the m-of-n pattern `m_by_n` instead) and make its variants; a failed
+        prune fails them all, not the run.
 
         `blocked` says why tfmot cannot prune it (no faithful tf_keras rebuild of a Keras 3 model): `model` is then
-        the Keras 3 model, pruned in Keras 3 itself.
+        the Keras 3 model, pruned in Keras 3 itself (to a sparsity; m-of-n pruning needs tfmot).
         """
         from .prune import prune
         from .prune_native import prune_keras3
 
-        source_name = f"pruned{round(sparsity * 100):d}"
+        source_name = f"pruned{m_by_n[0]}of{m_by_n[1]}" if m_by_n else f"pruned{round(sparsity * 100):d}"
         try:
+            if m_by_n is not None:
+                if blocked is not None:
+                    raise ModelError(f"m-of-n pruning needs tfmot, which cannot prune this model: {blocked}")
+                target = {"m_by_n": m_by_n}
+            else:
+                target = {"sparsity": sparsity}
             pruner = prune
             if blocked is not None:
                 log.info("%s: pruning the Keras 3 model itself, as tfmot cannot: %s", source_name, blocked)
                 pruner = prune_keras3
             result = pruner(
-                model, self.dataset, info=self.info, sparsity=sparsity, config=self.config.prune, seed=self.config.seed
+                model, self.dataset, info=self.info, config=self.config.prune, seed=self.config.seed, **target
             )
             outputs = self._runner(result.model, Format.KERAS).predict(self.dataset.x_test)
         except Exception as error:
@@ -298,12 +320,21 @@ class VariantMaker:
                 yield Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
             return
         steps = (Step("prune", result.step_params()),)
-        yield from self.variants_of(SourceModel(source_name, result.model, steps, result.sparsity, outputs))
+        structured = {"m_by_n": m_by_n, "m_by_n_layers": result.pruned_layers} if m_by_n else {}
+        yield from self.variants_of(
+            SourceModel(source_name, result.model, steps, result.sparsity, outputs, **structured)
+        )
 
     def variants_of(self, source: SourceModel, *, keras_path: Path | None = None) -> Iterator[Variant]:
         """The source's Keras variant, then one per recipe, float32 first in each format."""
         with tempfile.TemporaryDirectory(prefix="effkit-") as scratch:
-            inputs = RecipeInputs(source.model, self.calibration, self.config, workdir=Path(scratch))
+            inputs = RecipeInputs(
+                source.model,
+                self.calibration,
+                self.config,
+                workdir=Path(scratch),
+                sparse_float=source.m_by_n is not None,
+            )
             yield self.keras_variant(source, keras_path)
             for recipe in self.recipes:
                 yield self.artifact_variant(source, recipe, inputs)
@@ -334,7 +365,16 @@ class VariantMaker:
             steps=source.steps,
         )
         try:
-            variant = replace(variant, steps=(*source.steps, recipe.make(inputs, path)))
+            steps = (*source.steps, recipe.make(inputs, path))
+            if source.m_by_n is not None and recipe.format == Format.TFLITE:
+                from .export.tflite import m_by_n_check
+
+                m, n = source.m_by_n
+                check = m_by_n_check(path, m=m, n=n, layers=source.m_by_n_layers)
+                if not check["pattern_held"]:
+                    log.warning("%s: the %d:%d pattern does not hold in the artifact: %s", variant.name, m, n, check)
+                steps += (Step("check", check),)
+            variant = replace(variant, steps=steps)
             started = time.perf_counter()
             runner = self._runner(path, recipe.format)
             load_ms = (time.perf_counter() - started) * 1e3

@@ -2,6 +2,9 @@
 
 The PolynomialDecay schedule is sized from the real number of training steps (tfmot's defaults prune nothing on
 small data, see docs/pitfalls.md), and early stopping waits until the target sparsity is reached.
+
+Structured m-of-n sparsity (2:4) uses tfmot's `sparsity_m_by_n`: tfmot sets the mask once, on the first training
+step, from the weights' magnitudes in each group of n input channels, and keeps it for the fine-tune.
 """
 
 from __future__ import annotations
@@ -9,14 +12,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import keras_compat
 from .classifier import ModelInfo
 from .config import PruneConfig
 from .data import Dataset
-from .errors import ModelError, first_line
+from .errors import ConfigError, ModelError, first_line
 from .measure import top1, weight_sparsity
 from .runtime.keras import KerasRunner
 from .train import fit
@@ -35,12 +38,19 @@ class PruneResult:
     val_top1: float
     seconds: float
     path: str = "tfmot"  # who pruned: tfmot on a tf_keras model (or a Keras 3 model's bridge), or "keras3"
+    m_by_n: str | None = None  # "2:4" when pruned to structured sparsity; `pruned_layers` then hold the pattern
+    left_dense: dict[str, str] = field(default_factory=dict)  # layer -> why m-of-n pruning left it dense
 
     def step_params(self) -> dict[str, Any]:
         """What the variant's `prune` step records."""
+        structured = {}
+        if self.m_by_n is not None:
+            structured = {"m_by_n": self.m_by_n, "m_by_n_layers": list(self.pruned_layers)}
+            structured["left_dense"] = dict(self.left_dense)
         return {
             "path": self.path,
             "target_sparsity": self.target_sparsity,
+            **structured,
             "sparsity": round(self.sparsity, 4),
             "layers": {name: round(value, 4) for name, value in self.layer_sparsity.items()},
             "epochs": self.epochs_run,
@@ -82,13 +92,15 @@ def prune(
     dataset: Dataset,
     *,
     info: ModelInfo,
-    sparsity: float,
+    sparsity: float | None = None,
     config: PruneConfig,
     seed: int = 0,
+    m_by_n: tuple[int, int] | None = None,
     layer_targets: Mapping[str, float] | None = None,
     start: Mapping[str, float] | None = None,
-):
-    """Prune a tf_keras classifier to `sparsity` and fine-tune it on the dataset's train split.
+) -> PruneResult:
+    """Prune a tf_keras classifier to `sparsity`, or to m-of-n structured sparsity, and fine-tune it on the dataset's
+    train split.
 
     Args:
         model: a tf_keras model (bridge Keras 3 models with `keras_compat.load_model` first); left unchanged.
@@ -97,6 +109,8 @@ def prune(
         sparsity: target share of zeros in each prunable kernel, in [0, 1).
         config: fine-tune length, learning rate and schedule shape.
         seed: fixes shuffling and dropout.
+        m_by_n: (m, n), e.g. (2, 4), instead of `sparsity`: keep at most m nonzero weights in every n consecutive
+            input channels of the layers tfmot can prune so (see `m_by_n_blocker`); the others stay dense.
         layer_targets: per-layer sparsity by layer name (non-uniform pruning); other layers get `sparsity`, and a
             layer whose target is 0 is left dense.
         start: the sparsity each layer already has (a model pruned to a lower level): its ramp starts there, so
@@ -106,8 +120,11 @@ def prune(
         A PruneResult whose `model` is a new, stripped tf_keras model.
 
     Raises:
-        ModelError: the model is not tf_keras, or has no layer tfmot can prune.
+        ModelError: the model is not tf_keras, or has no layer tfmot can prune (so).
+        ConfigError: neither or both of `sparsity` and `m_by_n` given.
     """
+    if (sparsity is None) == (m_by_n is None):
+        raise ConfigError("prune() takes either a sparsity or an m_by_n pattern")
     if not keras_compat.is_tf_keras_model(model):
         raise ModelError("prune() takes a tf_keras model; load Keras 3 models with keras_compat.load_model")
     tfk = keras_compat.tf_keras()
@@ -118,26 +135,38 @@ def prune(
     tfk.utils.set_random_seed(seed)
     _, frequency, end_step = ramp_steps(len(dataset.x_train), config)
 
-    def schedule(name: str):
+    def options(name: str) -> dict[str, Any] | None:
+        """The layer's pruning arguments: the m-of-n pattern, or its own ramp; None leaves it dense."""
+        if m_by_n is not None:
+            return {"sparsity_m_by_n": (m_by_n[1] - m_by_n[0], m_by_n[1])}  # tfmot counts the zeros
         initial, final = layer_schedule(name, sparsity, targets=layer_targets, start=start)
         if final <= 0.0:
             return None
-        return sparsity_api.PolynomialDecay(
+        schedule = sparsity_api.PolynomialDecay(
             initial_sparsity=initial, final_sparsity=final, begin_step=0, end_step=end_step, frequency=frequency
         )
+        return {"pruning_schedule": schedule}
+
+    if m_by_n is not None:
+        sparsity = (m_by_n[1] - m_by_n[0]) / m_by_n[1]  # in the layers that take the pattern
 
     pruned_layers: list[str] = []
+    left_dense: dict[str, str] = {}
 
     def wrap(layer):
         if isinstance(layer, tfk.Model):  # a nested base (MobileNetV2 inside a transfer model): prune inside it
             return tfk.models.clone_model(layer, clone_function=wrap)
-        if isinstance(layer, sparsity_api.PrunableLayer) or (PruneRegistry.supports(layer) and layer.weights):
-            ramp = schedule(layer.name)
-            if ramp is None:
-                return layer
-            pruned_layers.append(layer.name)
-            return sparsity_api.prune_low_magnitude(layer, pruning_schedule=ramp)
-        return layer
+        if not (isinstance(layer, sparsity_api.PrunableLayer) or (PruneRegistry.supports(layer) and layer.weights)):
+            return layer
+        blocker = m_by_n_blocker(layer, m_by_n[0], keras=tfk) if m_by_n is not None else None
+        if blocker is not None:
+            left_dense[layer.name] = blocker
+            return layer
+        arguments = options(layer.name)
+        if arguments is None:
+            return layer
+        pruned_layers.append(layer.name)
+        return sparsity_api.prune_low_magnitude(layer, **arguments)
 
     # clone_model rebuilds every layer with fresh weights: copy them, then wrap the copies.
     working = tfk.models.clone_model(model)
@@ -147,9 +176,10 @@ def prune(
     except ValueError as error:
         raise ModelError(f"tfmot cannot prune this model: {first_line(error)}") from error
     if not pruned_layers:
-        raise ModelError("the model has no layer tfmot can prune (Dense, Conv, Embedding, ...)")
+        what = f"to {m_by_n[0]}:{m_by_n[1]} (Dense, Conv2D)" if m_by_n else "(Dense, Conv, Embedding, ...)"
+        raise ModelError(f"the model has no layer tfmot can prune {what}")
 
-    return fine_tune(
+    result = fine_tune(
         wrapped,
         dataset,
         keras=tfk,
@@ -160,6 +190,33 @@ def prune(
         callbacks=(sparsity_api.UpdatePruningStep(),),
         finish=sparsity_api.strip_pruning,
     )
+    if m_by_n is None:
+        return result
+    return replace(result, m_by_n=f"{m_by_n[0]}:{m_by_n[1]}", left_dense=left_dense)
+
+
+def m_by_n_blocker(layer: Any, m: int, *, keras: Any) -> str | None:
+    """Why tfmot's m-of-n pruning cannot take this layer, or None when it can.
+
+    tfmot rearranges rank-2 (Dense) and rank-4 (Conv2D) kernels so that the groups run along the input channels,
+    the last axis of the TFLite weight. Other kernels are refused or put the groups on the wrong axis: a transposed
+    convolution's kernel is [h, w, out, in], a grouped convolution's input channels are split, a depthwise one has
+    no prunable kernel. With at most m input channels every group already holds the pattern and nothing is pruned.
+    """
+    layers = keras.layers
+    if isinstance(layer, (layers.Conv2DTranspose, layers.DepthwiseConv2D, layers.SeparableConv2D)):
+        return f"{type(layer).__name__} is not supported for m-of-n sparsity"
+    if isinstance(layer, layers.Conv2D):
+        if layer.groups != 1:
+            return "grouped convolution"
+        inputs = layer.kernel.shape[2]
+    elif isinstance(layer, layers.Dense):
+        inputs = layer.kernel.shape[0]
+    else:
+        return f"{type(layer).__name__} is not supported for m-of-n sparsity (Dense and Conv2D are)"
+    if inputs <= m:
+        return f"{inputs} input channel(s): nothing to prune"
+    return None
 
 
 def fine_tune(

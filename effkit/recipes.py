@@ -29,6 +29,7 @@ class RecipeInputs:
     config: CompressConfig
     float_artifacts: dict[Format, Path] = field(default_factory=dict)
     workdir: Path | None = None  # scratch space that lives as long as this model's recipes
+    sparse_float: bool = False  # try the converter's sparse encoding for the float32 .tflite (an m-of-n source)
     _converter_source: Any = None
 
     def converter_source(self) -> Any:
@@ -72,13 +73,14 @@ class Recipe:
 
     def make(self, inputs: RecipeInputs, path: Path) -> Step:
         """Write this recipe's artifact at `path` and return its step. A float32 artifact is recorded in `inputs`,
-        where the quantizers of its format start from."""
+        where the quantizers of its format start from, unless its producer recorded another file for them (the
+        dense file beside a sparse-encoded one)."""
         params = self.produce(inputs, path)
         if self.format == Format.TFLITE:
             params = {**params, "xnnpack": _xnnpack(path)}
         step = self.step(params)
         if self.quantization == Quant.NONE:
-            inputs.float_artifacts[self.format] = path
+            inputs.float_artifacts.setdefault(self.format, path)
         return step
 
     def step(self, params: dict[str, Any]) -> Step:
@@ -94,8 +96,13 @@ class Recipe:
 
 
 def _tflite_float(inputs: RecipeInputs, path: Path) -> dict[str, Any]:
-    from .export.tflite import export_tflite
+    from .export.tflite import export_sparse_tflite, export_tflite
 
+    if inputs.sparse_float and inputs.workdir is not None:
+        dense = inputs.workdir / f"{path.stem}.dense.tflite"
+        encoding = export_sparse_tflite(inputs.converter_source(), path, dense=dense)
+        inputs.float_artifacts[Format.TFLITE] = dense  # quantizers do not read sparse tensors
+        return encoding.step_params()
     export_tflite(inputs.converter_source(), path)
     return {}
 

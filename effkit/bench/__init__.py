@@ -6,7 +6,7 @@ results.md and report.html; baselines.py gates a run against the baseline kept f
 
 from .baselines import baseline_to_read, baseline_to_write, class_baseline, confirm_latency, gate, read_baseline
 from .render import RESULTS_HTML, RESULTS_JSON, RESULTS_MD, results_html, results_markdown, write_results
-from .run import run_suite
+from .run import reference_file, run_suite
 from .suite import Suite, SuiteModel, load_suite
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "gate",
     "load_suite",
     "read_baseline",
+    "reference_file",
     "results_html",
     "results_markdown",
     "run_suite",

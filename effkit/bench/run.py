@@ -39,7 +39,7 @@ def run_suite(suite: Suite, out_dir: str | Path) -> SuiteResult:
                 log.info("bench %s: model %s on %s", suite.name, model.name, model.data)
                 try:
                     config = suite.config_for(model)
-                    source = Path(model.path) if model.path else _trained(model, out_dir, seed=suite.seed)
+                    source = Path(model.path) if model.path else reference_file(model, out_dir, seed=suite.seed)
                     report = compress(
                         source, model.data, config=config, out_dir=out_dir / model.name, name=model.name, overwrite=True
                     )
@@ -77,8 +77,9 @@ def run_suite(suite: Suite, out_dir: str | Path) -> SuiteResult:
     return results
 
 
-def _trained(model: SuiteModel, out_dir: Path, *, seed: int) -> Path:
-    """The reference model's file, trained now or reused from an earlier run with the same training and data."""
+def reference_file(model: SuiteModel, out_dir: Path, *, seed: int) -> Path:
+    """The reference model's file under `out_dir/models/`, trained now (Keras 3) or reused from an earlier run with
+    the same training and data: what effkit bench and bench/peer_tfmot.py both start from."""
     from .. import __version__, keras_compat
     from .. import models as reference_models
     from ..data import load_dataset

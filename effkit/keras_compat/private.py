@@ -21,6 +21,7 @@ PRIVATE_NAMES = {
     ),
     "tensorflow": ("tensorflow.python.framework.ops.Operation._set_attr",),
     "keras": (KERAS3_OPS_MODULE,),
+    "ai-edge-litert": ("ai_edge_litert.interpreter.Interpreter._get_ops_details",),
 }
 
 
@@ -55,3 +56,12 @@ def disable_xla_must_compile(operation: Any) -> None:
         operation._set_attr("_XlaMustCompile", attr_value_pb2.AttrValue(b=False))
     except AttributeError as error:
         raise _moved(PRIVATE_NAMES["tensorflow"][0], error) from error
+
+
+def tflite_ops(interpreter: Any) -> list[dict[str, Any]]:
+    """The operators of a LiteRT interpreter's graph (`op_name`, `inputs`, `outputs` as tensor indices): the
+    interpreter has no public way to tell which tensor feeds which op."""
+    try:
+        return interpreter._get_ops_details()
+    except AttributeError as error:
+        raise _moved(PRIVATE_NAMES["ai-edge-litert"][0], error) from error
