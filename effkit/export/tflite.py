@@ -103,3 +103,51 @@ def clipped_biases(path: Path) -> int:
         limits = [np.iinfo(np.int32), np.iinfo(detail["dtype"])]
         clipped += int(np.count_nonzero(np.isin(values, [v for i in limits for v in (i.min, i.min + 1, i.max)])))
     return clipped
+
+
+# Ops whose name ends a weight tensor's name, after the Keras layer's name (`model/dense/MatMul`).
+_KERNEL_OPS = ("MatMul", "Conv2D", "depthwise", "Conv2D_1", "embedding_lookup", "Tensordot")
+
+
+def constant_kernels(path: Path) -> dict[str, list]:
+    """The constant weight tensors of a .tflite (rank >= 2: kernels and embedding tables, not biases) by the Keras
+    layer they came from, each with its output channels on axis 0.
+
+    The channel axis of a per-channel quantized tensor is its `quantized_dimension`; a float tensor is taken with
+    TFLite's own layout, output channels first (FULLY_CONNECTED and CONV_2D kernels). Quantized tensors are given as
+    their stored integers. Only constant buffers are read: the interpreter is never allocated.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    kernels: dict[str, list] = {}
+    for detail in interpreter.get_tensor_details():
+        if len(detail["shape"]) < 2 or (np.issubdtype(detail["dtype"], np.integer) and detail["dtype"] != np.int8):
+            continue  # biases, shapes and other integer constants
+        try:
+            values = interpreter.get_tensor(detail["index"])
+        except ValueError:  # not a constant
+            continue
+        quantization = detail["quantization_parameters"]
+        axis = int(quantization["quantized_dimension"]) if quantization["scales"].size > 1 else 0
+        kernels.setdefault(keras_layer_name(detail["name"]), []).append(np.moveaxis(values, axis, 0))
+    return kernels
+
+
+def keras_layer_name(tensor_name: str) -> str:
+    """The Keras layer a converted tensor came from: `tiny_cnn/conv2d/Relu;tiny_cnn/conv2d/Conv2D;...` -> `conv2d`.
+
+    The converter joins the names of fused ops with `;`; the piece that ends in the kernel's op names the layer. A
+    QAT model's layers are tfmot wrappers named `quant_<layer>`; their tensors carry the fake-quant op's name, and
+    the prefix is dropped.
+    """
+    pieces = [piece.split("/") for piece in tensor_name.split(";")]
+    chosen = next((parts for parts in pieces if parts[-1] in _KERNEL_OPS and len(parts) >= 2), pieces[0])
+    parts = chosen[:-1] if len(chosen) >= 2 else chosen
+    if len(parts) >= 2 and parts[-1] == "Tensordot":  # a Dense layer applied to a sequence
+        parts = parts[:-1]
+    name = parts[-1]
+    if "FakeQuant" in tensor_name and name.startswith("quant_"):
+        name = name[len("quant_") :]
+    return name
