@@ -21,7 +21,7 @@ from .classifier import Head, ModelInfo, describe, model_input
 from .config import Backend, CompressConfig, Format, Quant
 from .cpu import fingerprint
 from .data import Dataset, check_fits, check_labels, check_sizes, check_tokens, fit_sequences, load_dataset
-from .errors import EffkitError, first_line
+from .errors import EffkitError, ModelError, first_line
 from .measure import (
     file_sizes,
     mae,
@@ -161,7 +161,9 @@ def compress(
 
     variants: list[Variant] = []
     complete = False
-    planned = (1 + len(config.sparsities)) * (1 + len(recipes))  # each source's Keras variant and its recipes
+    # each source's Keras variant and its recipes, and a QAT variant of each pruned or clustered source
+    derived = len(config.sparsities) * (1 + len(config.clusters))
+    planned = (1 + derived) * (1 + len(recipes)) + derived * config.qat
     try:
         with progress_bar(f"{name}: variants", planned) as advance:
             baseline = SourceModel(BASELINE_SOURCE, working, (), weight_sparsity(working)[0], baseline_outputs)
@@ -266,15 +268,17 @@ class VariantMaker:
     baseline_top1: float
 
     def pruned_variants(self, model: Any, sparsity: float, *, blocked: str | None = None) -> Iterator[Variant]:
-        """Prune `model` to `sparsity` and make its variants; a failed prune fails them all, not the run.
+        """Prune `model` to `sparsity` and make its variants, then those of its clustered copies (`pruned80-c16`)
+        and, with `config.qat`, a quantization-aware-trained int8 TFLite variant of each (`pruned80-qat`).
 
-        `blocked` says why tfmot cannot prune it (no faithful tf_keras rebuild of a Keras 3 model): `model` is then
-        the Keras 3 model, pruned in Keras 3 itself.
+        A failed prune fails all of them, a failed clustering its own source's variants, a failed QAT its one
+        variant; never the run. `blocked` says why tfmot cannot prune the model (no faithful tf_keras rebuild of a
+        Keras 3 model): `model` is then the Keras 3 model, pruned in Keras 3 itself, and not clustered or QAT-trained.
         """
         from .prune import prune
         from .prune_native import prune_keras3
 
-        source_name = f"pruned{round(sparsity * 100):d}"
+        source_name = pruned_source_name(sparsity)
         try:
             pruner = prune
             if blocked is not None:
@@ -287,13 +291,92 @@ class VariantMaker:
         except Exception as error:
             reason = one_line_reason(error)
             log.warning("%s: pruning failed: %s", source_name, reason)
-            planned = [(variant_name(source_name, Format.KERAS), Format.KERAS, Quant.NONE, Backend.KERAS)]
-            planned += [(r.variant_name(source_name), r.format, r.quantization, r.backend) for r in self.recipes]
-            for n, f, q, b in planned:
-                yield Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
+            for name in [source_name, *(clustered_source_name(source_name, k) for k in self.config.clusters)]:
+                yield from self.failed_source(name, reason)
             return
         steps = (Step("prune", result.step_params()),)
-        yield from self.variants_of(SourceModel(source_name, result.model, steps, result.sparsity, outputs))
+        pruned = SourceModel(source_name, result.model, steps, result.sparsity, outputs)
+        yield from self.variants_of(pruned)
+        if self.config.qat:
+            yield self.qat_variant(pruned, preserve="sparsity", blocked=blocked)
+        for clusters in self.config.clusters:
+            yield from self.clustered_variants(pruned, clusters, blocked=blocked)
+
+    def clustered_variants(self, pruned: SourceModel, clusters: int, *, blocked: str | None) -> Iterator[Variant]:
+        """Cluster a pruned source to `clusters` values per kernel and make its variants (and its QAT variant)."""
+        from .cluster import cluster
+
+        source_name = clustered_source_name(pruned.name, clusters)
+        try:
+            if blocked is not None:
+                raise ModelError(f"tfmot cannot cluster a model it cannot prune: {blocked}")
+            result = cluster(
+                pruned.model,
+                self.dataset,
+                info=self.info,
+                clusters=clusters,
+                config=self.config.prune,
+                seed=self.config.seed,
+            )
+            outputs = self._runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+        except Exception as error:
+            reason = one_line_reason(error)
+            log.warning("%s: clustering failed: %s", source_name, reason)
+            yield from self.failed_source(source_name, reason)
+            return
+        steps = (*pruned.steps, Step("cluster", result.step_params()))
+        source = SourceModel(source_name, result.model, steps, result.sparsity, outputs)
+        yield from self.variants_of(source)
+        if self.config.qat:
+            yield self.qat_variant(source, preserve="clusters", blocked=blocked)
+
+    def qat_variant(self, source: SourceModel, *, preserve: str, blocked: str | None = None) -> Variant:
+        """Quantization-aware training of a source that keeps its zeros (or clusters), converted to int8 TFLite and
+        measured like any artifact; parity is judged against the QAT Keras model, which the file must reproduce."""
+        from .qat import convert_qat, quantization_aware
+
+        name = qat_variant_name(source.name)
+        path = self.artifacts / f"{name}.tflite"
+        variant = Variant(
+            name=name,
+            format=Format.TFLITE,
+            quantization=Quant.INT8,
+            backend=Backend.CONVERTER,
+            path=shown_path(path, self.artifacts.parent),
+            steps=source.steps,
+        )
+        try:
+            if blocked is not None:
+                raise ModelError(f"tfmot cannot train a model it cannot prune: {blocked}")
+            result = quantization_aware(
+                source.model,
+                self.dataset,
+                info=self.info,
+                preserve=preserve,
+                config=self.config.prune,
+                seed=self.config.seed,
+            )
+            params = convert_qat(result, path, calibration=self.calibration)
+            own = {"mode": str(Quant.INT8), "format": str(Format.TFLITE), "backend": str(Backend.CONVERTER)}
+            steps = (*source.steps, Step("qat", result.step_params()), Step("quantize", {**own, **params}))
+            variant = replace(variant, steps=steps)
+            outputs = self._runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+            started = time.perf_counter()
+            runner = self._runner(path, Format.TFLITE)
+            load_ms = (time.perf_counter() - started) * 1e3
+        except Exception as error:
+            return _failed(variant, error)
+        trained = SourceModel(f"{source.name}-qat", result.model, steps, weight_sparsity(result.model)[0], outputs)
+        return self.measure_variant(variant, runner, path, trained, load_ms=load_ms)
+
+    def failed_source(self, source_name: str, reason: str) -> Iterator[Variant]:
+        """Every variant a source would have had (its Keras model, each recipe, and its QAT variant), failed."""
+        planned = [(variant_name(source_name, Format.KERAS), Format.KERAS, Quant.NONE, Backend.KERAS)]
+        planned += [(r.variant_name(source_name), r.format, r.quantization, r.backend) for r in self.recipes]
+        if self.config.qat:
+            planned.append((qat_variant_name(source_name), Format.TFLITE, Quant.INT8, Backend.CONVERTER))
+        for n, f, q, b in planned:
+            yield Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
 
     def variants_of(self, source: SourceModel, *, keras_path: Path | None = None) -> Iterator[Variant]:
         """The source's Keras variant, then one per recipe, float32 first in each format."""
@@ -431,6 +514,21 @@ class VariantMaker:
             ort_optimization=latency.ort_optimization,
             outputs=names,
         )
+
+
+def pruned_source_name(sparsity: float) -> str:
+    """`pruned80`: the source a sparsity makes."""
+    return f"pruned{round(sparsity * 100):d}"
+
+
+def clustered_source_name(pruned: str, clusters: int) -> str:
+    """`pruned80-c16`: a pruned source clustered to 16 values per kernel."""
+    return f"{pruned}-c{clusters}"
+
+
+def qat_variant_name(source: str) -> str:
+    """`pruned80-qat-tflite-int8`: the int8 TFLite file of a source's quantization-aware training."""
+    return variant_name(f"{source}-qat", Format.TFLITE, Quant.INT8)
 
 
 def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:

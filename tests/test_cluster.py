@@ -6,14 +6,15 @@ import pytest
 from effkit import keras_compat
 from effkit.classifier import describe
 from effkit.cluster import cluster, distinct_values
-from effkit.config import PruneConfig, Quant
+from effkit.config import Backend, CompressConfig, Format, PruneConfig, Quant
 from effkit.errors import ModelError
 from effkit.export.tflite import constant_kernels, export_tflite
 from effkit.measure import file_sizes
+from effkit.pipeline import compress
 from effkit.prune import prune
 from effkit.quantize.litert import quantize_litert
 
-from .conftest import FAST_PRUNE
+from .conftest import FAST_LATENCY, FAST_PRUNE
 
 CLUSTER_CONFIG = PruneConfig(epochs=4)
 
@@ -159,3 +160,72 @@ def test_keras3_models_must_be_bridged_first(tiny_keras3_model, digits):
     info = describe(tiny_keras3_model, digits.x_train[:4], name="k3")
     with pytest.raises(ModelError, match="tf_keras model"):
         cluster(tiny_keras3_model, digits, info=info, clusters=8, config=CLUSTER_CONFIG)
+
+
+# The grid flags: `effkit compress --clusters 16 --qat`.
+
+GRID = {
+    "sparsities": (0.8,),
+    "clusters": (16,),
+    "qat": True,
+    "quantizations": (Quant.INT8,),
+    "formats": (Format.TFLITE,),
+    "tflite_backends": (Backend.LITERT,),
+    "prune": PruneConfig(epochs=4),
+    "latency": FAST_LATENCY,
+}
+GRID_KINDS = ("keras", "tflite-none", "tflite-int8-litert")
+
+
+@pytest.fixture(scope="module")
+def grid_report(tiny_model, digits, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grid")
+    return compress(tiny_model, digits, config=CompressConfig(**GRID), out_dir=out, name="tiny_cnn"), out
+
+
+def test_grid_flags_make_clustered_and_qat_variants(grid_report):
+    report, out = grid_report
+    expected = [f"baseline-{kind}" for kind in GRID_KINDS]
+    expected += [f"pruned80-{kind}" for kind in GRID_KINDS] + ["pruned80-qat-tflite-int8"]
+    expected += [f"pruned80-c16-{kind}" for kind in GRID_KINDS] + ["pruned80-c16-qat-tflite-int8"]
+    assert [v.name for v in report.variants] == expected
+    assert all(v.ok for v in report.variants), [(v.name, v.error) for v in report.variants]
+    assert report.config["clusters"] == [16] and report.config["qat"] is True
+    for name in ("pruned80-c16-tflite-int8-litert", "pruned80-c16-qat-tflite-int8"):
+        counts = distinct_values(out / report.variant(name).path)
+        assert max(counts.values()) <= 16, (name, counts)
+        assert report.variant(name).sparsity == pytest.approx(0.8, abs=0.01)
+
+
+def test_grid_variants_record_their_cluster_and_qat_steps(grid_report):
+    report, _ = grid_report
+    clustered = report.variant("pruned80-c16-tflite-int8-litert")
+    assert [s.stage for s in clustered.steps] == ["prune", "cluster", "quantize"]
+    cluster_step = clustered.steps[1].params
+    assert cluster_step["clusters"] == 16 and cluster_step["sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert set(cluster_step["layers"]) == {"conv2d", "dense", "dense_1"}
+    qat = report.variant("pruned80-c16-qat-tflite-int8")
+    assert [s.stage for s in qat.steps] == ["prune", "cluster", "qat", "quantize"]
+    assert qat.steps[2].params["preserve"] == "clusters"
+    assert qat.steps[3].params["mode"] == "int8" and qat.steps[3].params["max_distinct"] <= 16
+    assert report.variant("pruned80-qat-tflite-int8").steps[1].params["preserve"] == "sparsity"
+    assert qat.parity.top1_agreement >= 97.0 and qat.top1 >= 0.9
+
+
+def test_clustering_makes_the_int8_file_smaller_after_gzip(grid_report):
+    report, _ = grid_report
+    pruned = report.variant("pruned80-tflite-int8-litert")
+    clustered = report.variant("pruned80-c16-tflite-int8-litert")
+    assert clustered.gzip_bytes < pruned.gzip_bytes
+    assert clustered.top1 >= pruned.top1 - 0.03
+
+
+def test_a_failed_clustering_or_qat_costs_only_its_own_variants(keras3_custom_layer_file, digits, tmp_path):
+    """A Keras 3 model without a tf_keras rebuild is pruned in Keras 3; tfmot can neither cluster nor train it."""
+    config = CompressConfig(**{**GRID, "sparsities": (0.5,), "prune": PruneConfig(epochs=1)})
+    report = compress(keras3_custom_layer_file, digits, config=config, out_dir=tmp_path / "out")
+    failed = {v.name: v.error for v in report.variants if not v.ok}
+    assert set(failed) == {"pruned50-qat-tflite-int8", *(f"pruned50-c16-{k}" for k in GRID_KINDS),
+                           "pruned50-c16-qat-tflite-int8"}  # fmt: skip
+    assert all("tfmot cannot" in error and "ChannelScale" in error and "\n" not in error for error in failed.values())
+    assert {v.name for v in report.variants if v.ok} >= {f"pruned50-{kind}" for kind in GRID_KINDS}
