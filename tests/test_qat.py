@@ -31,10 +31,11 @@ def pruned(tiny_model, digits, info):
 
 @pytest.fixture(scope="module")
 def sparse_qat(pruned, digits, info, tmp_path_factory):
+    before = [w.copy() for w in pruned.model.get_weights()]
     result = quantization_aware(pruned.model, digits, info=info, preserve="sparsity", config=QAT_CONFIG)
     path = tmp_path_factory.mktemp("qat") / "pruned80-qat.tflite"
     params = convert_qat(result, path, calibration=digits.x_train[:200])
-    return result, path, params
+    return result, path, params, before
 
 
 def _litert_top1(path, digits, info) -> float:
@@ -43,7 +44,7 @@ def _litert_top1(path, digits, info) -> float:
 
 
 def test_qat_wraps_every_layer_with_weights(sparse_qat):
-    result, _, _ = sparse_qat
+    result, _, _, _ = sparse_qat
     assert isinstance(result, QatResult) and result.preserve == "sparsity"
     assert result.quantized_layers == ("conv2d", "dense", "dense_1")
     assert result.float_layers == ()
@@ -53,7 +54,7 @@ def test_qat_wraps_every_layer_with_weights(sparse_qat):
 
 
 def test_the_int8_file_runs_in_litert_and_classifies(sparse_qat, pruned, digits, info):
-    result, path, params = sparse_qat
+    result, path, params, _ = sparse_qat
     assert params["io"] == "int8" and params["int8_kernels"] == 3 and params["float_kernels"] == []
     runner = LiteRTRunner(path)
     assert runner.input["dtype"] == np.int8
@@ -65,7 +66,7 @@ def test_the_int8_file_runs_in_litert_and_classifies(sparse_qat, pruned, digits,
 
 
 def test_prune_preserving_qat_keeps_the_zeros_in_the_int8_kernels(sparse_qat, pruned):
-    _, path, params = sparse_qat
+    _, path, params, _ = sparse_qat
     assert params["kernel_sparsity"] == pytest.approx(pruned.sparsity, abs=0.01)
     kernels = constant_kernels(path)
     assert set(kernels) == {"conv2d", "dense", "dense_1"}
@@ -86,7 +87,7 @@ def test_cluster_preserving_qat_keeps_k_values_per_channel(pruned, digits, info,
 
 
 def test_without_calibration_the_file_takes_float_input(sparse_qat, digits, info, tmp_path):
-    result, _, _ = sparse_qat
+    result, _, _, _ = sparse_qat
     params = convert_qat(result.model, tmp_path / "float-io.tflite")
     assert params["io"] == "float32" and params["calibration_samples"] is None and params["int8_kernels"] == 3
     assert LiteRTRunner(tmp_path / "float-io.tflite").input["dtype"] == np.float32
@@ -94,7 +95,7 @@ def test_without_calibration_the_file_takes_float_input(sparse_qat, digits, info
 
 
 def test_qat_leaves_the_callers_model_untouched(sparse_qat, pruned):
-    before = pruned.model.get_weights()
+    *_, before = sparse_qat
     assert all(np.array_equal(a, b) for a, b in zip(before, pruned.model.get_weights(), strict=True))
     assert not any(layer.name.startswith("quant_") for layer in pruned.model.layers)
 
