@@ -29,6 +29,7 @@ from .config import (
     Quant,
     SearchConfig,
     SearchGoal,
+    parse_clusters,
     parse_counts,
     parse_duration,
     parse_enum,
@@ -99,6 +100,18 @@ def _parser() -> argparse.ArgumentParser:
         "--sparsity",
         default=",".join(str(s) for s in defaults.sparsities),
         help="target sparsities to prune to, comma-separated; '' for none",
+    )
+    compress.add_argument(
+        "--clusters",
+        default=",".join(str(k) for k in defaults.clusters),
+        help="cluster counts for each pruned model, comma-separated (e.g. 16,8): sparsity-preserving weight "
+        "clustering, per channel for convolutions, making sources such as pruned80-c16; '' for none",
+    )
+    compress.add_argument(
+        "--qat",
+        action="store_true",
+        help="also make an int8 TFLite variant of each pruned and clustered model by quantization-aware training "
+        "that keeps its zeros and clusters (<source>-qat)",
     )
     compress.add_argument(
         "--quant",
@@ -354,9 +367,12 @@ def _search_config(args: argparse.Namespace) -> SearchConfig | None:
     return SearchConfig(goal=SearchGoal(args.search), budget_seconds=budget)
 
 
-def _compress(args: argparse.Namespace) -> int:
+def _compress_config(args: argparse.Namespace) -> CompressConfig:
+    """The CompressConfig that `effkit compress`'s options describe, validated."""
     config = CompressConfig(
         sparsities=parse_sparsities(args.sparsity),
+        clusters=parse_clusters(args.clusters),
+        qat=args.qat,
         quantizations=parse_enum_list(Quant, args.quant, what="quantization"),
         formats=parse_enum_list(Format, args.formats, what="format"),
         max_accuracy_drop=args.max_accuracy_drop,
@@ -379,6 +395,11 @@ def _compress(args: argparse.Namespace) -> int:
         search=_search_config(args),
     )
     config.validate()
+    return config
+
+
+def _compress(args: argparse.Namespace) -> int:
+    config = _compress_config(args)
 
     from .pipeline import compress
     from .report import machine_line, summary, table

@@ -119,6 +119,23 @@ def parse_m_by_n(text: str) -> tuple[int, int]:
     return m, n
 
 
+MIN_CLUSTERS = 3  # sparsity-preserving clustering keeps one centroid at zero; tfmot wants at least two more
+MAX_CLUSTERS = 256  # as many values as int8 has: more clusters would not share any
+
+
+def parse_clusters(text: str) -> tuple[int, ...]:
+    """`16,8` -> (16, 8): cluster counts; an empty string means no clustering."""
+    values = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            values.append(int(item))
+        except ValueError:
+            raise ConfigError(f"cluster count {item!r} is not a whole number; expected counts like 16,8") from None
+    return tuple(dict.fromkeys(values))
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """Magnitude pruning and its fine-tune (tfmot PolynomialDecay)."""
@@ -280,6 +297,8 @@ class CompressConfig:
     """Everything `effkit compress` can be told."""
 
     sparsities: tuple[float, ...] = (0.5, 0.8)
+    clusters: tuple[int, ...] = ()  # cluster counts applied to each pruned model: source `pruned80-c16`
+    qat: bool = False  # a quantization-aware-trained int8 TFLite variant of each pruned and clustered source
     quantizations: tuple[Quant, ...] = (Quant.NONE, Quant.DYNAMIC, Quant.FLOAT16, Quant.INT8)
     formats: tuple[Format, ...] = (Format.TFLITE, Format.ONNX)
     tflite_backends: tuple[Backend, ...] = (Backend.CONVERTER, Backend.LITERT)
@@ -295,6 +314,7 @@ class CompressConfig:
     def __post_init__(self) -> None:
         # Normalise so that a config built from Python strings equals one built by the CLI.
         object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
+        object.__setattr__(self, "clusters", tuple(int(k) for k in self.clusters))
         object.__setattr__(self, "quantizations", tuple(Quant(q) for q in self.quantizations))
         object.__setattr__(self, "formats", tuple(Format(f) for f in self.formats))
         object.__setattr__(self, "tflite_backends", tuple(Backend(b) for b in self.tflite_backends))
@@ -303,6 +323,12 @@ class CompressConfig:
         for sparsity in self.sparsities:
             if not 0.0 <= sparsity < 1.0:
                 raise ConfigError(f"sparsity {sparsity} is outside [0, 1)")
+        for clusters in self.clusters:
+            if not MIN_CLUSTERS <= clusters <= MAX_CLUSTERS:
+                raise ConfigError(f"cluster count {clusters} is outside [{MIN_CLUSTERS}, {MAX_CLUSTERS}]")
+        if (self.clusters or self.qat) and not self.sparsities:
+            asked = "clustering" if self.clusters else "QAT"
+            raise ConfigError(f"{asked} is applied to pruned models; give at least one sparsity (0 for none)")
         if not self.quantizations:
             raise ConfigError("no quantization given")
         if not self.formats:
@@ -325,6 +351,7 @@ class CompressConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["sparsities"] = list(self.sparsities)
+        data["clusters"] = list(self.clusters)
         data["quantizations"] = [q.value for q in self.quantizations]
         data["formats"] = [f.value for f in self.formats]
         data["tflite_backends"] = [b.value for b in self.tflite_backends]
@@ -364,7 +391,7 @@ class CompressConfig:
                 if extra:
                     raise ConfigError(f"unknown {name} keys {extra}; known: {sorted(allowed)}")
                 values[name] = nested_class(**values[name])
-        for name in ("sparsities", "quantizations", "formats", "tflite_backends"):
+        for name in ("sparsities", "clusters", "quantizations", "formats", "tflite_backends"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)

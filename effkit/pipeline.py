@@ -165,9 +165,10 @@ def compress(
     complete = False
     search = None
     m_by_n = config.prune.m_by_n_pair
-    # A search makes its own pruned sources.
-    sources = 1 if config.search else 1 + len(config.sparsities) + (m_by_n is not None)
-    planned = sources * (1 + len(recipes))  # each source's Keras variant and its recipes
+    # Each source's Keras variant and its recipes, and a QAT variant of each pruned or clustered source; a search
+    # makes its own pruned sources.
+    derived = 0 if config.search else len(config.sparsities) * (1 + len(config.clusters)) + (m_by_n is not None)
+    planned = (1 + derived) * (1 + len(recipes)) + derived * config.qat
     try:
         with progress_bar(f"{name}: variants", planned) as advance:
             baseline = SourceModel(BASELINE_SOURCE, working, (), weight_sparsity(working)[0], baseline_outputs)
@@ -286,16 +287,19 @@ class VariantMaker:
         blocked: str | None = None,
         m_by_n: tuple[int, int] | None = None,
     ) -> Iterator[Variant]:
-        """Prune `model` to `sparsity` (or to the m-of-n pattern `m_by_n` instead) and make its variants; a failed
-        prune fails them all, not the run.
+        """Prune `model` to `sparsity` (or to the m-of-n pattern `m_by_n` instead) and make its variants, then those
+        of its clustered copies (`pruned80-c16`) and, with `config.qat`, a quantization-aware-trained int8 TFLite
+        variant of each (`pruned80-qat`).
 
-        `blocked` says why tfmot cannot prune it (no faithful tf_keras rebuild of a Keras 3 model): `model` is then
-        the Keras 3 model, pruned in Keras 3 itself (to a sparsity; m-of-n pruning needs tfmot).
+        A failed prune fails all of them, a failed clustering its own source's variants, a failed QAT its one
+        variant; never the run. `blocked` says why tfmot cannot prune the model (no faithful tf_keras rebuild of a
+        Keras 3 model): `model` is then the Keras 3 model, pruned in Keras 3 itself (to a sparsity; m-of-n pruning
+        needs tfmot), and not clustered or QAT-trained.
         """
         from .prune import prune
         from .prune_native import prune_keras3
 
-        source_name = f"pruned{m_by_n[0]}of{m_by_n[1]}" if m_by_n else f"pruned{round(sparsity * 100):d}"
+        source_name = f"pruned{m_by_n[0]}of{m_by_n[1]}" if m_by_n else pruned_source_name(sparsity)
         try:
             if m_by_n is not None:
                 if blocked is not None:
@@ -314,16 +318,93 @@ class VariantMaker:
         except Exception as error:
             reason = one_line_reason(error)
             log.warning("%s: pruning failed: %s", source_name, reason)
-            planned = [(variant_name(source_name, Format.KERAS), Format.KERAS, Quant.NONE, Backend.KERAS)]
-            planned += [(r.variant_name(source_name), r.format, r.quantization, r.backend) for r in self.recipes]
-            for n, f, q, b in planned:
-                yield Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
+            for name in [source_name, *(clustered_source_name(source_name, k) for k in self.config.clusters)]:
+                yield from self.failed_source(name, reason)
             return
         steps = (Step("prune", result.step_params()),)
         structured = {"m_by_n": m_by_n, "m_by_n_layers": result.pruned_layers} if m_by_n else {}
-        yield from self.variants_of(
-            SourceModel(source_name, result.model, steps, result.sparsity, outputs, **structured)
+        pruned = SourceModel(source_name, result.model, steps, result.sparsity, outputs, **structured)
+        yield from self.variants_of(pruned)
+        if self.config.qat:
+            yield self.qat_variant(pruned, preserve="sparsity", blocked=blocked)
+        for clusters in self.config.clusters:
+            yield from self.clustered_variants(pruned, clusters, blocked=blocked)
+
+    def clustered_variants(self, pruned: SourceModel, clusters: int, *, blocked: str | None) -> Iterator[Variant]:
+        """Cluster a pruned source to `clusters` values per kernel and make its variants (and its QAT variant)."""
+        from .cluster import cluster
+
+        source_name = clustered_source_name(pruned.name, clusters)
+        try:
+            if blocked is not None:
+                raise ModelError(f"tfmot cannot cluster a model it cannot prune: {blocked}")
+            result = cluster(
+                pruned.model,
+                self.dataset,
+                info=self.info,
+                clusters=clusters,
+                config=self.config.prune,
+                seed=self.config.seed,
+            )
+            outputs = self._runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+        except Exception as error:
+            reason = one_line_reason(error)
+            log.warning("%s: clustering failed: %s", source_name, reason)
+            yield from self.failed_source(source_name, reason)
+            return
+        steps = (*pruned.steps, Step("cluster", result.step_params()))
+        source = SourceModel(source_name, result.model, steps, result.sparsity, outputs)
+        yield from self.variants_of(source)
+        if self.config.qat:
+            yield self.qat_variant(source, preserve="clusters", blocked=blocked)
+
+    def qat_variant(self, source: SourceModel, *, preserve: str, blocked: str | None = None) -> Variant:
+        """Quantization-aware training of a source that keeps its zeros (or clusters), converted to int8 TFLite and
+        measured like any artifact; parity is judged against the QAT Keras model, which the file must reproduce."""
+        from .qat import convert_qat, quantization_aware
+
+        name = qat_variant_name(source.name)
+        path = self.artifacts / f"{name}.tflite"
+        variant = Variant(
+            name=name,
+            format=Format.TFLITE,
+            quantization=Quant.INT8,
+            backend=Backend.CONVERTER,
+            path=shown_path(path, self.artifacts.parent),
+            steps=source.steps,
         )
+        try:
+            if blocked is not None:
+                raise ModelError(f"tfmot cannot train a model it cannot prune: {blocked}")
+            result = quantization_aware(
+                source.model,
+                self.dataset,
+                info=self.info,
+                preserve=preserve,
+                config=self.config.prune,
+                seed=self.config.seed,
+            )
+            params = convert_qat(result, path, calibration=self.calibration)
+            own = {"mode": str(Quant.INT8), "format": str(Format.TFLITE), "backend": str(Backend.CONVERTER)}
+            steps = (*source.steps, Step("qat", result.step_params()), Step("quantize", {**own, **params}))
+            variant = replace(variant, steps=steps)
+            outputs = self._runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+            started = time.perf_counter()
+            runner = self._runner(path, Format.TFLITE)
+            load_ms = (time.perf_counter() - started) * 1e3
+        except Exception as error:
+            return _failed(variant, error)
+        trained = SourceModel(f"{source.name}-qat", result.model, steps, weight_sparsity(result.model)[0], outputs)
+        return self.measure_variant(variant, runner, path, trained, load_ms=load_ms)
+
+    def failed_source(self, source_name: str, reason: str) -> Iterator[Variant]:
+        """Every variant a source would have had (its Keras model, each recipe, and its QAT variant), failed."""
+        planned = [(variant_name(source_name, Format.KERAS), Format.KERAS, Quant.NONE, Backend.KERAS)]
+        planned += [(r.variant_name(source_name), r.format, r.quantization, r.backend) for r in self.recipes]
+        if self.config.qat:
+            planned.append((qat_variant_name(source_name), Format.TFLITE, Quant.INT8, Backend.CONVERTER))
+        for n, f, q, b in planned:
+            yield Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
 
     def variants_of(self, source: SourceModel, *, keras_path: Path | None = None) -> Iterator[Variant]:
         """The source's Keras variant, then one per recipe, float32 first in each format."""
@@ -542,6 +623,21 @@ def _run_search(search, run: VariantMaker, out_dir: Path, variants: list[Variant
         search.confirm_integer(measure)
     finally:
         search.close()
+
+
+def pruned_source_name(sparsity: float) -> str:
+    """`pruned80`: the source a sparsity makes."""
+    return f"pruned{round(sparsity * 100):d}"
+
+
+def clustered_source_name(pruned: str, clusters: int) -> str:
+    """`pruned80-c16`: a pruned source clustered to 16 values per kernel."""
+    return f"{pruned}-c{clusters}"
+
+
+def qat_variant_name(source: str) -> str:
+    """`pruned80-qat-tflite-int8`: the int8 TFLite file of a source's quantization-aware training."""
+    return variant_name(f"{source}-qat", Format.TFLITE, Quant.INT8)
 
 
 def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:

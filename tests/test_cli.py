@@ -66,3 +66,20 @@ def test_compress_end_to_end_writes_only_into_out(workdir):
     assert all(p.parts[0] == "run1" for p in new)
     assert {before[p] == after[p] for p in before} == {True}  # the input model is byte-identical
     assert {"run1/report.json", "run1/report.md", "run1/artifacts/pruned50-tflite-int8.tflite"} <= {str(p) for p in new}
+
+
+def test_cluster_and_qat_options_reach_the_config():
+    from effkit.cli import _compress_config, _parser
+
+    config = _compress_config(_parser().parse_args(["compress", "--sparsity", "0.8", "--clusters", "16,8", "--qat"]))
+    assert config.sparsities == (0.8,) and config.clusters == (16, 8) and config.qat is True
+    default = _compress_config(_parser().parse_args(["compress"]))
+    assert default.clusters == () and default.qat is False
+
+
+def test_a_bad_cluster_count_is_one_line_and_exit_2(capsys):
+    from effkit.cli import main
+
+    assert main(["compress", "--clusters", "16,2", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error == "effkit: error: cluster count 2 is outside [3, 256]\n"

@@ -42,3 +42,4 @@ def test_only_keras_compat_private_reaches_private_apis():
 def test_the_guards_work():
     assert private.safe_mode_scope(False) is not None
     assert hasattr(private.prune_registry(), "supports")
+    assert callable(private.experimental_cluster_weights())

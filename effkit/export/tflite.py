@@ -25,25 +25,27 @@ def converter_for(source: Any) -> Any:
     return tf.lite.TFLiteConverter.from_keras_model(source)
 
 
-def serving_saved_model(model: Any, directory: Path) -> Path:
+def serving_saved_model(model: Any, directory: Path, *, names: list[str] | None = None) -> Path:
     """Save just what inference needs (one serving function and the weights) as a SavedModel.
 
     `from_keras_model` saves the whole Keras model as a SavedModel on every conversion, tracing every layer:
     about 1 s of each 1.1 s conversion here. Saving once per model and converting every quantization mode from
     the folder takes 0.4 s plus 0.4 s per mode. The signature keeps the Keras output names, as from_keras_model's
-    does, so runtimes can tell a multi-output model's heads apart.
+    does, so runtimes can tell a multi-output model's heads apart; `names` gives them other names, in output order
+    (a QAT model's wrappers rename its output layers).
     """
     from ..classifier import output_names
 
     tf = keras_compat.tensorflow()
-    names = output_names(model)
+    keras_names = output_names(model)
+    names = list(names or keras_names)
     spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), model.inputs[0].dtype, name="input")
 
     @tf.function(input_signature=[spec])
     def serve(inputs):
         outputs = model(inputs, training=False)
         if isinstance(outputs, dict):
-            return {name: outputs[name] for name in names}
+            return {name: outputs[keras_name] for name, keras_name in zip(names, keras_names, strict=True)}
         if isinstance(outputs, (list, tuple)):
             return dict(zip(names, outputs, strict=True))
         return {names[0]: outputs}
@@ -237,3 +239,51 @@ def clipped_biases(path: Path) -> int:
         limits = [np.iinfo(np.int32), np.iinfo(detail["dtype"])]
         clipped += int(np.count_nonzero(np.isin(values, [v for i in limits for v in (i.min, i.min + 1, i.max)])))
     return clipped
+
+
+# Ops whose name ends a weight tensor's name, after the Keras layer's name (`model/dense/MatMul`).
+_KERNEL_OPS = ("MatMul", "Conv2D", "depthwise", "Conv2D_1", "embedding_lookup", "Tensordot")
+
+
+def constant_kernels(path: Path) -> dict[str, list]:
+    """The constant weight tensors of a .tflite (rank >= 2: kernels and embedding tables, not biases) by the Keras
+    layer they came from, each with its output channels on axis 0.
+
+    The channel axis of a per-channel quantized tensor is its `quantized_dimension`; a float tensor is taken with
+    TFLite's own layout, output channels first (FULLY_CONNECTED and CONV_2D kernels). Quantized tensors are given as
+    their stored integers. Only constant buffers are read: the interpreter is never allocated.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    kernels: dict[str, list] = {}
+    for detail in interpreter.get_tensor_details():
+        if len(detail["shape"]) < 2 or (np.issubdtype(detail["dtype"], np.integer) and detail["dtype"] != np.int8):
+            continue  # biases, shapes and other integer constants
+        try:
+            values = interpreter.get_tensor(detail["index"])
+        except ValueError:  # not a constant
+            continue
+        quantization = detail["quantization_parameters"]
+        axis = int(quantization["quantized_dimension"]) if quantization["scales"].size > 1 else 0
+        kernels.setdefault(keras_layer_name(detail["name"]), []).append(np.moveaxis(values, axis, 0))
+    return kernels
+
+
+def keras_layer_name(tensor_name: str) -> str:
+    """The Keras layer a converted tensor came from: `tiny_cnn/conv2d/Relu;tiny_cnn/conv2d/Conv2D;...` -> `conv2d`.
+
+    The converter joins the names of fused ops with `;`; the piece that ends in the kernel's op names the layer. A
+    QAT model's layers are tfmot wrappers named `quant_<layer>`; their tensors carry the fake-quant op's name, and
+    the prefix is dropped.
+    """
+    pieces = [piece.split("/") for piece in tensor_name.split(";")]
+    chosen = next((parts for parts in pieces if parts[-1] in _KERNEL_OPS and len(parts) >= 2), pieces[0])
+    parts = chosen[:-1] if len(chosen) >= 2 else chosen
+    if len(parts) >= 2 and parts[-1] == "Tensordot":  # a Dense layer applied to a sequence
+        parts = parts[:-1]
+    name = parts[-1]
+    if "FakeQuant" in tensor_name and name.startswith("quant_"):
+        name = name[len("quant_") :]
+    return name

@@ -18,6 +18,7 @@ PRIVATE_NAMES = {
     "tf_keras": ("tf_keras.src.saving.serialization_lib.SafeModeScope",),
     "tensorflow-model-optimization": (
         "tensorflow_model_optimization.python.core.sparsity.keras.prune_registry.PruneRegistry",
+        "tensorflow_model_optimization.python.core.clustering.keras.experimental.cluster.cluster_weights",
     ),
     "tensorflow": ("tensorflow.python.framework.ops.Operation._set_attr",),
     "keras": (KERAS3_OPS_MODULE,),
@@ -45,6 +46,20 @@ def prune_registry() -> Any:
     except ImportError as error:
         raise _moved(PRIVATE_NAMES["tensorflow-model-optimization"][0], error) from error
     return PruneRegistry
+
+
+def experimental_cluster_weights() -> Any:
+    """tfmot's experimental `cluster_weights`, the one with `preserve_sparsity` and `cluster_per_channel`.
+
+    tfmot 0.8.1 documents it as `tfmot.clustering.keras.experimental.cluster_weights`, but that package's
+    `__init__` is empty: the function is only reachable through its private module.
+    """
+    name = PRIVATE_NAMES["tensorflow-model-optimization"][1]
+    try:
+        from tensorflow_model_optimization.python.core.clustering.keras.experimental.cluster import cluster_weights
+    except ImportError as error:
+        raise _moved(name, error) from error
+    return cluster_weights
 
 
 def disable_xla_must_compile(operation: Any) -> None:
