@@ -244,7 +244,7 @@ def search_section(trace: dict[str, Any]) -> str:
             c.get("parent") or "",
             _settings(c.get("settings") or {}),
             _percent(c.get("val_top1")),
-            _signed(-c["val_drop_pp"] if c.get("val_drop_pp") is not None else None),
+            _signed(0.0 - c["val_drop_pp"] if c.get("val_drop_pp") else (0.0 if c.get("val_drop_pp") == 0 else None)),
             _kib(c.get("gzip_bytes")),
             _ms(c.get("p50_ms")),
             c["decision"] + (f": {c['reason']}" if c.get("reason") else ""),
