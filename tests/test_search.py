@@ -202,3 +202,36 @@ def test_int8_that_misses_leaves_the_noisiest_ops_float(bottleneck, digits):
     assert "stay float" in first.settings["why"]
     kept = [c for c in selective if c.decision in (Decision.FRONT, Decision.DOMINATED, Decision.KEPT)]
     assert all(c.agreement == 100.0 for c in kept)
+
+
+def test_forced_qat_fallback_makes_a_full_integer_candidate(tiny_model, digits):
+    """force_qat runs the QAT path on the best model within budget: a converter int8 candidate whose steps keep
+    the pruning and add the QAT step, measured like the others."""
+    info = describe(tiny_model, digits.x_train[:16], name="tiny")
+    config = _search_config(levels=(0.5,), clusters=(), qat=True, force_qat=True, cluster_epochs=2)
+    search = Search(tiny_model, digits, info=info, config=config, calibration=digits.x_train[:64])
+    try:
+        search.run()
+        qat = [a for name, a in search.artifacts.items() if name.endswith("-qat")]
+    finally:
+        search.close()
+    assert len(qat) == 1, [(c.name, c.decision, c.reason) for c in search.candidates]
+    candidate = qat[0].candidate
+    assert candidate.settings["why"] == "forced" and candidate.settings["activations"] == "int8"
+    assert [step.stage for step in qat[0].steps][-2:] == ["qat", "export"]
+    assert candidate.val_top1 > 0.85 and candidate.agreement is not None
+
+
+def test_the_latency_goal_orders_the_front_by_p50(tiny_model, digits):
+    info = describe(tiny_model, digits.x_train[:16], name="tiny")
+    config = _search_config(levels=(0.5,), clusters=(), goal="latency")
+    search = Search(tiny_model, digits, info=info, config=config, calibration=digits.x_train[:64])
+    try:
+        search.run()
+    finally:
+        search.close()
+    front = search.front()
+    assert front and [c.p50_ms for c in front] == sorted(c.p50_ms for c in front)
+    within = [c for c in search.candidates if c.decision in (Decision.FRONT, Decision.DOMINATED)]
+    assert front[0].p50_ms == min(c.p50_ms for c in within)
+    assert any(c.decision == Decision.DOMINATED and c.p50_ms > front[0].p50_ms for c in within)
