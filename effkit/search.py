@@ -265,17 +265,7 @@ class Search:
             path = self.scratch / f"{name}.tflite"
             params = convert_qat(result, path, calibration=self.calibration)
         except Exception as error:
-            self._record(
-                Candidate(
-                    name,
-                    "artifact",
-                    best.name,
-                    {"qat": True, "why": reason},
-                    Decision.FAILED,
-                    reason=_reason(error),
-                    seconds=_since(started),
-                )
-            )
+            self._failed(name, "artifact", best.name, {"qat": True, "why": reason}, error, started)
             return
         steps = (
             *best.steps,
@@ -319,17 +309,7 @@ class Search:
         except KeyboardInterrupt:
             raise
         except Exception as error:
-            self._record(
-                Candidate(
-                    name,
-                    "model",
-                    parent.name,
-                    settings,
-                    Decision.FAILED,
-                    reason=_reason(error),
-                    seconds=_since(started),
-                )
-            )
+            self._failed(name, "model", parent.name, settings, error, started)
             return None
         outputs = self._keras_val(result.model)
         top1 = self._val_top1(outputs)
@@ -408,15 +388,12 @@ class Search:
         if self._out_of_time():
             return
         if source.float_tflite is None:
+            started = time.perf_counter()
             source.float_tflite = self.scratch / f"{source.name}-float.tflite"
             try:
                 export_tflite(source.model, source.float_tflite)
             except Exception as error:
-                self._record(
-                    Candidate(
-                        f"{source.name}-tflite", "artifact", source.name, {}, Decision.FAILED, reason=_reason(error)
-                    )
-                )
+                self._failed(f"{source.name}-tflite", "artifact", source.name, {}, error, started)
                 return
         for label, plan in self._plans(source):
             if self._out_of_time():
@@ -513,17 +490,7 @@ class Search:
         except KeyboardInterrupt:
             raise
         except Exception as error:
-            self._record(
-                Candidate(
-                    name,
-                    "artifact",
-                    source.name,
-                    settings,
-                    Decision.FAILED,
-                    reason=_reason(error),
-                    seconds=_since(started),
-                )
-            )
+            self._failed(name, "artifact", source.name, settings, error, started)
             return
         quantization = "int8" if plan.activations == "int8" else ("int4" if label == "w4" else "dynamic")
         steps = (
@@ -531,7 +498,7 @@ class Search:
             Step("export", {"format": "tflite", "backend": "converter"}),
             Step(
                 "quantize",
-                {"mode": quantization, "format": "tflite", "backend": "litert", "plan": plan.to_dict(), **params},
+                {"mode": quantization, "format": "tflite", "backend": "litert", **params},
             ),
         )
         self._measure_artifact(name, source, path, Format.TFLITE, quantization, steps, settings, started)
@@ -552,17 +519,7 @@ class Search:
         except KeyboardInterrupt:
             raise
         except Exception as error:
-            self._record(
-                Candidate(
-                    name,
-                    "artifact",
-                    source.name,
-                    settings,
-                    Decision.FAILED,
-                    reason=_reason(error),
-                    seconds=_since(started),
-                )
-            )
+            self._failed(name, "artifact", source.name, settings, error, started)
             return
         drop = self._drop(top1)
         decision, reason = Decision.KEPT, ""
@@ -729,6 +686,10 @@ class Search:
 
     def _drop(self, top1: float) -> float:
         return round((self.baseline_val_top1 - top1) * 100, 4) if self.baseline_val_top1 is not None else 0.0
+
+    def _failed(self, name: str, kind: str, parent: str | None, settings: dict, error: BaseException, started: float):
+        """Record a step that failed: it costs only its own candidate."""
+        self._record(Candidate(name, kind, parent, settings, Decision.FAILED, _reason(error), seconds=_since(started)))
 
     def _record(self, candidate: Candidate) -> None:
         self.candidates.append(candidate)

@@ -120,6 +120,19 @@ def keras3_custom_layer_file(digits, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_info(tiny_model, digits):
+    return describe(tiny_model, digits.x_train[:8], name="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_pruned80(tiny_model, digits, tiny_info):
+    """The tiny model pruned to 80% by tfmot: what clustering and QAT start from."""
+    from effkit.prune import prune
+
+    return prune(tiny_model, digits, info=tiny_info, sparsity=0.8, config=FAST_PRUNE)
+
+
+@pytest.fixture(scope="session")
 def fast_config() -> CompressConfig:
     return CompressConfig(sparsities=(0.5, 0.8), prune=FAST_PRUNE, latency=FAST_LATENCY)
 

@@ -11,22 +11,21 @@ from effkit.errors import ModelError
 from effkit.export.tflite import constant_kernels, export_tflite
 from effkit.measure import file_sizes
 from effkit.pipeline import compress
-from effkit.prune import prune
 from effkit.quantize.litert import quantize_litert
 
-from .conftest import FAST_LATENCY, FAST_PRUNE
+from .conftest import FAST_LATENCY
 
 CLUSTER_CONFIG = PruneConfig(epochs=4)
 
 
 @pytest.fixture(scope="module")
-def info(tiny_model, digits):
-    return describe(tiny_model, digits.x_train[:8], name="tiny")
+def info(tiny_info):
+    return tiny_info
 
 
 @pytest.fixture(scope="module")
-def pruned(tiny_model, digits, info):
-    return prune(tiny_model, digits, info=info, sparsity=0.8, config=FAST_PRUNE)
+def pruned(tiny_pruned80):
+    return tiny_pruned80
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,22 @@ from effkit.config import PruneConfig
 from effkit.errors import ConfigError, ModelError
 from effkit.export.tflite import constant_kernels
 from effkit.measure import top1
-from effkit.prune import prune
 from effkit.qat import QatResult, convert_qat, flatten, quantization_aware
 from effkit.runtime.litert import LiteRTRunner
 
-from .conftest import FAST_PRUNE, outputs_of
+from .conftest import outputs_of
 
 QAT_CONFIG = PruneConfig(epochs=3)
 
 
 @pytest.fixture(scope="module")
-def info(tiny_model, digits):
-    return describe(tiny_model, digits.x_train[:8], name="tiny")
+def info(tiny_info):
+    return tiny_info
 
 
 @pytest.fixture(scope="module")
-def pruned(tiny_model, digits, info):
-    return prune(tiny_model, digits, info=info, sparsity=0.8, config=FAST_PRUNE)
+def pruned(tiny_pruned80):
+    return tiny_pruned80
 
 
 @pytest.fixture(scope="module")
