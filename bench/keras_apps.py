@@ -81,12 +81,14 @@ def train(name: str, path: Path, *, epochs: int) -> float:
     return float((predictions == dataset.y_test).mean())
 
 
-def compress(path: Path, out: Path, *, prune_epochs: int, search: bool) -> tuple[int, float, str]:
+def compress(path: Path, out: Path, *, prune_epochs: int, search: bool, budget: str) -> tuple[int, float, str]:
+    """Run effkit compress; its log goes to <out>.log."""
     command = [sys.executable, "-m", "effkit", "compress", str(path), "--data", "digits"]
-    command += ["--search", "size"] if search else ["--sparsity", "0.5"]
-    command += ["--prune-epochs", str(prune_epochs), "--out", str(out), "--overwrite", "--quiet"]
+    command += ["--search", "size", "--budget", budget] if search else ["--sparsity", "0.5"]
+    command += ["--prune-epochs", str(prune_epochs), "--out", str(out), "--overwrite"]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    out.with_suffix(".log").write_text(result.stderr)
     return result.returncode, time.perf_counter() - started, result.stderr
 
 
@@ -117,6 +119,7 @@ def main() -> int:
     parser.add_argument("--prune-epochs", type=int, default=4, help="fine-tune epochs per sparsity (default 4)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
     parser.add_argument("--search", action="store_true", help="compress with --search size and check integer parity")
+    parser.add_argument("--budget", default="15m", help="the search's --budget (default 15m)")
     args = parser.parse_args()
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="effkit-keras-apps-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +127,9 @@ def main() -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         path = out / f"{name}.keras"
         accuracy = train(name, path, epochs=args.epochs)  # always trained afresh: the accuracy is part of the line
-        code, seconds, stderr = compress(path, out / name, prune_epochs=args.prune_epochs, search=args.search)
+        code, seconds, stderr = compress(
+            path, out / name, prune_epochs=args.prune_epochs, search=args.search, budget=args.budget
+        )
         report_path = out / name / "report.json"
         if not report_path.exists():
             print(f"{name}: trained to {accuracy:.1%}; effkit compress exit {code} in {seconds:.0f} s, no report")
