@@ -676,10 +676,11 @@ def _report(
 ) -> Report:
     variants = _with_compression(variants)
     recommended = recommend(variants, max_accuracy_drop=config.max_accuracy_drop)
-    notes = speed_notes(variants, fingerprint())
+    notes = list(speed_notes(variants, fingerprint()))
     if search is not None:
         recommended = search.chosen_variant() or recommended
         notes = [*notes, *search.notes]
+    notes += _runtime_notes(variants, recommended)
     return Report(
         search=search.trace() if search is not None else None,
         sensitivity=search.sensitivity.to_dict() if search is not None and search.sensitivity else None,
@@ -693,6 +694,16 @@ def _report(
         recommended=recommended,
         complete=complete,
     )
+
+
+def _runtime_notes(variants: list[Variant], recommended: str | None) -> list[str]:
+    """Savings of the recommended artifact that its runtime does not realise (XNNPACK leaving int4 or sparse ops to
+    builtin kernels), from what its steps recorded."""
+    chosen = next((v for v in variants if v.name == recommended), None)
+    if chosen is None:
+        return []
+    recorded = [note for step in chosen.steps for note in (step.params.get("xnnpack") or {}).get("notes", ())]
+    return [f"{chosen.name}: {note}" for note in dict.fromkeys(recorded)]
 
 
 def _with_compression(variants: list[Variant]) -> list[Variant]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import Backend, CompressConfig, Format, Quant
 from .errors import ConfigError, StageError
+from .runtime.delegation import xnnpack_summary
 from .types import Step, variant_name
 
 
@@ -77,7 +78,7 @@ class Recipe:
         dense file beside a sparse-encoded one)."""
         params = self.produce(inputs, path)
         if self.format == Format.TFLITE:
-            params = {**params, "xnnpack": _xnnpack(path)}
+            params = {**params, "xnnpack": xnnpack_summary(path)}
         step = self.step(params)
         if self.quantization == Quant.NONE:
             inputs.float_artifacts.setdefault(self.format, path)
@@ -179,15 +180,6 @@ def _precision_counts(ops: list[dict[str, Any]]) -> dict[str, int]:
     for op in ops:
         counts[op["precision"]] = counts.get(op["precision"], 0) + 1
     return counts
-
-
-def _xnnpack(path: Path) -> dict[str, Any]:
-    """How much of a .tflite XNNPACK runs, and what falls back to builtin kernels (see `runtime.delegation`)."""
-    from .runtime.delegation import xnnpack_coverage
-
-    coverage = xnnpack_coverage(path)
-    summary = {"delegated_ops": sum(coverage["delegated"].values()), "fallback": coverage["fallback"]}
-    return {**summary, "notes": coverage["notes"]} if coverage["notes"] else summary
 
 
 def _calibrated(quantization: Quant, inputs: RecipeInputs) -> dict[str, Any]:

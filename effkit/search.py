@@ -468,6 +468,7 @@ class Search:
 
     def _quantized(self, source: _Source, label: str, plan, *, why: str | None = None) -> None:
         from .quantize.litert import quantize_litert_plan
+        from .runtime.delegation import xnnpack_summary
         from .sensitivity import layer_names
 
         name = f"{source.name}-{label}"
@@ -498,7 +499,13 @@ class Search:
             Step("export", {"format": "tflite", "backend": "converter"}),
             Step(
                 "quantize",
-                {"mode": quantization, "format": "tflite", "backend": "litert", **params},
+                {
+                    "mode": quantization,
+                    "format": "tflite",
+                    "backend": "litert",
+                    **params,
+                    "xnnpack": xnnpack_summary(path),
+                },
             ),
         )
         self._measure_artifact(name, source, path, Format.TFLITE, quantization, steps, settings, started)

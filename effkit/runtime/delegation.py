@@ -73,6 +73,14 @@ def xnnpack_coverage(tflite_path: Path) -> dict[str, Any]:
     }
 
 
+def xnnpack_summary(tflite_path: Path) -> dict[str, Any]:
+    """What a TFLite step records: how many ops XNNPACK runs, what falls back to builtin kernels, and notes on
+    savings that do not materialise at run time."""
+    coverage = xnnpack_coverage(tflite_path)
+    summary = {"delegated_ops": sum(coverage["delegated"].values()), "fallback": coverage["fallback"]}
+    return {**summary, "notes": coverage["notes"]} if coverage["notes"] else summary
+
+
 def _replaced_nodes(original: list[dict], partitions: list[dict]) -> set[int]:
     """The original nodes each DELEGATE node replaced: from its outputs back to its inputs."""
     producer = {int(tensor): node["index"] for node in original for tensor in node["outputs"] if tensor >= 0}
