@@ -530,11 +530,12 @@ class Search:
             return
         drop = self._drop(top1)
         decision, reason = Decision.KEPT, ""
-        needed = self.config.parity.quantized_agreement
+        needed = self.agreement_needed()
         if drop > self.budget_pp + 1e-9:
             decision, reason = Decision.DROPPED, f"loses {drop:.2f} pp on validation"
         elif agreement is not None and agreement < needed:
-            decision, reason = Decision.DROPPED, f"agrees with its Keras model on {agreement:.1f}% < {needed:g}%"
+            decision = Decision.DROPPED
+            reason = f"agrees with its Keras model on {agreement:.1f}% < {needed:.1f}% on validation"
         candidate = Candidate(
             name,
             "artifact",
@@ -553,6 +554,14 @@ class Search:
         )
         self._record(candidate)
         self.artifacts[name] = _Artifact(candidate, path, source, fmt, quantization, steps, backend)
+
+    def agreement_needed(self) -> float:
+        """The top-1 agreement with its Keras model a candidate needs on validation: the parity bar the test split
+        will hold it to, plus one standard error of a proportion at that bar over the validation samples, so that
+        a candidate passing by a sample or two on validation does not turn out a mismatch on test."""
+        bar = self.config.parity.quantized_agreement / 100
+        samples = max(1, len(self.dataset.x_val))
+        return round(100 * min(1.0, bar + (bar * (1 - bar) / samples) ** 0.5), 2)
 
     # ------------------------------------------------------------------ the front and the choice
     def objective(self, candidate: Candidate) -> float:
@@ -614,7 +623,8 @@ class Search:
 
     def confirm_integer(self, measure: Callable[[_Artifact], Any]) -> Any:
         """The best full-integer candidate within budget (what a microcontroller or an int8-only NPU runs), measured
-        on test too when the choice was not one. Returns its Variant, or None."""
+        on test too when the choice was not one, the next one when it misses on test. Returns its Variant, or
+        None."""
         integer = [
             a
             for a in self.artifacts.values()
@@ -623,10 +633,15 @@ class Search:
         ]
         if not integer or any(a.candidate.variant for a in integer):
             return None
-        best = min(integer, key=lambda a: (self.objective(a.candidate), a.candidate.val_drop_pp))
-        variant = measure(best)
-        self._update(self._index(best.candidate.name), variant=variant.name)
-        return variant
+        for artifact in sorted(integer, key=lambda a: (self.objective(a.candidate), a.candidate.val_drop_pp)):
+            variant = measure(artifact)
+            self._update(self._index(artifact.candidate.name), variant=variant.name)
+            test_drop = -variant.top1_delta_pp if variant.top1_delta_pp is not None else None
+            if variant.ok and test_drop is not None and test_drop <= self.budget_pp + 1e-9:
+                return variant
+            why = variant.error if not variant.ok else f"loses {test_drop:.2f} pp on the test split"
+            self.notes.append(f"search: full-integer {artifact.candidate.name} {why}; measured the next")
+        return None
 
     # ------------------------------------------------------------------ helpers
     def _out_of_time(self) -> bool:
