@@ -188,6 +188,7 @@ class Search:
             for source in self._clustered(within):
                 within.append(source)
             self._qat_fallback(within)
+            self._onnx_of_best_integer()
             self.stopped = "budget" if self._budget_spent else "done"
         except KeyboardInterrupt:
             self.stopped = "interrupted"
@@ -274,6 +275,47 @@ class Search:
         )
         settings = {"qat": True, "preserve": preserve, "activations": "int8", "weights": "int8", "why": reason}
         self._measure_artifact(name, best, path, Format.TFLITE, "int8", steps, settings, started, backend="converter")
+
+    def _onnx_of_best_integer(self) -> None:
+        """The best full-integer TFLite candidate's per-layer decisions in ONNX Runtime: the same model exported to
+        ONNX and quantized static QDQ int8, its float layers mapped to `nodes_to_exclude`."""
+        from .config import Quant
+        from .export.onnx import export_onnx
+        from .quantize.onnxruntime import onnx_nodes_for_layers, quantize_onnx
+        from .sensitivity import layer_names
+
+        integer = [
+            a
+            for a in self.artifacts.values()
+            if a.fmt == Format.TFLITE
+            and a.candidate.decision == Decision.KEPT
+            and a.candidate.settings.get("activations") == "int8"
+            and "layers" in a.candidate.settings
+        ]
+        if Format.ONNX not in self.config.formats or not integer or self._out_of_time():
+            return
+        best = min(integer, key=lambda a: (self.objective(a.candidate), a.candidate.val_drop_pp))
+        source, floats = best.source, [k for k, v in best.candidate.settings["layers"].items() if v == "float"]
+        name = f"{best.candidate.name}-onnx"
+        settings = {"activations": "int8", "weights": "int8", "float_layers": floats, "from_plan": best.candidate.name}
+        started = time.perf_counter()
+        float_onnx, path = self.scratch / f"{source.name}-float.onnx", self.scratch / f"{name}.onnx"
+        try:
+            export_onnx(source.model, float_onnx)
+            exclude = (
+                onnx_nodes_for_layers(float_onnx, floats, keras_layers=layer_names(source.model)) if floats else []
+            )
+            params = quantize_onnx(float_onnx, path, quantization=Quant.INT8, calibration=self.calibration,
+                                   config=self.config.onnx_quant, nodes_to_exclude=exclude)  # fmt: skip
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            self._failed(name, "artifact", source.name, settings, error, started)
+            return
+        steps = (*source.steps, Step("export", {"format": "onnx", "backend": "tf2onnx"}),
+                 Step("quantize", {"mode": "int8", "format": "onnx", "backend": "onnxruntime", **params}))  # fmt: skip
+        self._measure_artifact(name, source, path, Format.ONNX, "int8", steps, settings, started,
+                               backend="onnxruntime")  # fmt: skip
 
     # ------------------------------------------------------------------ sources (Keras models)
     def _baseline_source(self) -> _Source:

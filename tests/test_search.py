@@ -185,7 +185,11 @@ def test_int8_that_misses_leaves_the_noisiest_ops_float(bottleneck, digits):
     from effkit.quantize.litert import noise_ranking
 
     model, info = bottleneck
-    config = replace(_search_config(levels=(0.5,), clusters=()), parity=ParityConfig(quantized_agreement=100.0))
+    config = replace(
+        _search_config(levels=(0.5,), clusters=()),
+        formats=("tflite", "onnx"),
+        parity=ParityConfig(quantized_agreement=100.0),
+    )
     search = Search(model, digits, info=info, config=config, calibration=digits.x_train[:64])
     try:
         search.run()
@@ -202,6 +206,15 @@ def test_int8_that_misses_leaves_the_noisiest_ops_float(bottleneck, digits):
     assert "stay float" in first.settings["why"]
     kept = [c for c in selective if c.decision in (Decision.FRONT, Decision.DOMINATED, Decision.KEPT)]
     assert all(c.agreement == 100.0 for c in kept)
+    # The same decision in ONNX Runtime: the float layers of the best full-integer plan become nodes_to_exclude.
+    onnx = [a for a in search.artifacts.values() if a.fmt == "onnx"]
+    assert kept, "no selective plan reached 100% agreement"
+    assert len(onnx) == 1
+    plan = search.artifacts[onnx[0].candidate.settings["from_plan"]]
+    floats = [layer for layer, precision in plan.candidate.settings["layers"].items() if precision == "float"]
+    assert onnx[0].candidate.settings["float_layers"] == floats
+    excluded = onnx[0].steps[-1].params["nodes_to_exclude"]
+    assert excluded and all(any(f"/{layer}/" in f"/{node}" for layer in floats) for node in excluded)
 
 
 def test_forced_qat_fallback_makes_a_full_integer_candidate(tiny_model, digits):
