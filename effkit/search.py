@@ -187,6 +187,8 @@ class Search:
                 within.append(source)
             for source in self._clustered(within):
                 within.append(source)
+            if self.settings.goal == SearchGoal.LATENCY:
+                within.extend(self._structured(baseline))
             self._qat_fallback(within)
             self._onnx_of_best_integer()
             self.stopped = "budget" if self._budget_spent else "done"
@@ -234,6 +236,32 @@ class Search:
                 source.clusters = clusters
                 yield source
                 self._artifacts_of(source)
+
+    def _structured(self, baseline: _Source) -> Iterator[_Source]:
+        """For the latency goal: 2:4 structured sparsity (at most 2 nonzero in every 4 input channels), the pattern
+        checked on the artifact by the export step. XNNPACK on CPUs does not skip the zeros, so this is measured,
+        not assumed to be faster."""
+        if self._out_of_time():
+            return
+        source = self._make_source(
+            "s2of4",
+            baseline,
+            lambda: self._prune_m_by_n(baseline, (2, 4)),
+            settings={"m_by_n": "2:4"},
+        )
+        if source is not None:
+            yield source
+            self._artifacts_of(source)
+
+    def _prune_m_by_n(self, parent: _Source, m_by_n: tuple[int, int]):
+        from .errors import ModelError
+        from .prune import prune
+
+        if self.prune_blocker is not None:
+            raise ModelError(f"m-of-n pruning needs tfmot, which cannot prune this model: {self.prune_blocker}")
+        result = prune(parent.model, self.dataset, info=self.info, config=self._fine_tune_config(
+            self.settings.level_epochs), seed=self.config.seed, m_by_n=m_by_n)  # fmt: skip
+        return _Made("prune", result.model, result.step_params)
 
     def _qat_fallback(self, within: list[_Source]) -> None:
         """Full-integer artifacts: when PTQ of the best model within budget misses it, train with QAT (keeping
@@ -550,6 +578,14 @@ class Search:
                 },
             ),
         )
+        structured = next((step.params for step in source.steps if step.params.get("m_by_n")), None)
+        if structured is not None:  # the m-of-n pattern, checked on the artifact itself
+            from .export.tflite import m_by_n_check
+
+            m, n = (int(part) for part in structured["m_by_n"].split(":"))
+            check = m_by_n_check(path, m=m, n=n, layers=tuple(structured["m_by_n_layers"]))
+            steps += (Step("check", check),)
+            settings["m_by_n_held"] = check["pattern_held"]
         self._measure_artifact(name, source, path, Format.TFLITE, quantization, steps, settings, started)
 
     def _measure_artifact(

@@ -245,6 +245,8 @@ def test_the_latency_goal_orders_the_front_by_p50(tiny_model, digits):
         search.close()
     front = search.front()
     assert front and [c.p50_ms for c in front] == sorted(c.p50_ms for c in front)
+    structured = [c for c in search.candidates if c.name.startswith("s2of4-")]
+    assert structured and all(c.settings["m_by_n_held"] for c in structured)  # 2:4 tried, checked on each file
     within = [c for c in search.candidates if c.decision in (Decision.FRONT, Decision.DOMINATED)]
     assert front[0].p50_ms == min(c.p50_ms for c in within)
     assert any(c.decision == Decision.DOMINATED and c.p50_ms > front[0].p50_ms for c in within)
