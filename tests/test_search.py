@@ -250,3 +250,32 @@ def test_the_latency_goal_orders_the_front_by_p50(tiny_model, digits):
     within = [c for c in search.candidates if c.decision in (Decision.FRONT, Decision.DOMINATED)]
     assert front[0].p50_ms == min(c.p50_ms for c in within)
     assert any(c.decision == Decision.DOMINATED and c.p50_ms > front[0].p50_ms for c in within)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_search_keeps_its_trace(tiny_tf_keras_file, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from effkit.types import Report
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "effkit", "compress", str(tiny_tf_keras_file), "--out", str(out), "--search",
+               "size", "--formats", "tflite", "--quant", "none,dynamic"]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    deadline, seen = time.monotonic() + 240, []
+    for line in process.stderr:  # interrupt once the first pruning level is in the trace
+        seen.append(line)
+        if "search: s50-w8" in line or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=240)
+    assert process.returncode == 130, "".join(seen) + rest
+    report = Report.from_json((out / "report.json").read_text())
+    assert report.complete is False
+    assert report.search["stopped"] == "interrupted"
+    names = [c["name"] for c in report.search["candidates"]]
+    assert {"baseline", "baseline-w8", "s50", "s50-w8"} <= set(names)
