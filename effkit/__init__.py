@@ -1,7 +1,6 @@
 """effkit: prune, quantize and export Keras classifiers; measure every variant where a device would run it.
 
-`effkit.compress(model, data, *, config)` is the library entry point, `effkit.search(model, data, *, goal,
-max_accuracy_drop)` the same with the accuracy-aware search; `effkit compress` the command. Importing
+`effkit.compress(model, data, *, config)` is the library entry point; `effkit compress` the command. Importing
 effkit does not import TensorFlow: the heavy stages load it when they run.
 """
 
@@ -10,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import keras_compat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from .config import CompressConfig, Format, LatencyConfig, Precision, PruneConfig, Quant, SearchConfig, SearchGoal
+from .config import CompressConfig, Format, LatencyConfig, PruneConfig, Quant
 from .errors import EffkitError
 from .types import Latency, Parity, Report, Step, Variant
 
@@ -18,9 +17,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .data import Dataset, load_dataset
-    from .pipeline import compress, search
+    from .pipeline import compress
 
-_LAZY = {"compress": "pipeline", "search": "pipeline", "load_dataset": "data", "Dataset": "data"}
+_LAZY = {"compress": "pipeline", "load_dataset": "data", "Dataset": "data"}
 
 
 def __getattr__(name: str) -> Any:
@@ -39,15 +38,11 @@ __all__ = [
     "Latency",
     "LatencyConfig",
     "Parity",
-    "Precision",
     "PruneConfig",
     "Quant",
     "Report",
-    "SearchConfig",
-    "SearchGoal",
     "Step",
     "Variant",
     "compress",
     "load_dataset",
-    "search",
 ]

@@ -201,38 +201,6 @@ def compress(
     return report
 
 
-def search(
-    model: Any = None,
-    data: str | Path | Dataset = "digits",
-    *,
-    goal: str = "size",
-    max_accuracy_drop: float = 1.0,
-    budget_seconds: float | None = None,
-    config: CompressConfig | None = None,
-    **compress_options: Any,
-) -> Report:
-    """`compress` with the accuracy-aware search: the smallest (`goal="size"`) or fastest (`"latency"`) artifact
-    within `max_accuracy_drop` percentage points, decided on the validation split and confirmed on the test split.
-
-    Args:
-        model, data: as for `compress`.
-        goal: `size` or `latency`.
-        max_accuracy_drop: the accuracy budget in percentage points of top-1.
-        budget_seconds: a bound on the search's wall time; None for none.
-        config: other settings (formats, latency protocol, the search's levels...); its `search` is replaced.
-        compress_options: `out_dir`, `name`, `safe_mode`, `overwrite`, passed to `compress`.
-
-    Returns:
-        The Report; its `search` holds the trace, `sensitivity` the per-layer table, `recommended` the choice.
-    """
-    from .config import SearchConfig
-
-    config = config or CompressConfig()
-    settings = replace(config.search or SearchConfig(), goal=goal, budget_seconds=budget_seconds)
-    config = replace(config, search=settings, max_accuracy_drop=max_accuracy_drop)
-    return compress(model, data, config=config, **compress_options)
-
-
 def _model_name(model: Any) -> str:
     if model is None:
         from .models import DEFAULT
