@@ -1,6 +1,7 @@
 """effkit: prune, quantize and export Keras classifiers; measure every variant where a device would run it.
 
-`effkit.compress(model, data, *, config)` is the library entry point; `effkit compress` the command. Importing
+`effkit.compress(model, data, *, config)` is the library entry point (`config=CompressConfig(search=SearchConfig())`
+for the accuracy-aware search); `effkit compress` the command. Importing
 effkit does not import TensorFlow: the heavy stages load it when they run.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import keras_compat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
-from .config import CompressConfig, Format, LatencyConfig, PruneConfig, Quant
+from .config import CompressConfig, Format, LatencyConfig, Precision, PruneConfig, Quant, SearchConfig, SearchGoal
 from .errors import EffkitError
 from .types import Latency, Parity, Report, Step, Variant
 
@@ -38,9 +39,12 @@ __all__ = [
     "Latency",
     "LatencyConfig",
     "Parity",
+    "Precision",
     "PruneConfig",
     "Quant",
     "Report",
+    "SearchConfig",
+    "SearchGoal",
     "Step",
     "Variant",
     "compress",
