@@ -21,7 +21,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ log = logging.getLogger("effkit")
 QUICK_LATENCY = LatencyConfig(warmup_runs=3, warmup_seconds=0.02, min_runs=30, min_seconds=0.05, max_seconds=1.0)
 SENSITIVITY_SHARE = 0.3  # at most this share of the budget goes to the sensitivity table
 MAX_LAYER_SPARSITY = 0.98
+MAX_CONFIRMED = 6  # front candidates measured on test before giving up
 MAX_FLOAT_LAYERS = 32  # selective int8 gives up beyond this many float ops
 SMALL_LAYER = 0.01  # share of the prunable weights under which an unprobed layer is spared
 
@@ -207,12 +208,21 @@ class Search:
             if self._out_of_time():
                 return
             targets = layer_targets(level, self.sensitivity, self._prunable(), budget_pp=self.budget_pp)
-            source = self._make_source(
-                f"s{round(level * 100):d}",
-                previous,
-                lambda prev=previous, level=level, targets=targets: self._prune(prev, level, targets),
-                settings={"sparsity": level, "layer_targets": targets},
-            )
+            name = f"s{round(level * 100):d}"
+            source = None
+            # A level that misses gets one more try with twice the fine-tune, from the same model: on a few hundred
+            # validation samples one miss can be a few samples of noise, or a fine-tune cut short.
+            for epochs, suffix in ((self.settings.level_epochs, ""), (2 * self.settings.level_epochs, "-long")):
+                source = self._make_source(
+                    name + suffix,
+                    previous,
+                    lambda prev=previous, level=level, targets=targets, epochs=epochs: self._prune(
+                        prev, level, targets, epochs=epochs
+                    ),
+                    settings={"sparsity": level, "layer_targets": targets, "epochs": epochs},
+                )
+                if source is not None or self.candidates[-1].decision != Decision.DROPPED or self._out_of_time():
+                    break
             if source is None:
                 return
             yield source
@@ -416,7 +426,7 @@ class Search:
             clusters=parent.clusters,
         )
 
-    def _prune(self, parent: _Source, level: float, targets: dict[str, float]):
+    def _prune(self, parent: _Source, level: float, targets: dict[str, float], *, epochs: int):
         from .prune import prune
         from .prune_native import prune_keras3
 
@@ -426,7 +436,7 @@ class Search:
             self.dataset,
             info=self.info,
             sparsity=level,
-            config=self._fine_tune_config(self.settings.level_epochs),
+            config=self._fine_tune_config(epochs),
             seed=self.config.seed,
             layer_targets=targets,
             start=parent.layer_sparsity,
@@ -655,10 +665,15 @@ class Search:
         ]
         return min(values, default=float("inf"))
 
-    def front(self) -> list[Candidate]:
+    def front(self, *, without: Collection[str] = ()) -> list[Candidate]:
         """Artifacts within budget that no other beats on both the objective and the validation drop, best
-        objective first."""
-        kept = [a.candidate for a in self.artifacts.values() if a.candidate.decision in (Decision.KEPT, Decision.FRONT)]
+        objective first; `without` leaves out candidates (those already rejected on test)."""
+        within = (Decision.KEPT, Decision.FRONT, Decision.DOMINATED)
+        kept = [
+            a.candidate
+            for a in self.artifacts.values()
+            if a.candidate.decision in within and a.candidate.name not in without
+        ]
         front = [
             c
             for c in kept
@@ -682,11 +697,13 @@ class Search:
         """Measure front candidates on the test split in order, until one is within budget there.
 
         `measure(artifact)` returns the report Variant (from the pipeline); the first ok one within budget is
-        chosen. Returns that Variant, or None (each rejection is in the trace and in `notes`).
+        chosen. When the whole front misses, the front of what is left is next, up to `MAX_CONFIRMED` measurements.
+        Returns the chosen Variant, or None (each rejection is in the trace and in `notes`).
         """
-        for candidate in self.front():
-            artifact = self.artifacts[candidate.name]
-            variant = measure(artifact)
+        rejected: list[str] = []
+        while len(rejected) < MAX_CONFIRMED and (front := self.front(without=rejected)):
+            candidate = front[0]
+            variant = measure(self.artifacts[candidate.name])
             index = self._index(candidate.name)
             test_drop = -variant.top1_delta_pp if variant.top1_delta_pp is not None else None
             if variant.ok and test_drop is not None and test_drop <= self.budget_pp + 1e-9:
@@ -696,6 +713,7 @@ class Search:
                 return variant
             why = variant.error if not variant.ok else f"loses {test_drop:.2f} pp on the test split"
             self._update(index, decision=Decision.REJECTED, variant=variant.name, reason=why)
+            rejected.append(candidate.name)
             self.notes.append(f"search: {candidate.name} was best on validation but {why}; took the next on the front")
         return None
 
