@@ -853,9 +853,11 @@ def layer_targets(
 ) -> dict[str, float]:
     """Per-layer sparsities whose weighted mean is `level`, the least sensitive layers pruned most.
 
-    A layer's share is `level * lam * g`, capped at 0.98, where `g = 1 / (1 + drop / budget)` from the mean of its
-    pruning curve (1 when unmeasured) and `lam` is found by bisection so that the weighted mean is the level. An
-    unprobed layer under 1% of the weights is capped at half; without a table, every layer gets the level.
+    A layer's share is `level * lam * g`, where `g = 1 / (1 + drop / budget)` from the mean of its pruning curve (1
+    when unmeasured) and `lam` is found by bisection so that the weighted mean is the level. It is capped by what
+    its curve showed within budget (`_tolerated`): a layer goes past the level only as far as it was seen to hold,
+    and up to 0.98 only when it held at the highest probe. An unprobed layer under 1% of the weights is capped at
+    half; without a table, every layer gets the level.
     """
     if sensitivity is None or not layers:
         return {name: level for name, _ in layers}
@@ -865,8 +867,10 @@ def layer_targets(
         row = sensitivity.row(name)
         measured = row is not None and row.prune_drop_pp is not None
         drops.append(max(0.0, row.prune_drop_pp) if measured else 0.0)
-        # An unprobed layer too small to matter for size keeps at most half its weights pruned.
-        caps.append(MAX_LAYER_SPARSITY if measured or count >= SMALL_LAYER * weights.sum() else min(level, 0.5))
+        if measured:
+            caps.append(_tolerated(row, level, budget_pp))
+        else:  # an unprobed layer too small to matter for size keeps at most half its weights pruned
+            caps.append(MAX_LAYER_SPARSITY if count >= SMALL_LAYER * weights.sum() else min(level, 0.5))
     tolerance = 1.0 / (1.0 + np.array(drops) / max(budget_pp, 0.1))
     cap = np.array(caps)
 
@@ -881,6 +885,19 @@ def layer_targets(
         low, high = (middle, high) if mean(middle) < level else (low, middle)
     shares = np.minimum(cap, level * high * tolerance)
     return {name: round(float(share), 4) for (name, _), share in zip(layers, shares, strict=True)}
+
+
+def _tolerated(row, level: float, budget_pp: float) -> float:
+    """The most a layer may be pruned at this level: beyond the level only as far as its pruning curve showed it
+    within budget (past the highest probe only when it held there too), never extrapolated from the mean alone."""
+    if not row.prune_curve:
+        return MAX_LAYER_SPARSITY
+    probes = sorted((float(sparsity), drop) for sparsity, drop in row.prune_curve.items())
+    held = [sparsity for sparsity, drop in probes if drop <= budget_pp]
+    highest = max(held, default=0.0)
+    if probes and highest == probes[-1][0]:
+        return MAX_LAYER_SPARSITY
+    return min(MAX_LAYER_SPARSITY, max(level, highest))
 
 
 def _agreement(outputs: np.ndarray, reference: np.ndarray, info: ModelInfo) -> float | None:
