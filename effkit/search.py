@@ -41,6 +41,7 @@ log = logging.getLogger("effkit")
 QUICK_LATENCY = LatencyConfig(warmup_runs=3, warmup_seconds=0.02, min_runs=30, min_seconds=0.05, max_seconds=1.0)
 SENSITIVITY_SHARE = 0.3  # at most this share of the budget goes to the sensitivity table
 MAX_LAYER_SPARSITY = 0.98
+FLOAT_LEFT = 0.5  # an int8-weight file above this share of the float file's bytes left its largest weights float
 MAX_CONFIRMED = 6  # front candidates measured on test before giving up
 MAX_FLOAT_LAYERS = 32  # selective int8 gives up beyond this many float ops
 SMALL_LAYER = 0.01  # share of the prunable weights under which an unprobed layer is spared
@@ -482,6 +483,36 @@ class Search:
         a8 = self.artifacts.get(f"{source.name}-a8")
         if a8 is not None and a8.candidate.decision == Decision.DROPPED:
             self._selective_int8(source, a8)
+        w8 = self.artifacts.get(f"{source.name}-w8")
+        if w8 is not None and w8.candidate.size_bytes > FLOAT_LEFT * source.float_tflite.stat().st_size:
+            self._converter_dynamic(source)
+
+    def _converter_dynamic(self, source: _Source) -> None:
+        """When the LiteRT quantizer's int8-weight plan leaves most of the file float (it quantizes no GATHER in
+        dynamic mode, and Keras embeddings convert to GATHER), the converter's dynamic-range quantization does."""
+        from .config import Quant
+        from .quantize.tflite_converter import quantize_tflite
+        from .runtime.delegation import xnnpack_summary
+
+        name = f"{source.name}-w8c"
+        settings = {
+            "weights": "int8",
+            "activations": "float",
+            "why": "the LiteRT int8-weight plan left it mostly float",
+        }
+        started = time.perf_counter()
+        path = self.scratch / f"{name}.tflite"
+        try:
+            quantize_tflite(source.model, path, quantization=Quant.DYNAMIC)
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            self._failed(name, "artifact", source.name, settings, error, started)
+            return
+        step = {"mode": "dynamic", "format": "tflite", "backend": "converter", "xnnpack": xnnpack_summary(path)}
+        steps = (*source.steps, Step("quantize", step))
+        self._measure_artifact(name, source, path, Format.TFLITE, "dynamic", steps, settings, started,
+                               backend="converter")  # fmt: skip
 
     def _selective_int8(self, source: _Source, uniform: _Artifact) -> None:
         """Full-integer int8 that misses the budget: leave the ops that add the most error in float, 1, 2, 4...

@@ -298,3 +298,35 @@ def test_a_layer_is_not_pushed_past_what_its_curve_held():
     targets = layer_targets(0.5, table, [(name, count) for name, (count, _) in curves.items()], budget_pp=1.0)
     assert targets["head"] <= 0.75 and targets["conv"] <= 0.5
     assert targets["robust"] > 0.75  # held at the highest probe: it may go further
+
+
+def test_an_embedding_left_float_by_the_litert_plan_gets_the_converters_int8(tmp_path):
+    """Keras embeddings convert to GATHER, which the LiteRT quantizer does not quantize in dynamic mode: the search
+    adds the converter's dynamic-range file, whose embedding table is int8 (about 4x smaller)."""
+    from effkit.data import load_dataset
+
+    data = load_dataset("synthetic_text")
+    keras = keras_compat.tf_keras()
+    keras.utils.set_random_seed(0)
+    vocabulary = int(max(data.x_train.max(), data.x_val.max(), data.x_test.max())) + 1
+    model = keras.Sequential(
+        [
+            keras.Input(data.x_train.shape[1:], dtype="int32"),
+            keras.layers.Embedding(vocabulary, 16),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+    model.fit(data.x_train, data.y_train, epochs=4, batch_size=64, verbose=0)
+    info = describe(model, data.x_train[:16], name="text")
+    config = _search_config(levels=(0.5,), clusters=())
+    search = Search(model, data, info=info, config=config, calibration=data.x_train[:64])
+    try:
+        search.run()
+    finally:
+        search.close()
+    litert, converter = search.artifacts["baseline-w8"].candidate, search.artifacts["baseline-w8c"].candidate
+    assert converter.size_bytes < litert.size_bytes / 2.5, (converter.size_bytes, litert.size_bytes)
+    assert converter.val_top1 > 0.6 and converter.agreement > 95
