@@ -145,7 +145,9 @@ def test_search_end_to_end_in_the_report(tiny_model, digits, tmp_path):
     int8, and writes the trace, the sensitivity table, both plots and the sensitivity cache; a re-run reads it."""
     from effkit.pipeline import compress
 
-    config = _search_config()
+    # 2 pp: the tiny model's test split is 359 samples and its fine-tunes are not bit-reproducible across thread
+    # schedules, so a 1 pp budget can leave every front candidate a sample or two short on test.
+    config = replace(_search_config(), max_accuracy_drop=2.0)
     out = tmp_path / "out"
     report = compress(tiny_model, digits, config=config, out_dir=out, name="tiny")
     trace = report.search
