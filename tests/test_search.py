@@ -109,7 +109,9 @@ def _decisions(search: Search) -> list[tuple[str, str]]:
 def test_decisions_never_read_the_test_split(tiny_model, digits):
     """Permuting the test labels (and scrambling the test inputs) changes nothing the search decides."""
     info = describe(tiny_model, digits.x_train[:16], name="tiny")
-    config = _search_config(levels=(0.6,), clusters=())
+    # A wide budget keeps decisions away from the boundary, where a fine-tune's last-bit differences across thread
+    # schedules could flip one; what is compared is whether the test split changes anything.
+    config = replace(_search_config(levels=(0.6,), clusters=()), max_accuracy_drop=3.0)
     rng = np.random.default_rng(1)
     scrambled = replace(digits, y_test=rng.permutation(digits.y_test), x_test=rng.permutation(digits.x_test))
     runs = []
