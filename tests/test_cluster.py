@@ -19,28 +19,18 @@ CLUSTER_CONFIG = PruneConfig(epochs=4)
 
 
 @pytest.fixture(scope="module")
-def info(tiny_info):
-    return tiny_info
-
-
-@pytest.fixture(scope="module")
-def pruned(tiny_pruned80):
-    return tiny_pruned80
-
-
-@pytest.fixture(scope="module")
-def clustered(pruned, digits, info):
-    before = [w.copy() for w in pruned.model.get_weights()]
-    result = cluster(pruned.model, digits, info=info, clusters=8, config=CLUSTER_CONFIG)
+def clustered(tiny_pruned80, digits, tiny_info):
+    before = [w.copy() for w in tiny_pruned80.model.get_weights()]
+    result = cluster(tiny_pruned80.model, digits, info=tiny_info, clusters=8, config=CLUSTER_CONFIG)
     return result, before
 
 
 @pytest.fixture(scope="module")
-def artifacts(pruned, clustered, digits, tmp_path_factory):
+def artifacts(tiny_pruned80, clustered, digits, tmp_path_factory):
     """float32, LiteRT dynamic-range and LiteRT static int8 files of the pruned and the clustered model."""
     folder = tmp_path_factory.mktemp("cluster")
     files = {}
-    for name, model in (("pruned", pruned.model), ("clustered", clustered[0].model)):
+    for name, model in (("pruned", tiny_pruned80.model), ("clustered", clustered[0].model)):
         float_path = export_tflite(model, folder / f"{name}-none.tflite")
         files[name, Quant.NONE] = float_path
         for quantization in (Quant.DYNAMIC, Quant.INT8):
@@ -61,13 +51,13 @@ def test_every_kernel_has_at_most_k_values(clustered):
         assert len(np.unique(kernel)) <= 8, name
 
 
-def test_zeros_stay_zero_and_sparsity_is_preserved(clustered, pruned):
+def test_zeros_stay_zero_and_sparsity_is_preserved(clustered, tiny_pruned80):
     result, _ = clustered
-    assert result.input_sparsity == pytest.approx(pruned.sparsity)
-    assert result.sparsity == pytest.approx(pruned.sparsity, abs=0.01)
-    assert result.sparsity >= pruned.sparsity
+    assert result.input_sparsity == pytest.approx(tiny_pruned80.sparsity)
+    assert result.sparsity == pytest.approx(tiny_pruned80.sparsity, abs=0.01)
+    assert result.sparsity >= tiny_pruned80.sparsity
     for name, kernel in _kernels(result.model).items():
-        zeros_before = _kernels(pruned.model)[name] == 0
+        zeros_before = _kernels(tiny_pruned80.model)[name] == 0
         assert np.all(kernel[zeros_before] == 0), name
 
 
@@ -96,24 +86,24 @@ def test_clustering_shrinks_the_gzip_size(artifacts):
         assert clustered_gzip < 0.95 * pruned_gzip, quantization
 
 
-def test_eight_clusters_keep_validation_top1(clustered, pruned):
+def test_eight_clusters_keep_validation_top1(clustered, tiny_pruned80):
     result, _ = clustered
     assert result.val_top1 >= 0.9
-    assert result.val_top1 >= pruned.val_top1 - 0.03
+    assert result.val_top1 >= tiny_pruned80.val_top1 - 0.03
     params = result.step_params()
     assert params["clusters"] == 8 and params["val_top1"] == round(result.val_top1, 4)
     assert 1 <= params["epochs"] <= CLUSTER_CONFIG.epochs
 
 
-def test_the_callers_model_is_untouched(clustered, pruned):
+def test_the_callers_model_is_untouched(clustered, tiny_pruned80):
     _, before = clustered
-    for original, now in zip(before, pruned.model.get_weights(), strict=True):
+    for original, now in zip(before, tiny_pruned80.model.get_weights(), strict=True):
         np.testing.assert_array_equal(original, now)
 
 
-def test_convolutions_are_clustered_per_channel_when_each_channel_can_hold_k(tiny_model, digits, info, tmp_path):
+def test_convolutions_are_clustered_per_channel_when_each_channel_can_hold_k(tiny_model, digits, tiny_info, tmp_path):
     """The unpruned conv has 9 non-zero weights per channel, enough for 8 centroids in each."""
-    result = cluster(tiny_model, digits, info=info, clusters=8, config=CLUSTER_CONFIG, epochs=0)
+    result = cluster(tiny_model, digits, info=tiny_info, clusters=8, config=CLUSTER_CONFIG, epochs=0)
     assert result.per_channel == ("conv2d",)
     kernel = _kernels(result.model)["conv2d"]
     assert len(np.unique(kernel)) > 8  # per channel, not over the whole kernel
@@ -131,34 +121,38 @@ def test_pruned_convolution_channels_too_sparse_for_k_are_clustered_whole(cluste
     assert "conv2d" in result.clustered_layers
 
 
-def test_only_the_named_layers_are_clustered(pruned, digits, info):
-    result = cluster(pruned.model, digits, info=info, clusters=8, config=CLUSTER_CONFIG, layers=["dense"], epochs=0)
+def test_only_the_named_layers_are_clustered(tiny_pruned80, digits, tiny_info):
+    result = cluster(
+        tiny_pruned80.model, digits, info=tiny_info, clusters=8, config=CLUSTER_CONFIG, layers=["dense"], epochs=0
+    )
     assert result.clustered_layers == ("dense",)
     kernels = _kernels(result.model)
     assert len(np.unique(kernels["dense"])) <= 8
     assert len(np.unique(kernels["dense_1"])) > 8
 
 
-def test_a_named_layer_that_cannot_be_clustered_is_refused(pruned, digits, info):
+def test_a_named_layer_that_cannot_be_clustered_is_refused(tiny_pruned80, digits, tiny_info):
     with pytest.raises(ModelError, match="max_pooling2d: it has no kernel") as error:
-        cluster(pruned.model, digits, info=info, clusters=8, config=CLUSTER_CONFIG, layers=["max_pooling2d"])
+        cluster(
+            tiny_pruned80.model, digits, info=tiny_info, clusters=8, config=CLUSTER_CONFIG, layers=["max_pooling2d"]
+        )
     assert "\n" not in str(error.value)
     with pytest.raises(ModelError, match="nope: no such layer"):
-        cluster(pruned.model, digits, info=info, clusters=8, config=CLUSTER_CONFIG, layers=["nope"])
+        cluster(tiny_pruned80.model, digits, info=tiny_info, clusters=8, config=CLUSTER_CONFIG, layers=["nope"])
 
 
 def test_a_model_without_kernels_to_cluster_is_refused(digits):
     tfk = keras_compat.tf_keras()
     model = tfk.Sequential([tfk.Input((8, 8, 1)), tfk.layers.Flatten(), tfk.layers.Dense(10, activation="softmax")])
-    info = describe(model, digits.x_train[:4], name="small")
+    tiny_info = describe(model, digits.x_train[:4], name="small")
     with pytest.raises(ModelError, match="no layer to cluster to 256 values"):
-        cluster(model, digits, info=info, clusters=256, config=CLUSTER_CONFIG)
+        cluster(model, digits, info=tiny_info, clusters=256, config=CLUSTER_CONFIG)
 
 
 def test_keras3_models_must_be_bridged_first(tiny_keras3_model, digits):
-    info = describe(tiny_keras3_model, digits.x_train[:4], name="k3")
+    tiny_info = describe(tiny_keras3_model, digits.x_train[:4], name="k3")
     with pytest.raises(ModelError, match="tf_keras model"):
-        cluster(tiny_keras3_model, digits, info=info, clusters=8, config=CLUSTER_CONFIG)
+        cluster(tiny_keras3_model, digits, info=tiny_info, clusters=8, config=CLUSTER_CONFIG)
 
 
 # The grid flags: `effkit compress --clusters 16 --qat`.
@@ -213,10 +207,10 @@ def test_grid_variants_record_their_cluster_and_qat_steps(grid_report):
 
 def test_clustering_makes_the_int8_file_smaller_after_gzip(grid_report):
     report, _ = grid_report
-    pruned = report.variant("pruned80-tflite-int8-litert")
+    tiny_pruned80 = report.variant("pruned80-tflite-int8-litert")
     clustered = report.variant("pruned80-c16-tflite-int8-litert")
-    assert clustered.gzip_bytes < pruned.gzip_bytes
-    assert clustered.top1 >= pruned.top1 - 0.03
+    assert clustered.gzip_bytes < tiny_pruned80.gzip_bytes
+    assert clustered.top1 >= tiny_pruned80.top1 - 0.03
 
 
 def test_a_failed_clustering_or_qat_costs_only_its_own_variants(keras3_custom_layer_file, digits, tmp_path):

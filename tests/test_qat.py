@@ -19,27 +19,17 @@ QAT_CONFIG = PruneConfig(epochs=3)
 
 
 @pytest.fixture(scope="module")
-def info(tiny_info):
-    return tiny_info
-
-
-@pytest.fixture(scope="module")
-def pruned(tiny_pruned80):
-    return tiny_pruned80
-
-
-@pytest.fixture(scope="module")
-def sparse_qat(pruned, digits, info, tmp_path_factory):
-    before = [w.copy() for w in pruned.model.get_weights()]
-    result = quantization_aware(pruned.model, digits, info=info, preserve="sparsity", config=QAT_CONFIG)
+def sparse_qat(tiny_pruned80, digits, tiny_info, tmp_path_factory):
+    before = [w.copy() for w in tiny_pruned80.model.get_weights()]
+    result = quantization_aware(tiny_pruned80.model, digits, info=tiny_info, preserve="sparsity", config=QAT_CONFIG)
     path = tmp_path_factory.mktemp("qat") / "pruned80-qat.tflite"
     params = convert_qat(result, path, calibration=digits.x_train[:200])
     return result, path, params, before
 
 
-def _litert_top1(path, digits, info) -> float:
+def _litert_top1(path, digits, tiny_info) -> float:
     (outputs,) = LiteRTRunner(path).predict(digits.x_test)
-    return top1(outputs, digits.y_test, info.output_kind)
+    return top1(outputs, digits.y_test, tiny_info.output_kind)
 
 
 def test_qat_wraps_every_layer_with_weights(sparse_qat):
@@ -52,21 +42,21 @@ def test_qat_wraps_every_layer_with_weights(sparse_qat):
     assert result.step_params()["preserve"] == "sparsity"
 
 
-def test_the_int8_file_runs_in_litert_and_classifies(sparse_qat, pruned, digits, info):
+def test_the_int8_file_runs_in_litert_and_classifies(sparse_qat, tiny_pruned80, digits, tiny_info):
     result, path, params, _ = sparse_qat
     assert params["io"] == "int8" and params["int8_kernels"] == 3 and params["float_kernels"] == []
     runner = LiteRTRunner(path)
     assert runner.input["dtype"] == np.int8
-    accuracy = _litert_top1(path, digits, info)
+    accuracy = _litert_top1(path, digits, tiny_info)
     assert accuracy >= 0.9
-    pruned_accuracy = top1(outputs_of(pruned.model, digits.x_test), digits.y_test, info.output_kind)
+    pruned_accuracy = top1(outputs_of(tiny_pruned80.model, digits.x_test), digits.y_test, tiny_info.output_kind)
     assert accuracy >= pruned_accuracy - 0.03
     assert result.val_top1 >= 0.9
 
 
-def test_prune_preserving_qat_keeps_the_zeros_in_the_int8_kernels(sparse_qat, pruned):
+def test_prune_preserving_qat_keeps_the_zeros_in_the_int8_kernels(sparse_qat, tiny_pruned80):
     _, path, params, _ = sparse_qat
-    assert params["kernel_sparsity"] == pytest.approx(pruned.sparsity, abs=0.01)
+    assert params["kernel_sparsity"] == pytest.approx(tiny_pruned80.sparsity, abs=0.01)
     kernels = constant_kernels(path)
     assert set(kernels) == {"conv2d", "dense", "dense_1"}
     for layer, (tensor,) in kernels.items():
@@ -74,29 +64,31 @@ def test_prune_preserving_qat_keeps_the_zeros_in_the_int8_kernels(sparse_qat, pr
         assert np.mean(tensor == 0) >= 0.79, layer
 
 
-def test_cluster_preserving_qat_keeps_k_values_per_channel(pruned, digits, info, tmp_path):
-    clustered = cluster(pruned.model, digits, info=info, clusters=8, config=QAT_CONFIG, epochs=1)
-    result = quantization_aware(clustered.model, digits, info=info, preserve="clusters", config=QAT_CONFIG, epochs=2)
+def test_cluster_preserving_qat_keeps_k_values_per_channel(tiny_pruned80, digits, tiny_info, tmp_path):
+    clustered = cluster(tiny_pruned80.model, digits, info=tiny_info, clusters=8, config=QAT_CONFIG, epochs=1)
+    result = quantization_aware(
+        clustered.model, digits, info=tiny_info, preserve="clusters", config=QAT_CONFIG, epochs=2
+    )
     params = convert_qat(result, tmp_path / "c8-qat.tflite", calibration=digits.x_train[:200])
     counts = distinct_values(tmp_path / "c8-qat.tflite")
     assert all(counts[layer] <= 8 for layer in clustered.clustered_layers), counts
     assert params["max_distinct"] <= 8
     assert params["kernel_sparsity"] >= 0.79
-    assert _litert_top1(tmp_path / "c8-qat.tflite", digits, info) >= 0.85
+    assert _litert_top1(tmp_path / "c8-qat.tflite", digits, tiny_info) >= 0.85
 
 
-def test_without_calibration_the_file_takes_float_input(sparse_qat, digits, info, tmp_path):
+def test_without_calibration_the_file_takes_float_input(sparse_qat, digits, tiny_info, tmp_path):
     result, _, _, _ = sparse_qat
     params = convert_qat(result.model, tmp_path / "float-io.tflite")
     assert params["io"] == "float32" and params["calibration_samples"] is None and params["int8_kernels"] == 3
     assert LiteRTRunner(tmp_path / "float-io.tflite").input["dtype"] == np.float32
-    assert _litert_top1(tmp_path / "float-io.tflite", digits, info) >= 0.9
+    assert _litert_top1(tmp_path / "float-io.tflite", digits, tiny_info) >= 0.9
 
 
-def test_qat_leaves_the_callers_model_untouched(sparse_qat, pruned):
+def test_qat_leaves_the_callers_model_untouched(sparse_qat, tiny_pruned80):
     *_, before = sparse_qat
-    assert all(np.array_equal(a, b) for a, b in zip(before, pruned.model.get_weights(), strict=True))
-    assert not any(layer.name.startswith("quant_") for layer in pruned.model.layers)
+    assert all(np.array_equal(a, b) for a, b in zip(before, tiny_pruned80.model.get_weights(), strict=True))
+    assert not any(layer.name.startswith("quant_") for layer in tiny_pruned80.model.layers)
 
 
 def test_a_model_with_no_layer_qat_supports_is_refused_in_one_line(digits):
@@ -104,21 +96,21 @@ def test_a_model_with_no_layer_qat_supports_is_refused_in_one_line(digits):
     model = tfk.Sequential(
         [tfk.Input((8, 8, 1)), tfk.layers.Flatten(), tfk.layers.LayerNormalization(), tfk.layers.Softmax()]
     )
-    info = describe(model, digits.x_train[:4], name="norm")
+    tiny_info = describe(model, digits.x_train[:4], name="norm")
     with pytest.raises(ModelError, match=r"left float: layer_normalization \(LayerNormalization\)") as error:
-        quantization_aware(model, digits, info=info, preserve="none", config=QAT_CONFIG)
+        quantization_aware(model, digits, info=tiny_info, preserve="none", config=QAT_CONFIG)
     assert "\n" not in str(error.value)
 
 
-def test_an_unknown_preservation_is_refused(tiny_model, digits, info):
+def test_an_unknown_preservation_is_refused(tiny_model, digits, tiny_info):
     with pytest.raises(ConfigError, match="known: sparsity, clusters, none"):
-        quantization_aware(tiny_model, digits, info=info, preserve="weights", config=QAT_CONFIG)
+        quantization_aware(tiny_model, digits, info=tiny_info, preserve="weights", config=QAT_CONFIG)
 
 
 def test_keras3_models_must_be_bridged_first(tiny_keras3_model, digits):
-    info = describe(tiny_keras3_model, digits.x_train[:4], name="k3")
+    tiny_info = describe(tiny_keras3_model, digits.x_train[:4], name="k3")
     with pytest.raises(ModelError, match="tf_keras model"):
-        quantization_aware(tiny_keras3_model, digits, info=info, preserve="none", config=QAT_CONFIG)
+        quantization_aware(tiny_keras3_model, digits, info=tiny_info, preserve="none", config=QAT_CONFIG)
 
 
 def _nested_model(tfk):
@@ -149,8 +141,8 @@ def test_a_nested_model_is_flattened_with_the_same_outputs(digits):
 def test_qat_quantizes_inside_a_nested_model_and_folds_its_batch_norm(digits, tmp_path):
     tfk = keras_compat.tf_keras()
     model = _nested_model(tfk)
-    info = describe(model, digits.x_train[:4], name="nested")
-    result = quantization_aware(model, digits, info=info, preserve="none", config=QAT_CONFIG, epochs=1)
+    tiny_info = describe(model, digits.x_train[:4], name="nested")
+    result = quantization_aware(model, digits, info=tiny_info, preserve="none", config=QAT_CONFIG, epochs=1)
     convolution = model.get_layer("base").layers[1].name  # Keras numbers layer names in session order
     assert set(result.quantized_layers) == {convolution, model.layers[-1].name} and result.float_layers == ()
     params = convert_qat(result, tmp_path / "nested.tflite", calibration=digits.x_train[:100])
