@@ -207,10 +207,10 @@ def test_grid_variants_record_their_cluster_and_qat_steps(grid_report):
 
 def test_clustering_makes_the_int8_file_smaller_after_gzip(grid_report):
     report, _ = grid_report
-    tiny_pruned80 = report.variant("pruned80-tflite-int8-litert")
+    pruned = report.variant("pruned80-tflite-int8-litert")
     clustered = report.variant("pruned80-c16-tflite-int8-litert")
-    assert clustered.gzip_bytes < tiny_pruned80.gzip_bytes
-    assert clustered.top1 >= tiny_pruned80.top1 - 0.03
+    assert clustered.gzip_bytes < pruned.gzip_bytes
+    assert clustered.top1 >= pruned.top1 - 0.03
 
 
 def test_a_failed_clustering_or_qat_costs_only_its_own_variants(keras3_custom_layer_file, digits, tmp_path):
