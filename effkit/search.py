@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from . import interrupt
 from .classifier import ModelInfo
 from .config import CompressConfig, Format, LatencyConfig, Precision, SearchGoal
 from .data import Dataset
@@ -774,6 +775,7 @@ class Search:
     def _out_of_time(self) -> bool:
         """The budget is spent, and there is something to show for it: the first artifact within budget is always
         made, however short the budget."""
+        interrupt.check()
         kept = any(a.candidate.decision == Decision.KEPT for a in self.artifacts.values())
         if self.deadline.passed() and kept:
             self._budget_spent = True
@@ -842,6 +844,8 @@ class Search:
 
     def _record(self, candidate: Candidate) -> None:
         self.candidates.append(candidate)
+        # A Ctrl-C that landed in a finalizer (LiteRT's Interpreter.__del__) was swallowed there: honour it here.
+        interrupt.check()
         shown = "" if candidate.val_top1 is None else f" val top-1 {candidate.val_top1 * 100:.2f}%"
         size = "" if candidate.gzip_bytes is None else f" gzip {candidate.gzip_bytes / 1024:.1f} KiB"
         log.info("search: %-22s %-8s%s%s %s", candidate.name, candidate.decision, shown, size, candidate.reason)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import interrupt
 from .classifier import ModelInfo
 from .config import Format, Precision
 from .data import Dataset
@@ -172,6 +173,7 @@ def measure_sensitivity(
     with tempfile.TemporaryDirectory(prefix="effkit-sens-") as scratch:
         probe = _Probe(model, dataset, info, float_tflite, calibration, Path(scratch))
         for index, row in enumerate(rows):
+            interrupt.check()  # a Ctrl-C swallowed by a finalizer stops the table here
             if index >= max_layers:
                 row = replace(row, error=f"not probed: only the {max_layers} largest layers are")
             elif out_of_time():
