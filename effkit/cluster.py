@@ -22,7 +22,7 @@ from .classifier import ModelInfo
 from .config import PruneConfig
 from .data import Dataset
 from .errors import ModelError, first_line
-from .measure import weight_sparsity
+from .measure import weight_name, weight_sparsity
 from .prune import validation_top1
 from .train import fit
 
@@ -215,7 +215,7 @@ def cluster(
 def _layer_plan(layer: Any, tfk: Any, *, clusters: int, preserve_sparsity: bool, named: set[str] | None) -> bool | str:
     """How to cluster a layer: True per output channel, False over the whole kernel, or a string saying why not
     (empty for a layer with no kernel at all, which is not worth a log line unless it was named)."""
-    kernels = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in CLUSTERED_WEIGHTS]
+    kernels = [w for w in layer.weights if weight_name(w) in CLUSTERED_WEIGHTS]
     if not kernels:
         return "it has no kernel to cluster" if named is not None else ""
     values = [np.asarray(kernel.numpy()) for kernel in kernels]

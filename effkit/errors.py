@@ -35,3 +35,10 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message: libraries below effkit often raise pages of text."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
+
+
+def one_line_reason(error: BaseException) -> str:
+    """One line for any failure: our own errors as they read, others prefixed with their type."""
+    if isinstance(error, EffkitError):
+        return first_line(error)
+    return f"{type(error).__name__}: {first_line(error)}"

@@ -144,11 +144,10 @@ def weight_sparsity(model: Any) -> tuple[float, dict[str, float]]:
     """Share of exact zeros in the prunable kernels: overall, and per layer (either Keras generation)."""
     zeros = total = 0
     per_layer: dict[str, float] = {}
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         layer_zeros = layer_total = 0
         for weight in layer.weights:
-            name = (getattr(weight, "path", None) or weight.name).split("/")[-1].split(":")[0]
-            if name in PRUNABLE_WEIGHTS:
+            if weight_name(weight) in PRUNABLE_WEIGHTS:
                 values = np.asarray(weight.numpy())
                 layer_zeros += int(values.size - np.count_nonzero(values))
                 layer_total += int(values.size)
@@ -172,12 +171,23 @@ def m_by_n_pattern(weights: np.ndarray, m: int, n: int, *, axis: int = -1) -> bo
     return bool(np.all(groups.sum(axis=1) <= m))
 
 
-def _leaf_layers(model: Any):
+def leaf_layers(model: Any):
+    """Every layer that is not itself a model, nested models' layers included (either Keras generation)."""
     for layer in getattr(model, "layers", ()):
         if getattr(layer, "layers", None):
-            yield from _leaf_layers(layer)
+            yield from leaf_layers(layer)
         else:
             yield layer
+
+
+def weight_name(weight: Any) -> str:
+    """`kernel`, `bias`, `embeddings`...: a weight's own name without its layer path or `:0` (either generation)."""
+    return (getattr(weight, "path", None) or weight.name).split("/")[-1].split(":")[0]
+
+
+def batch_of(x: np.ndarray, batch: int) -> np.ndarray:
+    """The first `batch` samples, repeated when there are fewer: what latency is timed on."""
+    return x[:batch] if len(x) >= batch else np.resize(x, (batch, *x.shape[1:]))
 
 
 def time_latency(

@@ -21,8 +21,9 @@ from .classifier import Head, ModelInfo, describe, model_input
 from .config import Backend, CompressConfig, Format, Quant
 from .cpu import fingerprint
 from .data import Dataset, check_fits, check_labels, check_sizes, check_tokens, fit_sequences, load_dataset
-from .errors import EffkitError, ModelError, first_line
+from .errors import ModelError, one_line_reason
 from .measure import (
+    batch_of,
     file_sizes,
     mae,
     parity,
@@ -538,7 +539,7 @@ class VariantMaker:
             for batch in config.batches:
                 grid.append(
                     time_latency(
-                        timed.bind(_batch_of(self.dataset.x_test, batch)),
+                        timed.bind(batch_of(self.dataset.x_test, batch)),
                         config=config,
                         batch=batch,
                         threads=timed.threads,
@@ -644,12 +645,7 @@ def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:
     from .files import atomic_output
 
     with atomic_output(path) as temporary, temporary.open("wb") as handle:
-        np.save(handle, _batch_of(x, batch), allow_pickle=False)
-
-
-def _batch_of(x: np.ndarray, batch: int) -> np.ndarray:
-    """The first `batch` test samples, repeated when the split is smaller."""
-    return x[:batch] if len(x) >= batch else np.resize(x, (batch, *x.shape[1:]))
+        np.save(handle, batch_of(x, batch), allow_pickle=False)
 
 
 def _head_figures(head: Head, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
@@ -663,12 +659,6 @@ def _failed(variant: Variant, error: BaseException) -> Variant:
     log.warning("%-30s FAILED: %s", variant.name, reason)
     log.debug("%s failed", variant.name, exc_info=error)
     return replace(variant, status=Status.FAILED, error=reason)
-
-
-def one_line_reason(error: BaseException) -> str:
-    if isinstance(error, EffkitError):
-        return first_line(error)
-    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def _report(

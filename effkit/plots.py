@@ -136,11 +136,8 @@ def plot_tradeoffs(report: Report, out_dir: Path) -> list[Path]:
         axes.grid(True, which="both", alpha=0.3)
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         figure.tight_layout()
-        path = Path(out_dir) / file_name
-        with atomic_output(path) as temporary:
-            figure.savefig(temporary, format="png")
+        written.append(_save(figure, Path(out_dir) / file_name))
         plt.close(figure)
-        written.append(path)
     return written
 
 

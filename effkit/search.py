@@ -32,7 +32,8 @@ from . import interrupt
 from .classifier import ModelInfo
 from .config import CompressConfig, Format, LatencyConfig, Precision, SearchGoal
 from .data import Dataset
-from .measure import file_sizes, primary_top1, time_latency, weight_sparsity
+from .errors import one_line_reason
+from .measure import batch_of, file_sizes, parity, primary_top1, time_latency, weight_sparsity
 from .sensitivity import Sensitivity
 from .types import Step, known_fields
 
@@ -526,7 +527,7 @@ class Search:
             ranking = noise_ranking(source.float_tflite, uniform.path, self.dataset.x_val[:64],
                                     keras_layers=layer_names(source.model))  # fmt: skip
         except Exception as error:
-            self.notes.append(f"could not rank {source.name}'s int8 ops by error: {_reason(error)}")
+            self.notes.append(f"could not rank {source.name}'s int8 ops by error: {one_line_reason(error)}")
             return
         fragile = self._fragile_layers()
         order = list(dict.fromkeys([*fragile, *(layer for layer, _ in ranking)]))
@@ -551,7 +552,7 @@ class Search:
 
         fragile = self._fragile_layers()
         float_layers = tuple((layer, Precision.FLOAT) for layer in fragile)
-        int4_layers = tuple((layer, Precision.INT4) for layer in self._int4_layers(source) if layer not in fragile)
+        int4_layers = tuple((layer, Precision.INT4) for layer in self._int4_layers() if layer not in fragile)
         yield "w8", LayerPlan(weights=Precision.INT8, activations="float", layers=float_layers)
         if int4_layers:
             yield "w4", LayerPlan(weights=Precision.INT8, activations="float", layers=float_layers + int4_layers)
@@ -567,9 +568,8 @@ class Search:
             if row.int8_drop_pp is not None and row.int8_drop_pp > self.budget_pp / 2
         ]
 
-    def _int4_layers(self, source: _Source) -> list[str]:
-        """Layers measured to take int4 weights within `int4_max_drop`; a clustered model's layers hold at most
-        16 values when clustered to <= 16, which int4 keeps closer."""
+    def _int4_layers(self) -> list[str]:
+        """Layers measured to take int4 weights alone within `int4_max_drop` pp."""
         if self.sensitivity is None:
             return []
         return [
@@ -641,7 +641,7 @@ class Search:
             top1 = self._val_top1(outputs)
             agreement = _agreement(self._primary(outputs), source.val_outputs, self.info)
             size, gzip = file_sizes(path)
-            x = _batch(self.dataset.x_val, self.config.latency.batch)
+            x = batch_of(self.dataset.x_val, self.config.latency.batch)
             latency = time_latency(runner.bind(x), config=QUICK_LATENCY, batch=len(x), threads=runner.threads)
         except KeyboardInterrupt:
             raise
@@ -811,8 +811,8 @@ class Search:
         except KeyboardInterrupt:
             raise
         except Exception as error:  # without the table the search still runs, with uniform settings
-            log.warning("search: sensitivity failed, continuing with uniform settings: %s", _reason(error))
-            self.notes.append(f"sensitivity could not be measured: {_reason(error)}")
+            log.warning("search: sensitivity failed, continuing with uniform settings: %s", one_line_reason(error))
+            self.notes.append(f"sensitivity could not be measured: {one_line_reason(error)}")
             return None
         if self.cache_dirs and table.complete:
             write_cache(cache_path(self.cache_dirs[0], digest), table)
@@ -840,7 +840,8 @@ class Search:
 
     def _failed(self, name: str, kind: str, parent: str | None, settings: dict, error: BaseException, started: float):
         """Record a step that failed: it costs only its own candidate."""
-        self._record(Candidate(name, kind, parent, settings, Decision.FAILED, _reason(error), seconds=_since(started)))
+        reason = one_line_reason(error)
+        self._record(Candidate(name, kind, parent, settings, Decision.FAILED, reason, seconds=_since(started)))
 
     def _record(self, candidate: Candidate) -> None:
         self.candidates.append(candidate)
@@ -936,27 +937,13 @@ def _tolerated(row, level: float, budget_pp: float) -> float:
 
 
 def _agreement(outputs: np.ndarray, reference: np.ndarray, info: ModelInfo) -> float | None:
-    from .classifier import predicted_classes
-
-    head = info.primary
-    if not head.classifies:
-        return None
-    same = predicted_classes(outputs, head.kind) == predicted_classes(reference, head.kind)
-    return round(float(np.mean(same)) * 100, 3)
-
-
-def _batch(x: np.ndarray, batch: int) -> np.ndarray:
-    return x[:batch] if len(x) >= batch else np.resize(x, (batch, *x.shape[1:]))
+    """% of samples with the same top-1 as the reference (`measure.parity`); None for a regression head."""
+    agreement = parity(reference, outputs, info.primary.kind).top1_agreement
+    return None if agreement is None else round(agreement, 3)
 
 
 def _since(started: float) -> float:
     return round(time.perf_counter() - started, 2)
-
-
-def _reason(error: BaseException) -> str:
-    from .pipeline import one_line_reason
-
-    return one_line_reason(error)
 
 
 def copy_artifact(source: Path, destination: Path) -> Path:

@@ -28,7 +28,8 @@ from . import interrupt
 from .classifier import ModelInfo
 from .config import Format, Precision
 from .data import Dataset
-from .measure import PRUNABLE_WEIGHTS, primary_top1
+from .errors import one_line_reason
+from .measure import PRUNABLE_WEIGHTS, leaf_layers, primary_top1, weight_name
 from .types import known_fields
 
 log = logging.getLogger("effkit")
@@ -227,20 +228,16 @@ class _Probe:
             int8 = _drop(self.tflite_top1, self.quantized(row.layer, Precision.INT8))
             int4 = _drop(self.tflite_top1, self.quantized(row.layer, Precision.INT4)) if row.int4_supported else None
         except Exception as error:  # one layer the quantizer refuses costs only its row
-            from .pipeline import one_line_reason
-
             return replace(row, error=one_line_reason(error))
         return replace(row, int8_drop_pp=int8, int4_drop_pp=int4)
 
     def hard_pruned(self, layer_name: str, sparsity: float) -> float:
         """Validation top-1 with this layer's smallest `sparsity` share of prunable weights zeroed; restored after."""
-        from .measure import _leaf_layers
-
-        layer = next(layer for layer in _leaf_layers(self.model) if layer.name == layer_name)
+        layer = next(layer for layer in leaf_layers(self.model) if layer.name == layer_name)
         originals = layer.get_weights()
         pruned = []
         for weight, values in zip(layer.weights, originals, strict=True):
-            if _weight_name(weight) in PRUNABLE_WEIGHTS and values.size:
+            if weight_name(weight) in PRUNABLE_WEIGHTS and values.size:
                 keep = max(round(values.size * (1.0 - sparsity)), 1)
                 threshold = np.sort(np.abs(values), axis=None)[-keep]
                 values = np.where(np.abs(values) >= threshold, values, 0).astype(values.dtype)
@@ -266,11 +263,9 @@ class _Probe:
 
 def prunable_layers(model: Any) -> list[tuple[str, int]]:
     """(layer name, prunable weight count) of each leaf layer holding a kernel or embeddings, nested models too."""
-    from .measure import _leaf_layers
-
     found = []
-    for layer in _leaf_layers(model):
-        count = sum(int(np.prod(w.shape)) for w in layer.weights if _weight_name(w) in PRUNABLE_WEIGHTS)
+    for layer in leaf_layers(model):
+        count = sum(int(np.prod(w.shape)) for w in layer.weights if weight_name(w) in PRUNABLE_WEIGHTS)
         if count:
             found.append((layer.name, count))
     return found
@@ -278,13 +273,7 @@ def prunable_layers(model: Any) -> list[tuple[str, int]]:
 
 def layer_names(model: Any) -> list[str]:
     """Every leaf layer's name, nested models' too: how the quantizer reads Keras names from a .tflite's scopes."""
-    from .measure import _leaf_layers
-
-    return [layer.name for layer in _leaf_layers(model)]
-
-
-def _weight_name(weight: Any) -> str:
-    return (getattr(weight, "path", None) or weight.name).split("/")[-1].split(":")[0]
+    return [layer.name for layer in leaf_layers(model)]
 
 
 def _drop(reference: float, value: float) -> float:
