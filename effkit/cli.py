@@ -240,6 +240,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     _common(bench)
     bench.set_defaults(command=_bench)
+
+    bundle = commands.add_parser(
+        "bundle",
+        help="package one measured variant for a device: artifact, manifest, golden inputs (and C files for mcu)",
+        description="Copy one artifact of an `effkit compress` folder into a bundle a device can load and check "
+        "without TensorFlow (effkit.edge): the artifact with effkit's metadata inside, manifest.json (input, "
+        "quantization, outputs and labels, sha256, provenance, what was measured and on which CPU) and golden.npz "
+        "(test inputs and their outputs). --target mcu takes only a full-integer .tflite that TFLite Micro runs, "
+        "checked op by op, and adds a C source and header with the arena size TFLite Micro measured.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bundle.add_argument("run", help="a folder written by effkit compress (it holds report.json)")
+    bundle.add_argument("--target", choices=("mobile", "mcu"), default="mobile", help="where the bundle will run")
+    bundle.add_argument("--out", required=True, help="the bundle folder to write (new, empty, or a bundle)")
+    bundle.add_argument("--variant", help="a variant name from the report (default: the best one for --target)")
+    bundle.add_argument("--labels", help="a text file with one class label per line (default: 0, 1, ...)")
+    bundle.add_argument("--overwrite", action="store_true", help="replace a bundle already in --out")
+    _common(bundle)
+    bundle.set_defaults(command=_bundle)
+
+    verify = commands.add_parser(
+        "verify",
+        help="run a bundle's golden inputs through this machine's runtime; exit 0, or 1 with the reason",
+        description="Check a bundle where it will run: the artifact's sha256 against the manifest, then the golden "
+        "inputs through LiteRT or ONNX Runtime against the outputs effkit recorded. On a device without "
+        "TensorFlow, install effkit/edge and run `effkit-edge verify` instead: the same check.",
+    )
+    verify.add_argument("bundle", help="a folder written by effkit bundle")
+    verify.add_argument("--threads", type=int, default=1, help="runtime threads")
+    _common(verify)
+    verify.set_defaults(command=_verify)
     return parser
 
 
@@ -422,6 +453,49 @@ def _compress(args: argparse.Namespace) -> int:
     for variant in not_ok:
         print(f"effkit: {variant.name} {variant.status}: {variant.error}", file=sys.stderr)
     return EXIT_VARIANTS_FAILED if not_ok else EXIT_OK
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bundle import make_bundle
+
+    labels = None
+    if args.labels:
+        try:
+            labels = [
+                line.strip() for line in Path(args.labels).read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"cannot read --labels {args.labels}: {error}") from None
+    made = make_bundle(
+        args.run, target=args.target, out=args.out, variant=args.variant, labels=labels, overwrite=args.overwrite
+    )
+    manifest = made.manifest
+    artifact = manifest["artifact"]
+    line = (
+        f"{made.path}: {made.variant} for {made.target}, {artifact['file']} {artifact['size_bytes']:,} bytes "
+        f"(gzip {artifact['gzip_bytes']:,}), top-1 {manifest['measured']['top1']:.2%}, "
+        f"{manifest['golden']['samples']} golden samples"
+    )
+    micro = manifest.get("micro")
+    if micro:
+        line += (
+            f"; TFLite Micro arena {micro['arena_bytes']:,} bytes (measured {micro['arena_bytes_measured']:,}), "
+            f"{len(micro['ops'])} ops, agrees with LiteRT on {micro['top1_agreement_with_litert']:.1%}"
+        )
+    print(line)
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .edge import BundleError
+    from .edge.__main__ import verify_command
+
+    try:
+        return verify_command(args.bundle, threads=args.threads)
+    except BundleError as error:
+        raise InputError(str(error)) from None
 
 
 def run() -> None:

@@ -16,6 +16,7 @@ from .types import Report
 
 ARTIFACTS = "artifacts"
 LATENCY_INPUT = "latency_input.npy"  # the samples every latency figure was timed on (effkit bench re-times them)
+TEST_SAMPLE = "test_sample.npz"  # the first test samples and labels: `effkit bundle` takes its golden inputs here
 
 
 def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
@@ -59,7 +60,7 @@ def claim_out_dir(out_dir: Path) -> None:
         named = [v.path for v in report.variants if v.path] + [report.model.get("path") or ""]
     except (ValueError, KeyError, TypeError):
         named = []  # an unreadable report: remove only the files every run writes
-    ours = [out_dir / name for name in (REPORT_JSON, REPORT_MD, REPORT_HTML, LATENCY_INPUT, *PLOT_FILES)]
+    ours = [out_dir / name for name in (REPORT_JSON, REPORT_MD, REPORT_HTML, LATENCY_INPUT, TEST_SAMPLE, *PLOT_FILES)]
     for name in named:
         path = (out_dir / name).resolve()
         if path.is_relative_to(out_dir.resolve()):  # a user's model elsewhere is named too: leave it

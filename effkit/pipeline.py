@@ -34,7 +34,7 @@ from .measure import (
     top1,
     weight_sparsity,
 )
-from .outdir import ARTIFACTS, LATENCY_INPUT, check_out_dir, claim_out_dir, fresh_dir, shown_path
+from .outdir import ARTIFACTS, LATENCY_INPUT, TEST_SAMPLE, check_out_dir, claim_out_dir, fresh_dir, shown_path
 from .progress import bar as progress_bar
 from .recipes import Recipe, RecipeInputs, plan
 from .report import (
@@ -128,6 +128,7 @@ def compress(
         log.info("saved the trained reference model to %s", model_path)
     # The samples every latency figure was timed on, so that a later check (effkit bench) times the same input.
     _save_latency_input(out_dir / LATENCY_INPUT, dataset.x_test, max(config.latency.batches))
+    _save_test_sample(out_dir / TEST_SAMPLE, dataset, info.primary.name, names)
     log.info(
         "model %s: %s parameters, input %s %s, outputs %s; data %s: %d train / %d val / %d test",
         name,
@@ -646,6 +647,15 @@ def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:
 
     with atomic_output(path) as temporary, temporary.open("wb") as handle:
         np.save(handle, batch_of(x, batch), allow_pickle=False)
+
+
+def _save_test_sample(path: Path, dataset: Dataset, primary: str, names: list[str], count: int = 256) -> None:
+    """The first `count` test samples and their primary labels, in the order every figure used them."""
+    from .files import atomic_output
+
+    labels = dataset.labels("test", names)[primary][:count]
+    with atomic_output(path) as temporary, temporary.open("wb") as handle:
+        np.savez_compressed(handle, x=dataset.x_test[:count], y=labels)
 
 
 def _head_figures(head: Head, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

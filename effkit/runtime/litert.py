@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..console import silenced
+from ..edge.tensors import dequantize, quantize
 from ..errors import StageError, first_line
 from .base import Runner, chunks
 
@@ -63,22 +64,11 @@ class LiteRTRunner(Runner):
         return tuple(int(d) for d in self.input["shape"][1:]), np.dtype(np.float32 if quantized else dtype)
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Float samples -> the input tensor's type, with its scale and zero point when it is quantized.
-
-        Integer inputs that are not quantized (token ids) keep their values.
-        """
-        dtype = self.input["dtype"]
-        scale, zero_point = self.input["quantization"]
-        if np.issubdtype(dtype, np.integer) and scale:
-            info = np.iinfo(dtype)
-            return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-        return np.ascontiguousarray(x, dtype=dtype)
+        """Float samples -> the input tensor's type (`edge.tensors.quantize`: the bundle's loader does the same)."""
+        return quantize(x, self.input["dtype"], *self.input["quantization"])
 
     def dequantize_output(self, y: np.ndarray, detail: dict[str, Any] | None = None) -> np.ndarray:
-        scale, zero_point = (detail or self.output)["quantization"]
-        if np.issubdtype(y.dtype, np.integer) and scale:
-            return (y.astype(np.float32) - zero_point) * scale
-        return y.astype(np.float32, copy=False)
+        return dequantize(y, *(detail or self.output)["quantization"])
 
     def _run(self, interpreter, prepared: np.ndarray) -> list[np.ndarray]:
         interpreter.set_tensor(self.input["index"], prepared)

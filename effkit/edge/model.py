@@ -1,0 +1,196 @@
+"""Run a bundle's artifact on a device: LiteRT for .tflite, ONNX Runtime for .onnx, numpy around them.
+
+Inputs go in as effkit measured them (the values given to `effkit compress`); this module casts or quantizes them
+with `tensors.quantize`, the code the measurement used, and dequantizes outputs the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .manifest import FORMATS, BundleError, check_artifact, read_manifest
+from .tensors import dequantize, quantize
+
+
+class _LiteRT:
+    def __init__(self, path: Path, threads: int):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise BundleError("this bundle holds a .tflite file: install ai-edge-litert to run it") from None
+        self._make = lambda: Interpreter(model_path=str(path), num_threads=threads)
+        try:
+            interpreter = self._make()
+            interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as error:
+            raise BundleError(f"LiteRT cannot load {path.name}: {_first_line(error)}") from None
+        self._by_batch = {int(interpreter.get_input_details()[0]["shape"][0]): interpreter}
+        self.input = interpreter.get_input_details()[0]
+        self.outputs = interpreter.get_output_details()
+
+    def _for_batch(self, batch: int):
+        if batch not in self._by_batch:
+            interpreter = self._make()
+            interpreter.resize_tensor_input(self.input["index"], [batch, *self.input["shape"][1:]], strict=False)
+            interpreter.allocate_tensors()
+            self._by_batch[batch] = interpreter
+        return self._by_batch[batch]
+
+    def run(self, x: np.ndarray, order: list[int]) -> list[np.ndarray]:
+        try:
+            interpreter = self._for_batch(len(x))
+        except (RuntimeError, ValueError):  # a graph with a fixed batch: sample by sample
+            runs = [self.run(sample[None], order) for sample in x]
+            return [np.concatenate([run[i] for run in runs]) for i in range(len(order))]
+        interpreter.set_tensor(self.input["index"], quantize(x, self.input["dtype"], *self.input["quantization"]))
+        interpreter.invoke()
+        details = [self.outputs[i] for i in order]
+        return [dequantize(interpreter.get_tensor(d["index"]), *d["quantization"]) for d in details]
+
+    def output_names(self) -> list[str]:
+        return [detail["name"] for detail in self.outputs]
+
+
+class _OnnxRuntime:
+    _TYPES: ClassVar[dict[str, type]] = {
+        "tensor(float)": np.float32,
+        "tensor(int32)": np.int32,
+        "tensor(int64)": np.int64,
+    }
+
+    def __init__(self, path: Path, threads: int):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BundleError("this bundle holds an .onnx file: install onnxruntime to run it") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # ORT raises its own Fail/InvalidGraph types
+            raise BundleError(f"ONNX Runtime cannot load {path.name}: {_first_line(error)}") from None
+        self.input = self.session.get_inputs()[0]
+        self.dtype = self._TYPES.get(self.input.type, np.float32)
+
+    def run(self, x: np.ndarray, order: list[int]) -> list[np.ndarray]:
+        names = [output.name for output in self.session.get_outputs()]
+        outputs = self.session.run([names[i] for i in order], {self.input.name: np.ascontiguousarray(x, self.dtype)})
+        return [np.asarray(y).astype(np.float32, copy=False) for y in outputs]
+
+    def output_names(self) -> list[str]:
+        return [output.name for output in self.session.get_outputs()]
+
+
+class EdgeModel:
+    """A loaded bundle. `predict` gives float outputs; `classify` labels with scores; `verify` checks the goldens."""
+
+    def __init__(self, bundle: str | Path, *, threads: int = 1):
+        self.bundle = Path(bundle)
+        self.manifest = read_manifest(self.bundle)
+        path = check_artifact(self.bundle, self.manifest)
+        fmt = self.manifest["artifact"]["format"]
+        self.runtime = FORMATS[fmt]
+        self._engine = _LiteRT(path, threads) if fmt == "tflite" else _OnnxRuntime(path, threads)
+        self.input = self.manifest["input"]
+        self.outputs = self.manifest["outputs"]
+        self._order = self._output_order()
+
+    def _output_order(self) -> list[int]:
+        """Where each manifest output sits among the runtime's outputs (the manifest records the tensor names)."""
+        names = self._engine.output_names()
+        try:
+            return [names.index(output["tensor"]["name"]) for output in self.outputs]
+        except (KeyError, ValueError):
+            raise BundleError(
+                f"{self.bundle}: the artifact's outputs ({', '.join(names)}) are not the manifest's"
+            ) from None
+
+    @property
+    def labels(self) -> list[str]:
+        """The primary head's class labels."""
+        return list(self._primary()["labels"] or [])
+
+    def _primary(self) -> dict[str, Any]:
+        return next((o for o in self.outputs if o["kind"] != "regression"), self.outputs[0])
+
+    def _batch(self, x: Any) -> tuple[np.ndarray, bool]:
+        """Samples as a batch, and whether one unbatched sample was given."""
+        x = np.asarray(x)
+        shape = tuple(self.input["shape"][1:])
+        single = x.ndim == len(shape)
+        if single:
+            x = x[None]
+        if x.ndim != len(shape) + 1 or any(
+            want is not None and got != want for got, want in zip(x.shape[1:], shape, strict=True)
+        ):
+            wanted = "x".join("?" if d is None else str(d) for d in shape)
+            raise BundleError(f"input of shape {x.shape} does not fit the model's {wanted} (one sample or a batch)")
+        if x.dtype.kind not in "fiu":
+            raise BundleError(f"input of dtype {x.dtype}: expected numbers")
+        return x, single
+
+    def predict(self, x: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """Float outputs of one sample or a batch: one array, or a dict by output name for several outputs."""
+        batch, single = self._batch(x)
+        dtype = np.dtype(self.input["dtype"])
+        outputs = self._engine.run(batch.astype(dtype, copy=False), self._order)
+        if single:
+            outputs = [y[0] for y in outputs]
+        if len(outputs) == 1:
+            return outputs[0]
+        return {output["name"]: y for output, y in zip(self.outputs, outputs, strict=True)}
+
+    def predict_all(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output of a batch, in the manifest's order."""
+        batch, _ = self._batch(x)
+        return self._engine.run(batch.astype(np.dtype(self.input["dtype"]), copy=False), self._order)
+
+    def classify(self, x: Any, *, top: int = 3) -> list[tuple[str, float]] | list[list[tuple[str, float]]]:
+        """The `top` labels with their probabilities, per sample (one list for one unbatched sample)."""
+        batch, single = self._batch(x)
+        head = self._primary()
+        index = self.outputs.index(head)
+        scores = probabilities(self.predict_all(batch)[index], head["kind"])
+        labels = head.get("labels") or [str(i) for i in range(scores.shape[1])]
+        ranked = [
+            [(labels[i], float(row[i])) for i in np.argsort(-row, kind="stable")[: max(1, top)]] for row in scores
+        ]
+        return ranked[0] if single else ranked
+
+    def verify(self):
+        from .verify import verify_model
+
+        return verify_model(self)
+
+
+def probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
+    """Per-class probabilities from one head's outputs (N, units); a one-unit head becomes two classes."""
+    if kind == "regression":
+        raise BundleError("a regression output has no classes to rank")
+    y = outputs.astype(np.float64).reshape(len(outputs), -1)
+    if kind in ("logits", "binary_logit"):
+        y = np.exp(y - y.max(axis=1, keepdims=True)) if kind == "logits" else 1.0 / (1.0 + np.exp(-y))
+        if kind == "logits":
+            y /= y.sum(axis=1, keepdims=True)
+    if y.shape[1] == 1:
+        y = np.concatenate([1.0 - y, y], axis=1)
+    return y
+
+
+def load(bundle: str | Path, *, threads: int = 1) -> EdgeModel:
+    """Load a bundle folder made by `effkit bundle`, after checking its artifact's sha256.
+
+    Raises:
+        BundleError: a missing or damaged bundle, a changed artifact, or a runtime that is not installed.
+    """
+    return EdgeModel(bundle, threads=threads)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
