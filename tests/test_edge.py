@@ -1,0 +1,191 @@
+"""effkit bundle and effkit.edge: what a device gets, and that it runs there without TensorFlow.
+
+The runtime-only check builds a real virtual environment holding only effkit/edge, numpy, ai-edge-litert and
+onnxruntime with what they need (linked from this environment: no download), where `import tensorflow` fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import venv
+from importlib.metadata import PackageNotFoundError, distribution
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from effkit.bundle import BundleRefused, make_bundle, read_embedded
+from effkit.edge import BundleError, load, read_manifest, verify
+from effkit.errors import InputError
+from effkit.runtime import open_runner
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIMES = ("numpy", "ai-edge-litert", "onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def mobile(compressed, tmp_path_factory):
+    _, run = compressed
+    return make_bundle(run, target="mobile", out=tmp_path_factory.mktemp("b") / "digits")
+
+
+@pytest.fixture(scope="module")
+def onnx_bundle(compressed, tmp_path_factory):
+    report, run = compressed
+    name = next(v.name for v in report.variants if v.format == "onnx" and v.quantization == "int8" and v.ok)
+    return make_bundle(run, target="mobile", variant=name, out=tmp_path_factory.mktemp("b") / "onnx")
+
+
+def test_the_mobile_bundle_holds_what_a_device_needs(mobile, compressed):
+    report, _ = compressed
+    manifest = read_manifest(mobile.path)
+    assert mobile.variant == report.recommended  # the report's pick, within its accuracy budget
+    assert sorted(p.name for p in mobile.path.iterdir()) == ["golden.npz", "manifest.json", "model.tflite"]
+    assert manifest["input"]["shape"] == [None, 8, 8, 1] and manifest["input"]["dtype"] == "float32"
+    assert manifest["input"]["value_range"] == [0.0, 16.0]  # the raw digits the model was measured on
+    (output,) = manifest["outputs"]
+    assert output["kind"] == "probabilities" and output["labels"] == [str(i) for i in range(10)]
+    assert manifest["measured"]["top1"] == report.variant(mobile.variant).top1
+    assert manifest["measured"]["cpu"]["isa_class"] == report.environment["fingerprint"]["isa_class"]
+    assert len(manifest["artifact"]["sha256"]) == 64
+    assert manifest["provenance"]["source_model"]["sha256"] is None or len(manifest["provenance"]["steps"]) >= 1
+    assert manifest["golden"]["samples"] == min(256, report.data["test"])
+
+
+def test_metadata_inside_the_file_leaves_it_running_as_measured(mobile, compressed):
+    report, run = compressed
+    embedded = read_embedded(mobile.path / "model.tflite")
+    assert embedded["variant"] == mobile.variant and embedded["labels"][3] == "3"
+    original = run / report.variant(mobile.variant).path
+    x = np.load(mobile.path / "golden.npz")["x"]
+    ours = open_runner(mobile.path / "model.tflite", "tflite").predict(x)[0]
+    theirs = open_runner(original, "tflite").predict(x)[0]
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_bundling_twice_writes_the_same_artifact(mobile, compressed, tmp_path):
+    again = make_bundle(compressed[1], target="mobile", out=tmp_path / "again")
+    assert (again.path / "model.tflite").read_bytes() == (mobile.path / "model.tflite").read_bytes()
+
+
+def test_onnx_bundle_carries_its_metadata_and_cpu_caveat(onnx_bundle):
+    embedded = read_embedded(onnx_bundle.path / "model.onnx")
+    assert embedded["variant"] == onnx_bundle.variant
+    manifest = read_manifest(onnx_bundle.path)
+    steps = [s for s in manifest["provenance"]["steps"] if s.get("types") == "u8s8"]
+    assert bool(manifest["portability"]) == bool(steps)
+    assert verify(onnx_bundle.path).ok
+
+
+def test_the_loader_classifies_raw_inputs(mobile, compressed):
+    clf = load(mobile.path)
+    with np.load(mobile.path / "golden.npz") as golden:
+        x, labels = golden["x"], golden["labels"]
+    ranked = clf.classify(x[0], top=3)
+    assert len(ranked) == 3 and ranked[0][1] >= ranked[1][1] >= ranked[2][1]
+    assert abs(sum(score for _, score in clf.classify(x[0], top=10)) - 1.0) < 1e-3
+    predicted = np.array([int(row[0][0]) for row in clf.classify(x, top=1)])
+    assert np.mean(predicted == labels) > 0.9
+    assert clf.predict(x[:5]).shape == (5, 10) and clf.predict(x[0]).shape == (10,)
+    with pytest.raises(BundleError, match="does not fit"):
+        clf.predict(np.zeros((2, 7, 7, 1)))
+
+
+def test_verify_fails_when_the_runtime_computes_differently(mobile, tmp_path):
+    copy = shutil.copytree(mobile.path, tmp_path / "copy")
+    with np.load(copy / "golden.npz") as golden:
+        data = dict(golden)
+    data["y0"] = np.roll(data["y0"], 1, axis=1)  # as if the device's kernels got other answers
+    np.savez(copy / "golden.npz", **data)
+    verdict = verify(copy)
+    assert not verdict.ok and "top-1 agreement" in verdict.reason and "\n" not in verdict.line()
+
+
+def test_bundle_refuses_what_it_cannot_ship(compressed, tmp_path, mobile):
+    _, run = compressed
+    with pytest.raises(BundleRefused, match="not a deployable artifact"):
+        make_bundle(run, target="mobile", variant="baseline-keras", out=tmp_path / "k")
+    with pytest.raises(InputError, match="no variant named"):
+        make_bundle(run, target="mobile", variant="nope", out=tmp_path / "n")
+    with pytest.raises(InputError, match=r"holds no report\.json"):
+        make_bundle(tmp_path, target="mobile", out=tmp_path / "x")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="holds no bundle"):
+        make_bundle(run, target="mobile", out=tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    with pytest.raises(InputError, match="--overwrite"):
+        make_bundle(run, target="mobile", out=mobile.path)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def _site_packages(env: Path) -> Path:
+    return next((env / "lib").glob("python3*/site-packages"))
+
+
+def _runtime_only_env(where: Path) -> Path:
+    """A virtual environment with effkit/edge and the runtimes' distributions linked in, and nothing else."""
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(where)
+    site = _site_packages(where)
+    seen: set[str] = set()
+    todo = list(RUNTIMES)
+    while todo:
+        name = re.split(r"[ ;<>=!~\[(]", todo.pop(), maxsplit=1)[0].lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = distribution(name)
+        except PackageNotFoundError:
+            continue
+        todo += [r for r in dist.requires or () if "extra ==" not in r]
+        for top in {Path(str(f)).parts[0] for f in dist.files or ()}:
+            source = Path(dist.locate_file(top))
+            if source.exists() and not (site / top).exists() and top not in ("..", "bin"):
+                (site / top).symlink_to(source)
+    (site / "effkit").mkdir()  # a namespace package: effkit/edge only, as `pip install ./effkit/edge` leaves it
+    shutil.copytree(ROOT / "effkit" / "edge", site / "effkit" / "edge", ignore=shutil.ignore_patterns("__pycache__"))
+    return where / "bin" / "python"
+
+
+@pytest.mark.slow
+def test_a_device_without_tensorflow_loads_verifies_and_rejects_a_changed_file(mobile, onnx_bundle, tmp_path):
+    python = _runtime_only_env(tmp_path / "env")
+    probe = subprocess.run(
+        [python, "-c", "import effkit.edge, numpy, ai_edge_litert, onnxruntime; import tensorflow"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert "No module named 'tensorflow'" in probe.stderr  # the runtimes import; TensorFlow does not
+    for bundle in (mobile.path, onnx_bundle.path):
+        done = subprocess.run(
+            [python, "-m", "effkit.edge", "verify", str(bundle)], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        assert "ok: 256 golden samples" in done.stdout
+    changed = shutil.copytree(mobile.path, tmp_path / "changed")
+    data = bytearray((changed / "model.tflite").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (changed / "model.tflite").write_bytes(bytes(data))
+    done = subprocess.run(
+        [python, "-m", "effkit.edge", "verify", str(changed)], capture_output=True, text=True, cwd=tmp_path
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("effkit-edge")]
+    assert done.returncode == 2 and len(errors) == 1 and "sha256" in errors[0], done.stderr
+    classify = subprocess.run(
+        [
+            python,
+            "-c",
+            f"from effkit.edge import load; import json; print(json.dumps(load({str(mobile.path)!r})"
+            f".classify(__import__('numpy').load({str(mobile.path / 'golden.npz')!r})['x'][0], top=2)))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert classify.returncode == 0, classify.stderr
+    assert len(json.loads(classify.stdout)) == 2
