@@ -30,6 +30,7 @@ PACKAGES = (
     "onnx",
     "onnxruntime",
     "ai-edge-litert",
+    "tflite-micro",
     "numpy",
     "scikit-learn",
 )
