@@ -258,7 +258,8 @@ def measure_arena(path: Path, *, arena_size: int = ARENA_PROBE_BYTES) -> int:
 
 
 def micro_predict(path: Path, x: Any, *, output: int = 0) -> Any:
-    """Run the samples `x` one by one through TFLite Micro's interpreter; float outputs, one row per sample.
+    """Run the samples `x` (of the first input) one by one through TFLite Micro's interpreter; float outputs of
+    output `output`, one row per sample.
 
     Float samples are quantized with the input tensor's scale and zero point when the model takes integers, and
     integer outputs are dequantized with theirs, so the result compares with LiteRT's (`runtime.litert`).
