@@ -433,7 +433,7 @@ def _compress(args: argparse.Namespace) -> int:
     config = _compress_config(args)
 
     from .pipeline import compress
-    from .report import machine_line, summary, table
+    from .report import machine_line, summary, table, targets_section
 
     report = compress(
         args.model,
@@ -446,6 +446,8 @@ def _compress(args: argparse.Namespace) -> int:
     print(table(report))
     print()
     print(summary(report).replace("**", ""))
+    if report.recommended_by_target is not None:
+        print(targets_section(report).replace("**", "").replace("\n\n", "\n"))
     for note in report.notes:
         print(f"Note: {note}")
     print(f"Measured on {machine_line(report.environment)}.")

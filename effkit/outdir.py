@@ -58,6 +58,7 @@ def claim_out_dir(out_dir: Path) -> None:
     try:
         report = Report.from_json(previous.read_text(encoding="utf-8"))
         named = [v.path for v in report.variants if v.path] + [report.model.get("path") or ""]
+        named += [v.micro["lut"].get("path") or "" for v in report.variants if v.micro and v.micro.get("lut")]
     except (ValueError, KeyError, TypeError):
         named = []  # an unreadable report: remove only the files every run writes
     ours = [out_dir / name for name in (REPORT_JSON, REPORT_MD, REPORT_HTML, LATENCY_INPUT, TEST_SAMPLE, *PLOT_FILES)]

@@ -49,6 +49,7 @@ from .report import (
 from .runtime import Runner, open_runner
 from .runtime.probe import peak_memory
 from .stats import pack_correct
+from .targets import MOBILE, recommend_by_target, refusal
 from .types import BASELINE_SOURCE, REFERENCE_VARIANT, Latency, Report, Status, Step, Variant, variant_name
 
 log = logging.getLogger("effkit")
@@ -508,6 +509,8 @@ class VariantMaker:
             )
         except Exception as error:
             return _failed(variant, error)
+        if variant.format == Format.TFLITE:
+            variant = replace(variant, micro=self.micro_record(variant, path))
         problems = parity_problems(
             self.info.heads,
             {name: figures["parity"] for name, figures in heads.items()},
@@ -528,6 +531,24 @@ class VariantMaker:
             latency.p50,
         )
         return variant
+
+    def micro_record(self, variant: Variant, path: Path) -> dict[str, Any]:
+        """Whether TFLite Micro runs the file, its resolver entries and measured arena (`micro.check`), and for a
+        clustered full-integer file its LUT-compressed copy beside it. Information only: it never fails a variant."""
+        from . import micro
+
+        try:
+            record = micro.check(path).to_dict()
+            if record["runs"] and record["full_integer"] and any(step.stage == "cluster" for step in variant.steps):
+                lut = micro.lut_compress(path, path.with_name(f"{path.stem}-lut{path.suffix}"))
+                if lut is not None:
+                    record["lut"] = {**lut, "path": shown_path(Path(lut["path"]), self.artifacts.parent)}
+        except Exception as error:
+            reason = f"the TFLite Micro check failed: {one_line_reason(error)}"
+            log.warning("%-30s %s", variant.name, reason)
+            return {"runs": False, "reason": reason, "full_integer": False, "ops": [], "arena_bytes": None}
+        log.debug("%s: TFLite Micro %s", variant.name, record)
+        return record
 
     def _latency_grid(self, runner: Runner, path: Path, fmt: Format) -> list[Latency]:
         """One latency per (thread count, batch size); the first is the runner's own (first thread count)."""
@@ -676,10 +697,14 @@ def _report(
 ) -> Report:
     variants = _with_compression(variants)
     recommended = recommend(variants, max_accuracy_drop=config.max_accuracy_drop)
+    by_target = recommend_by_target(variants, max_accuracy_drop=config.max_accuracy_drop)
     notes = list(speed_notes(variants, fingerprint()))
     if search is not None:
         recommended = search.chosen_variant() or recommended
         notes = [*notes, *search.notes]
+        chosen = next((v for v in variants if v.name == recommended), None)
+        if chosen is not None and refusal(chosen, MOBILE) is None:
+            by_target[MOBILE] = recommended  # the search's own pick (by its goal) is the mobile one
     notes += _runtime_notes(variants, recommended)
     return Report(
         search=search.trace() if search is not None else None,
@@ -692,6 +717,7 @@ def _report(
         baseline={"name": variant_name(BASELINE_SOURCE, Format.KERAS), "top1": baseline_top1},
         variants=tuple(variants),
         recommended=recommended,
+        recommended_by_target=by_target,
         complete=complete,
     )
 

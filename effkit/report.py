@@ -12,7 +12,9 @@ from typing import Any
 from .config import Format, Quant
 from .cpu import CpuFingerprint, fingerprint
 from .files import write_text
+from .micro import arena_with_margin
 from .stats import PairedChange, paired_change
+from .targets import DESCRIPTIONS, MCU, MOBILE, TARGETS, arena_bytes, flash_bytes, recommend_for
 from .types import REFERENCE_VARIANT, Report, Status, Variant, variant_name
 
 REPORT_JSON = "report.json"
@@ -30,6 +32,7 @@ PACKAGES = (
     "onnx",
     "onnxruntime",
     "ai-edge-litert",
+    "tflite-micro",
     "numpy",
     "scikit-learn",
 )
@@ -96,20 +99,9 @@ def speed_notes(variants: Iterable[Variant], cpu: CpuFingerprint) -> tuple[str, 
 
 
 def recommend(variants: Iterable[Variant], *, max_accuracy_drop: float) -> str | None:
-    """The smallest gzip size among `ok` deployable artifacts whose top-1 drop is within the tolerance (pp)."""
-    candidates = [
-        v
-        for v in variants
-        if v.status == Status.OK
-        and v.format != Format.KERAS
-        and v.gzip_bytes is not None
-        and v.top1_delta_pp is not None
-        and -v.top1_delta_pp <= max_accuracy_drop + 1e-9
-    ]
-    if not candidates:
-        return None
-    best = min(candidates, key=lambda v: (v.gzip_bytes, v.latency_ms.p50 if v.latency_ms else float("inf")))
-    return best.name
+    """The smallest gzip size among `ok` deployable artifacts whose top-1 drop is within the tolerance (pp): the
+    `mobile` target's rule (`targets.recommend_for`)."""
+    return recommend_for(variants, MOBILE, max_accuracy_drop=max_accuracy_drop)
 
 
 def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:
@@ -153,6 +145,10 @@ def to_html(report: Report, images: list[Path]) -> str:
         if v.status != Status.OK
     )
     incomplete = "<p><strong>Incomplete:</strong> the run was interrupted.</p>" if not report.complete else ""
+    if report.recommended_by_target is not None:
+        head, *picks = [line for line in targets_section(report).replace("**", "").splitlines() if line]
+        items = "".join(f"<li>{html.escape(line.removeprefix('- '))}</li>" for line in picks)
+        incomplete = f"<p>{html.escape(head)}</p><ul>{items}</ul>" + incomplete
     not_ok = f"<h2>Not ok</h2><ul>{problems}</ul>" if problems else ""
     if report.notes:
         not_ok += "<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(note)}</li>" for note in report.notes) + "</ul>"
@@ -192,6 +188,8 @@ def to_markdown(report: Report) -> str:
     lines = [f"# effkit report: {report.model.get('name', 'model')} on {report.data.get('name', 'data')}", ""]
     lines += [f"Measured on {machine_line(report.environment)}.", ""]
     lines += [summary(report), ""]
+    if report.recommended_by_target is not None:
+        lines += [targets_section(report), ""]
     if not report.complete:
         lines += ["**Incomplete:** the run was interrupted; the rows below are what finished.", ""]
     lines += [table(report), ""]
@@ -217,6 +215,10 @@ def to_markdown(report: Report) -> str:
         "the LiteRT interpreter (XNNPACK), .onnx in ONNX Runtime (CPU); keras rows are a traced tf.function on "
         "TensorFlow's own thread pool. Sizes in KiB; ×f32 = float32 TFLite bytes / these bytes (raw, and gzip -9 "
         "of both)."
+    )
+    lines.append(
+        "TFLM arena: the tensor arena TFLite Micro's interpreter measured for a .tflite (reference kernels; "
+        "`(float)` = it runs but computes in float, `no` = TFLite Micro refuses it, the reason in report.json)."
     )
     lines.append(
         "Flips: test samples the baseline Keras model got right and this variant gets wrong (-) and the reverse (+), "
@@ -317,6 +319,49 @@ def summary(report: Report) -> str:
     return text + f"; top-1 {_percent(chosen.top1)} ({delta}), p50 {_ms(latency.p50 if latency else None)} ms."
 
 
+def targets_section(report: Report) -> str:
+    """The best variant for each deployment target, within the same accuracy budget."""
+    picks = report.recommended_by_target or {}
+    drop = report.config.get("max_accuracy_drop")
+    lines = [f"Best per target (within {drop} pp):", ""]
+    for target in TARGETS:
+        name = picks.get(target)
+        head = f"- **{target}** ({DESCRIPTIONS[target]}): "
+        if name is None:
+            lines.append(head + "none within the budget")
+            continue
+        try:
+            chosen = report.variant(name)
+        except KeyError:
+            lines.append(head + f"`{name}`")
+            continue
+        text = f"`{name}`, top-1 {_percent(chosen.top1)} ({_signed(chosen.top1_delta_pp)} pp)"
+        if target == MOBILE:
+            latency = chosen.latency_ms
+            text += f", {_kib(chosen.gzip_bytes)} KiB gzip, p50 {_ms(latency.p50 if latency else None)} ms"
+        elif target == MCU:
+            arena = arena_bytes(chosen)
+            lut = (chosen.micro or {}).get("lut")
+            flash = f"{_kib(flash_bytes(chosen))} KiB flash"
+            if lut and flash_bytes(chosen) != chosen.size_bytes:
+                flash += f" LUT-compressed ({_kib(chosen.size_bytes)} raw, {_kib(chosen.gzip_bytes)} gzip)"
+            text += f", {flash}, tensor arena {_kib(arena)} KiB measured"
+            if arena:
+                text += f" ({_kib(arena_with_margin(arena))} KiB with margin)"
+        lines.append(head + text)
+    return "\n".join(lines)
+
+
+def _micro_cell(variant: Variant) -> str:
+    micro = variant.micro
+    if not micro:
+        return ""
+    if not micro.get("runs"):
+        return "no"
+    arena = _kib(micro.get("arena_bytes"))
+    return arena if micro.get("full_integer") else f"{arena} (float)"
+
+
 def change_from_baseline(report: Report, variant: Variant) -> PairedChange | None:
     """The variant's per-sample change against the baseline Keras model, when both kept their correctness."""
     try:
@@ -350,6 +395,7 @@ COLUMNS = (
     "×f32 gzip",
     "p50 ms",
     "p99 ms",
+    "TFLM arena KiB",
     "status",
 )
 
@@ -372,6 +418,7 @@ def _rows(report: Report) -> list[tuple[str, ...]]:
                 _ratio(v.compression_gzip),
                 _ms(latency.p50 if latency else None),
                 _ms(latency.p99 if latency else None),
+                _micro_cell(v),
                 str(v.status),
             )
         )

@@ -149,6 +149,9 @@ class Variant:
     heads: dict[str, dict[str, Any]] | None = None  # multi-output models: per head {"top1"|"mae", "parity"}
     steps: tuple[Step, ...] = ()
     correct: str | None = None  # primary head's per-sample top-1 correctness on the test split (`stats.pack_correct`)
+    # TFLite files: whether TFLite Micro runs it (`micro.MicroCheck.to_dict()`), and `lut` when clustered weights
+    # were LUT-compressed for it (`micro.lut_compress`, its path relative to the report's folder)
+    micro: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -191,6 +194,8 @@ class Report:
     notes: tuple[str, ...] = ()  # findings a reader should not miss, e.g. int8 no faster than float32 on this CPU
     search: dict[str, Any] | None = None  # the accuracy-aware search's trace (`search.Search.trace`)
     sensitivity: dict[str, Any] | None = None  # per-layer sensitivity table (`sensitivity.Sensitivity`)
+    # the best variant for each deployment target (`targets.TARGETS`: "mobile", "mcu"), None where none qualifies
+    recommended_by_target: dict[str, str | None] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def variant(self, name: str) -> Variant:
@@ -214,6 +219,7 @@ class Report:
             "baseline": self.baseline,
             "variants": [variant.to_dict() for variant in self.variants],
             "recommended": self.recommended,
+            **({"recommended_by_target": self.recommended_by_target} if self.recommended_by_target is not None else {}),
             "notes": list(self.notes),
             **({"search": self.search} if self.search is not None else {}),
             **({"sensitivity": self.sensitivity} if self.sensitivity is not None else {}),

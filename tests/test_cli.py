@@ -56,6 +56,7 @@ def test_compress_end_to_end_writes_only_into_out(workdir):
     assert result.returncode == 0, result.stderr
     assert "| ★ |" in result.stdout and "Recommended:" in result.stdout
     assert "pruned50-tflite-int8" in result.stdout
+    assert "- mcu (TFLite Micro, full integer): `" in result.stdout and "TFLM arena KiB" in result.stdout
     from effkit.cpu import fingerprint
 
     assert f"Measured on {fingerprint().describe()}." in result.stdout  # figures name the CPU they come from

@@ -222,3 +222,12 @@ def test_a_failed_clustering_or_qat_costs_only_its_own_variants(keras3_custom_la
                            "pruned50-c16-qat-tflite-int8"}  # fmt: skip
     assert all("tfmot cannot" in error and "ChannelScale" in error and "\n" not in error for error in failed.values())
     assert {v.name for v in report.variants if v.ok} >= {f"pruned50-{kind}" for kind in GRID_KINDS}
+
+
+def test_a_clustered_int8_variant_gets_a_lut_compressed_copy_that_tflite_micro_runs(grid_report):
+    report, out = grid_report
+    clustered = report.variant("pruned80-c16-tflite-int8-litert")
+    lut = clustered.micro["lut"]
+    assert lut["runs"] and lut["index_bits"] <= 4
+    assert (out / lut["path"]).stat().st_size == lut["flash_bytes"] < clustered.size_bytes
+    assert "lut" not in report.variant("pruned80-tflite-int8-litert").micro  # not clustered: left alone

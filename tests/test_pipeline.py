@@ -318,3 +318,17 @@ def test_a_savedmodel_folder_goes_through_and_is_sized_as_a_folder(tiny_model, d
     keras_variant = report.variant("baseline-keras")
     assert keras_variant.status == Status.OK, keras_variant.error
     assert keras_variant.size_bytes == sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def test_each_tflite_variant_records_tflite_micro_and_mcu_gets_a_full_integer_one(compressed):
+    report, _ = compressed
+    for variant in report.variants:
+        assert (variant.micro is not None) == (variant.format == "tflite"), variant.name
+    dynamic = [v for v in report.variants if v.format == "tflite" and v.quantization == "dynamic"]
+    assert len(dynamic) == 6 and all(not v.micro["runs"] and "hybrid" in v.micro["reason"] for v in dynamic)
+    int8 = report.variant("baseline-tflite-int8")
+    assert int8.micro["runs"] and int8.micro["full_integer"] and int8.micro["arena_bytes"] > 0
+    mcu = report.variant(report.recommended_by_target["mcu"])
+    assert mcu.quantization == "int8" and mcu.micro["full_integer"] and mcu.micro["runs"]
+    assert report.recommended_by_target["mobile"] == report.recommended
+    assert "Best per target" in (compressed[1] / "report.md").read_text()

@@ -34,6 +34,7 @@ class OpInfo:
     op: str  # the schema's BuiltinOperator name: CONV_2D, FULLY_CONNECTED, DENSIFY, ...
     inputs: tuple[int, ...]  # tensor indices; -1 for an optional input left out
     outputs: tuple[int, ...]
+    custom_code: str = ""  # a CUSTOM op's name (`TFLM_DECODE`, `FlexConv2D`); empty for builtin ops
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class TfliteGraph:
 
     ops: tuple[OpInfo, ...]
     tensors: tuple[TensorInfo, ...]
+    inputs: tuple[int, ...] = ()  # the graph's input tensor indices, in the flatbuffer's order
+    outputs: tuple[int, ...] = ()
 
     def scope(self, op: OpInfo) -> str:
         """The op's output tensor names joined by ';', which is what the LiteRT quantizer's recipe regexes search
@@ -72,13 +75,14 @@ def read_graph(path: Path) -> TfliteGraph:
     model = flatbuffer_utils.read_model(str(path))
     op_names, type_names = _names(schema.BuiltinOperator), _names(schema.TensorType)
     codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    custom = [_text(code.customCode) for code in model.operatorCodes]
     subgraph = model.subgraphs[0]
     tensors = []
     for index, tensor in enumerate(subgraph.tensors):
         data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
         size = 0 if data is None else len(data)
         shape = tuple(int(d) for d in tensor.shape) if tensor.shape is not None else ()
-        name = tensor.name.decode() if isinstance(tensor.name, bytes) else (tensor.name or "")
+        name = _text(tensor.name)
         tensors.append(TensorInfo(index, name, type_names.get(tensor.type, str(tensor.type)), shape, size > 0, size))
     ops = tuple(
         OpInfo(
@@ -86,7 +90,14 @@ def read_graph(path: Path) -> TfliteGraph:
             op_names.get(codes[op.opcodeIndex], f"CODE_{codes[op.opcodeIndex]}"),
             tuple(int(i) for i in (op.inputs if op.inputs is not None else ())),
             tuple(int(i) for i in (op.outputs if op.outputs is not None else ())),
+            custom[op.opcodeIndex],
         )
         for index, op in enumerate(subgraph.operators or ())
     )
-    return TfliteGraph(ops, tuple(tensors))
+    inputs = tuple(int(i) for i in (subgraph.inputs if subgraph.inputs is not None else ()))
+    outputs = tuple(int(i) for i in (subgraph.outputs if subgraph.outputs is not None else ()))
+    return TfliteGraph(ops, tuple(tensors), inputs, outputs)
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
