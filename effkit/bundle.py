@@ -29,11 +29,11 @@ from .errors import InputError
 from .files import PARTIAL_MARKER
 from .outdir import TEST_SAMPLE
 from .report import REPORT_JSON
-from .types import Report, Status, Variant
+from .targets import check_target
+from .types import Report, Variant
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("mobile", "mcu")
 GOLDEN_SAMPLES = 256
 MIN_TOP1_AGREEMENT = 0.99
 METADATA_KEY = "effkit.bundle"  # the TFLite metadata entry and the ONNX metadata_props key
@@ -67,8 +67,7 @@ def make_bundle(
         BundleRefused: the variant failed, or the target cannot run it.
     """
     run_dir, out = Path(run_dir), Path(out)
-    if target not in TARGETS:
-        raise InputError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+    check_target(target)
     report = _read_report(run_dir)
     _check_out(out, overwrite=overwrite)
     chosen = _choose(report, run_dir, target, variant)
@@ -116,24 +115,32 @@ def _replace(work: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def refusal(variant: Variant, target: str, artifact: Path | None = None) -> str | None:
-    """Why `target` cannot take `variant`, in one line, or None when it can. For `mcu`, the file's ops are read."""
-    if variant.status != Status.OK:
-        return f"{variant.name} was not measured ok ({variant.status}: {variant.error or 'no reason recorded'})"
-    if variant.format not in (Format.TFLITE, Format.ONNX):
-        return f"{variant.name} is a {variant.format} model, not a deployable artifact (.tflite or .onnx)"
-    if artifact is not None and not artifact.is_file():
+def refusal(variant: Variant, target: str, artifact: Path) -> str | None:
+    """Why `target` cannot take `variant`, in one line, or None when it can.
+
+    The report's record decides first (`targets.refusal`); for `mcu` the file itself is then checked op by op and
+    run in TFLite Micro, so that neither an old report nor a changed file is taken on trust.
+    """
+    from .targets import MCU
+    from .targets import refusal as recorded
+
+    reason = recorded(variant, target)
+    older = target == MCU and variant.ok and variant.format == Format.TFLITE and variant.micro is None
+    if reason and not older:  # reports made before effkit checked TFLite Micro lack the record: check the file
+        return reason
+    if not artifact.is_file():
         return f"{variant.name}'s artifact {artifact} is missing"
-    if target == "mcu":
-        if variant.format != Format.TFLITE:
-            return f"{variant.name} is ONNX; TFLite Micro runs .tflite files only"
+    if target == MCU:
         from .micro import check
 
-        micro = check(artifact) if artifact is not None else None
-        if micro is not None and not micro.runs:
+        micro = check(artifact)
+        if not micro.runs:
             return f"{variant.name} does not run on TFLite Micro: {micro.reason}"
-        if micro is not None and not micro.full_integer:
-            return f"{variant.name} is not full-integer; a microcontroller build needs int8 weights and activations"
+        if not micro.full_integer:
+            return (
+                f"{variant.name} is not full-integer ({variant.quantization}): "
+                "a microcontroller takes int8 weights and activations"
+            )
     return None
 
 
@@ -143,31 +150,25 @@ def _choose(report: Report, run_dir: Path, target: str, name: str | None) -> Var
             chosen = report.variant(name)
         except KeyError as error:
             raise InputError(str(error.args[0])) from None
-        reason = refusal(chosen, target, run_dir / str(chosen.path) if chosen.path else None)
+        reason = refusal(chosen, target, run_dir / str(chosen.path))
         if reason:
             raise BundleRefused(f"cannot bundle for {target}: {reason}")
         return chosen
-    for candidate in _ranked(report, target):
-        if refusal(candidate, target, run_dir / str(candidate.path)) is None:
-            return candidate
+    from .targets import recommend_for
+
     drop = report.config.get("max_accuracy_drop", 1.0)
+    remaining = list(report.variants)
+    while (best := recommend_for(remaining, target, max_accuracy_drop=drop)) is not None:
+        chosen = report.variant(best)
+        reason = refusal(chosen, target, run_dir / str(chosen.path))
+        if reason is None:
+            return chosen
+        log.warning("%s: %s; trying the next best", chosen.name, reason)
+        remaining = [v for v in remaining if v.name != best]
     raise BundleRefused(
         f"no variant of {run_dir} within {drop} pp of the baseline runs on {target}; "
         "name one with --variant, or compress with int8 quantization for a microcontroller"
     )
-
-
-def _ranked(report: Report, target: str) -> list[Variant]:
-    """Deployable variants within the report's accuracy budget, best first: smallest gzip for mobile (download),
-    smallest raw file for mcu (flash); ties go to the faster."""
-    drop = report.config.get("max_accuracy_drop", 1.0)
-    within = [
-        v
-        for v in report.variants
-        if v.ok and v.format != Format.KERAS and v.top1_delta_pp is not None and -v.top1_delta_pp <= drop + 1e-9
-    ]
-    size = (lambda v: v.size_bytes or 0) if target == "mcu" else (lambda v: v.gzip_bytes or 0)
-    return sorted(within, key=lambda v: (size(v), v.latency_ms.p50 if v.latency_ms else float("inf")))
 
 
 def _test_sample(run_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -469,8 +470,8 @@ def _micro_build(
         arena_bytes=arena,
         ops=checked.ops,
     )
-    (work / f"{symbol}_model.h").write_text(header, encoding="utf-8")
-    (work / f"{symbol}_model.cc").write_text(source, encoding="utf-8")
+    (work / f"{symbol}_model_data.h").write_text(header, encoding="utf-8")
+    (work / f"{symbol}_model_data.c").write_text(source, encoding="utf-8")
     on_micro = micro.micro_predict(model_file, x)
     primary = manifest["outputs"][0]["kind"]
     from .edge.model import probabilities
@@ -483,8 +484,8 @@ def _micro_build(
         "arena_bytes_measured": checked.arena_bytes,
         "arena_bytes": arena,
         "ops": list(checked.ops),
-        "header": f"{symbol}_model.h",
-        "source": f"{symbol}_model.cc",
+        "header": f"{symbol}_model_data.h",
+        "source": f"{symbol}_model_data.c",
         "flash_bytes": manifest["artifact"]["size_bytes"],
         "top1_agreement_with_litert": agree,
         "max_abs_diff_with_litert": float(np.max(np.abs(on_micro - expected[0]))),

@@ -269,6 +269,7 @@ def micro_predict(path: Path, x: Any, *, output: int = 0) -> Any:
     """
     import numpy as np
 
+    from .edge.tensors import dequantize, quantize
     from .errors import StageError
 
     path = Path(path)
@@ -278,26 +279,19 @@ def micro_predict(path: Path, x: Any, *, output: int = 0) -> Any:
         raise StageError(str(refused)) from None
     source = interpreter.get_input_details(0)
     target = interpreter.get_output_details(output)
-    in_dtype, out_dtype = np.dtype(source["dtype"]), np.dtype(target["dtype"])
+    in_dtype = np.dtype(source["dtype"])
     in_scale, in_zero = _quantization(source)
     out_scale, out_zero = _quantization(target)
     shape = tuple(int(d) for d in source["shape"])
     rows = []
     for sample in np.asarray(x):
-        value = sample.reshape(shape)
-        if in_dtype.kind in "iu" and in_scale:
-            limits = np.iinfo(in_dtype)
-            value = np.clip(np.round(value / in_scale + in_zero), limits.min, limits.max)
-        interpreter.set_input(np.ascontiguousarray(value, dtype=in_dtype), 0)
+        interpreter.set_input(quantize(sample.reshape(shape), in_dtype, in_scale, in_zero), 0)
         try:
             with _captured_stderr() as captured:
                 interpreter.invoke()
         except RuntimeError as error:
             raise StageError(f"TFLite Micro failed to run {path.name}: {_one_line(captured.text, error)}") from None
-        result = np.asarray(interpreter.get_output(output))
-        if out_dtype.kind in "iu" and out_scale:
-            result = (result.astype(np.float32) - out_zero) * out_scale
-        rows.append(result.astype(np.float32, copy=False).reshape(-1))
+        rows.append(dequantize(np.asarray(interpreter.get_output(output)), out_scale, out_zero).reshape(-1))
     return np.stack(rows) if rows else np.zeros((0,), np.float32)
 
 

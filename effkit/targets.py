@@ -5,7 +5,8 @@
 - `mcu`: a full-integer .tflite that TFLite Micro runs, as checked op by op and loaded in its interpreter
   (`micro.check`, recorded as each TFLite variant's `micro`). The best is the smallest flash within the budget:
   the raw file, or its LUT-compressed copy when there is one (a microcontroller stores the file uncompressed),
-  then the smallest measured arena, then latency.
+  then the smallest measured arena, then the higher top-1 (pruning leaves the raw file's size as it was), then
+  latency.
 
 `refusal` says in one line why a target cannot take a variant; the bundle step uses it to refuse one.
 Records only: nothing here imports a framework.
@@ -98,7 +99,7 @@ def recommend_for(variants: Iterable[Variant], target: str, *, max_accuracy_drop
     if target == MOBILE:
         best = min(candidates, key=lambda v: (v.gzip_bytes, latency(v)))
     else:
-        best = min(candidates, key=lambda v: (flash_bytes(v), arena_bytes(v) or 0, latency(v)))
+        best = min(candidates, key=lambda v: (flash_bytes(v), arena_bytes(v) or 0, -(v.top1 or 0.0), latency(v)))
     return best.name
 
 

@@ -39,6 +39,51 @@ def onnx_bundle(compressed, tmp_path_factory):
     return make_bundle(run, target="mobile", variant=name, out=tmp_path_factory.mktemp("b") / "onnx")
 
 
+@pytest.fixture(scope="module")
+def mcu(compressed, tmp_path_factory):
+    _, run = compressed
+    return make_bundle(run, target="mcu", out=tmp_path_factory.mktemp("b") / "mcu", labels=list("0123456789"))
+
+
+def test_the_mcu_bundle_is_full_integer_with_c_sources_that_compile(mcu, compressed, tmp_path):
+    report, _ = compressed
+    chosen = report.variant(mcu.variant)
+    assert chosen.format == "tflite" and chosen.micro["runs"] and chosen.micro["full_integer"]
+    assert mcu.variant == report.recommended_by_target["mcu"]
+    manifest = read_manifest(mcu.path)
+    micro = manifest["micro"]
+    assert micro["arena_bytes_measured"] == chosen.micro["arena_bytes"] > 0
+    assert micro["arena_bytes_measured"] < micro["arena_bytes"] <= 2 * micro["arena_bytes_measured"]
+    assert micro["top1_agreement_with_litert"] >= 0.99
+    assert manifest["input"]["tensor"]["dtype"] == "int8" and "scale" in manifest["outputs"][0]["tensor"]
+    assert read_embedded(mcu.path / "model.tflite") is None  # flash is scarce: the header carries the metadata
+    source = mcu.path / micro["source"]
+    header = (mcu.path / micro["header"]).read_text()
+    assert f"= {micro['arena_bytes']}," in header and all(f"resolver.{op}();" in header for op in micro["ops"])
+    assert f"_model_data_len = {manifest['artifact']['size_bytes']};" in source.read_text()
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    done = subprocess.run(
+        [compiler, "-std=c11", "-c", "-Wall", "-Werror", str(source), "-o", str(tmp_path / "model.o")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert verify(mcu.path).ok
+
+
+def test_mcu_refuses_dynamic_range_and_onnx(compressed, tmp_path):
+    report, run = compressed
+    dynamic = next(v.name for v in report.variants if v.quantization == "dynamic" and v.format == "tflite" and v.ok)
+    with pytest.raises(BundleRefused, match="hybrid"):
+        make_bundle(run, target="mcu", variant=dynamic, out=tmp_path / "d")
+    onnx = next(v.name for v in report.variants if v.format == "onnx" and v.ok)
+    with pytest.raises(BundleRefused, match=r"TFLite Micro runs \.tflite files only"):
+        make_bundle(run, target="mcu", variant=onnx, out=tmp_path / "o")
+    assert not (tmp_path / "d").exists() and not (tmp_path / "o").exists()
+
+
 def test_the_mobile_bundle_holds_what_a_device_needs(mobile, compressed):
     report, _ = compressed
     manifest = read_manifest(mobile.path)
@@ -106,7 +151,7 @@ def test_verify_fails_when_the_runtime_computes_differently(mobile, tmp_path):
 
 def test_bundle_refuses_what_it_cannot_ship(compressed, tmp_path, mobile):
     _, run = compressed
-    with pytest.raises(BundleRefused, match="not a deployable artifact"):
+    with pytest.raises(BundleRefused, match="is a keras model"):
         make_bundle(run, target="mobile", variant="baseline-keras", out=tmp_path / "k")
     with pytest.raises(InputError, match="no variant named"):
         make_bundle(run, target="mobile", variant="nope", out=tmp_path / "n")
@@ -152,7 +197,7 @@ def _runtime_only_env(where: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_device_without_tensorflow_loads_verifies_and_rejects_a_changed_file(mobile, onnx_bundle, tmp_path):
+def test_a_device_without_tensorflow_loads_verifies_and_rejects_a_changed_file(mobile, onnx_bundle, mcu, tmp_path):
     python = _runtime_only_env(tmp_path / "env")
     probe = subprocess.run(
         [python, "-c", "import effkit.edge, numpy, ai_edge_litert, onnxruntime; import tensorflow"],
@@ -161,7 +206,7 @@ def test_a_device_without_tensorflow_loads_verifies_and_rejects_a_changed_file(m
         cwd=tmp_path,
     )
     assert "No module named 'tensorflow'" in probe.stderr  # the runtimes import; TensorFlow does not
-    for bundle in (mobile.path, onnx_bundle.path):
+    for bundle in (mobile.path, onnx_bundle.path, mcu.path):
         done = subprocess.run(
             [python, "-m", "effkit.edge", "verify", str(bundle)], capture_output=True, text=True, cwd=tmp_path
         )
