@@ -66,6 +66,7 @@ class Timed:
     node: str
     started: float
     ended: float
+    held: dict[str, float]  # the resources Ray gave the task: the timing slot and every CPU of its node
 
 
 class RayExecutor(Executor):
@@ -215,7 +216,7 @@ class RayExecutor(Executor):
         model = {**report.model, "path": shown if report.model.get("path") == produced.source else report.model["path"]}
         where = {
             "production": {"node": produced.node, "started": produced.started, "ended": produced.ended},
-            "timing": {"node": timed.node, "started": timed.started, "ended": timed.ended},
+            "timing": {"node": timed.node, "started": timed.started, "ended": timed.ended, "held": timed.held},
         }
         return replace(report, variants=variants, model=model, environment={**report.environment, "ray": where})
 
@@ -317,7 +318,8 @@ def _time(produced: Produced, files: dict[str, bytes], model_file: dict[str, byt
                 continue
             grid = tuple(replace(g, runtime={**(g.runtime or {}), "node": node, "cpu": cpu}) for g in grid)
             timings[variant.name] = Timing(grid=grid, load_ms=load_ms)
-        return Timed(timings, environment(), node, started, time.time())
+        held = ray.get_runtime_context().get_assigned_resources()
+        return Timed(timings, environment(), node, started, time.time(), held)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
