@@ -139,6 +139,8 @@ class RayExecutor(Executor):
         timing = ray.remote(_time)
         kill_once = os.environ.get(KILL_ONCE)
         pending: dict[Any, tuple] = {}
+        deferred: list[tuple] = []  # timing tasks held back while production tasks still wait for a CPU
+        slots = int(ray.cluster_resources().get("CPU", 1))
         try:
             for job in jobs:
                 cached = None
@@ -156,7 +158,14 @@ class RayExecutor(Executor):
                 meta, files, made = produce.remote(job, packed, source.name, data, kill_once)
                 log.info("ray: model %s submitted", job.name)
                 pending[meta] = ("produce", job, source, cached, packed, files, made)
-            while pending:
+            while pending or deferred:
+                # A timing task needs a whole node; submitted while production tasks still queue for CPUs, it would
+                # make them wait behind it (Ray serves the queued tasks in turn), and a node would then produce alone.
+                # So timing starts once every production task left holds its CPU.
+                if sum(entry[0] == "produce" for entry in pending.values()) <= slots:
+                    for args, entry in deferred:
+                        pending[timing.options(**self._timing_options()).remote(*args)] = entry
+                    deferred.clear()
                 (ready,), _ = ray.wait(list(pending), num_returns=1)
                 kind, job, source, cached, packed, files, made, *rest = pending.pop(ready)
                 try:
@@ -168,9 +177,15 @@ class RayExecutor(Executor):
                     if result.error is not None:
                         yield ModelOutcome(job, error=result.error.replace(result.source, str(source)))
                         continue
+                    log.info(
+                        "ray: %s made and measured %d variants in %.0f s; they will be timed on a node of their own",
+                        job.name,
+                        len(result.report.variants),
+                        result.ended - result.started,
+                    )
                     model_file = made if cached is not None else packed
-                    timed = timing.options(**self._timing_options()).remote(ready, files, model_file, job.config)
-                    pending[timed] = ("time", job, source, cached, packed, files, made, result)
+                    entry = ("time", job, source, cached, packed, files, made, result)
+                    deferred.append(((ready, files, model_file, job.config), entry))
                     continue
                 produced: Produced = rest[0]
                 self._timing_envs[result.node] = result.environment
