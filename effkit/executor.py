@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,13 @@ class Executor(ABC):
     """Runs `compress` for each job into `out_dir/<job.name>/`. Use as a context manager."""
 
     @abstractmethod
-    def run(self, jobs: Sequence[ModelJob], out_dir: Path) -> Iterator[ModelOutcome]:
+    def run(
+        self, jobs: Sequence[ModelJob], out_dir: Path, *, made: Callable[[ModelJob, int], None] | None = None
+    ) -> Iterator[ModelOutcome]:
         """Yield each job's outcome as it finishes (in any order). A job whose model cannot be loaded, trained or
-        compressed yields its error; the others go on. Stopping the iteration (Ctrl-C) stops what is still running."""
+        compressed yields its error; the others go on. Stopping the iteration (Ctrl-C) stops what is still running.
+
+        An executor that times apart from making calls `made(job, variants)` once a job's variants are made."""
 
     def close(self) -> None:  # noqa: B027 (most executors hold nothing)
         """Release what the executor started."""
@@ -72,7 +76,9 @@ class Executor(ABC):
 class InProcess(Executor):
     """Every job in this process, one after another: training, compressing and timing as `compress` does them."""
 
-    def run(self, jobs: Sequence[ModelJob], out_dir: Path) -> Iterator[ModelOutcome]:
+    def run(
+        self, jobs: Sequence[ModelJob], out_dir: Path, *, made: Callable[[ModelJob, int], None] | None = None
+    ) -> Iterator[ModelOutcome]:
         from . import pipeline
 
         for job in jobs:

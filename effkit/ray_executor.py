@@ -24,7 +24,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,9 @@ class RayExecutor(Executor):
         mixed = {key: value for key, value in environment().items() if key != "fingerprint"}
         return {**mixed, "ray": {"timing_nodes": nodes}}
 
-    def run(self, jobs: Sequence[ModelJob], out_dir: Path) -> Iterator[ModelOutcome]:
+    def run(
+        self, jobs: Sequence[ModelJob], out_dir: Path, *, made: Callable[[ModelJob, int], None] | None = None
+    ) -> Iterator[ModelOutcome]:
         from .bench.run import reference_path
         from .bench.suite import SuiteModel
 
@@ -155,9 +157,9 @@ class RayExecutor(Executor):
                     cached = None if source.exists() else training
                 packed = ray.put(_pack(source) if cached is None else None)
                 data = _pack(Path(job.data)) if Path(job.data).exists() else None
-                meta, files, made = produce.remote(job, packed, source.name, data, kill_once)
+                meta, files, trained = produce.remote(job, packed, source.name, data, kill_once)
                 log.info("ray: model %s submitted", job.name)
-                pending[meta] = ("produce", job, source, cached, packed, files, made)
+                pending[meta] = ("produce", job, source, cached, packed, files, trained)
             while pending or deferred:
                 # A timing task needs a whole node; submitted while production tasks still queue for CPUs, it would
                 # make them wait behind it (Ray serves the queued tasks in turn), and a node would then produce alone.
@@ -167,7 +169,7 @@ class RayExecutor(Executor):
                         pending[timing.options(**self._timing_options()).remote(*args)] = entry
                     deferred.clear()
                 (ready,), _ = ray.wait(list(pending), num_returns=1)
-                kind, job, source, cached, packed, files, made, *rest = pending.pop(ready)
+                kind, job, source, cached, packed, files, trained, *rest = pending.pop(ready)
                 try:
                     result = ray.get(ready)
                 except (ray.exceptions.RayError, EffkitError) as error:
@@ -177,14 +179,11 @@ class RayExecutor(Executor):
                     if result.error is not None:
                         yield ModelOutcome(job, error=result.error.replace(result.source, str(source)))
                         continue
-                    log.info(
-                        "ray: %s made and measured %d variants in %.0f s; they will be timed on a node of their own",
-                        job.name,
-                        len(result.report.variants),
-                        result.ended - result.started,
-                    )
-                    model_file = made if cached is not None else packed
-                    entry = ("time", job, source, cached, packed, files, made, result)
+                    log.debug("ray: %s made in %.0f s", job.name, result.ended - result.started)
+                    if made is not None:
+                        made(job, len(result.report.variants))
+                    model_file = trained if cached is not None else packed
+                    entry = ("time", job, source, cached, packed, files, trained, result)
                     deferred.append(((ready, files, model_file, job.config), entry))
                     continue
                 produced: Produced = rest[0]
@@ -193,7 +192,7 @@ class RayExecutor(Executor):
                 folder_files = ray.get(files)
                 _write_folder(report, folder_files, out_dir / job.name)
                 if cached is not None:  # the reference model the production task trained: kept for the next run
-                    write_bytes(source, next(iter(ray.get(made).values())))
+                    write_bytes(source, next(iter(ray.get(trained).values())))
                     write_text(source.with_suffix(".json"), _json(cached))
                 yield ModelOutcome(job, report=report)
         finally:
