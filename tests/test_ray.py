@@ -234,3 +234,29 @@ def test_effkit_runs_without_ray_and_says_so_when_asked_for_it(monkeypatch):
     monkeypatch.delitem(sys.modules, "effkit.ray_executor", raising=False)
     with pytest.raises(ConfigError, match=r"pip install 'effkit\[ray\]'"):
         executor_for("local")
+
+
+def test_latency_timed_on_two_cpu_classes_is_not_gated(ray_session, on_ray, in_process, tmp_path):
+    """When the timing nodes differ in CPU class, results.json carries no fingerprint: the gate then judges top-1,
+    size and status, and lists latency as not comparable (a ratio from a VNNI node says nothing of an AVX2 one)."""
+    from dataclasses import replace
+
+    from effkit.bench import gate, write_results
+    from effkit.gate import Thresholds
+    from effkit.ray_executor import RayExecutor
+
+    results, out, _ = on_ray
+    write_results(in_process[0], tmp_path)
+    timed = json.loads((out / "tiny" / "report.json").read_text())["environment"]
+    avx2 = {**timed["fingerprint"], "features": ["sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c"]}
+    with RayExecutor() as executor:
+        executor._timing_envs = {"node-a": timed, "node-b": {**timed, "fingerprint": avx2}}
+        mixed = executor.environment()
+        executor._timing_envs = {"node-a": timed}
+        single = executor.environment()
+    assert "fingerprint" not in mixed
+    assert set(mixed["ray"]["timing_nodes"].values()) == {results.cpu_class, "x86_64-avx2"}
+    assert single["fingerprint"] == timed["fingerprint"]
+    verdict = gate(replace(results, environment=mixed), tmp_path / "results.json", Thresholds(), out).gate
+    assert verdict["latency_compared"] is False
+    assert gate(results, tmp_path / "results.json", Thresholds(), out).gate["latency_compared"] is True
