@@ -238,6 +238,14 @@ def _parser() -> argparse.ArgumentParser:
         help="write this run's results to --baseline, or beside it for this CPU class when --baseline holds another "
         "class's results",
     )
+    bench.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run the models as Ray tasks in parallel, each artifact timed on a node nothing else runs on: a local Ray "
+        "on this machine, or the cluster at ADDRESS (auto, ray://head:10001); needs effkit[ray]",
+    )
     _common(bench)
     bench.set_defaults(command=_bench)
 
@@ -350,7 +358,10 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; expected a folder")
-    results = run_suite(suite, out)
+    from .executor import executor_for
+
+    with executor_for(args.ray) as executor:
+        results = run_suite(suite, out, executor=executor)
     gated = baseline is not None and not args.update_baseline
     write_results(results, out, step_summary=not gated)  # before the gate: the measurements survive whatever it meets
     if gated:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ def compress(
     name: str | None = None,
     safe_mode: bool = True,
     overwrite: bool = False,
+    time_latency: bool = True,
 ) -> Report:
     """Prune, quantize and export a Keras classifier, and measure every variant on the same test split.
 
@@ -92,6 +93,8 @@ def compress(
         name: the model's name in the report; default the file's stem.
         safe_mode: refuse model files whose loading would run stored code (Lambda layers).
         overwrite: replace the results of an earlier run in `out_dir` (only the files its report names).
+        time_latency: False leaves every variant's latency empty, for a timing task of its own to fill in on a
+            node nothing else runs on (`effkit.ray_executor`); accuracy, sizes and artifacts are the same.
 
     Returns:
         The Report, also written to `out_dir`. If the run is interrupted, the report written so far is marked
@@ -154,6 +157,7 @@ def compress(
         artifacts=out_dir / ARTIFACTS,
         calibration=_calibration(dataset, config),
         baseline_top1=primary_top1(info, baseline_outputs, test_labels),
+        time_latency=time_latency,
     )
     log.info("baseline keras top-1 %.2f%%", run.baseline_top1 * 100)
     model_record = {
@@ -168,12 +172,8 @@ def compress(
     complete = False
     search = None
     m_by_n = config.prune.m_by_n_pair
-    # Each source's Keras variant and its recipes, and a QAT variant of each pruned or clustered source; a search
-    # makes its own pruned sources.
-    derived = 0 if config.search else len(config.sparsities) * (1 + len(config.clusters)) + (m_by_n is not None)
-    planned = (1 + derived) * (1 + len(recipes)) + derived * config.qat
     try:
-        with progress_bar(f"{name}: variants", planned) as advance:
+        with progress_bar(f"{name}: variants", planned_variants(config)) as advance:
             baseline = SourceModel(BASELINE_SOURCE, working, (), weight_sparsity(working)[0], baseline_outputs)
             # One at a time, so that an interruption keeps every variant finished before it.
             for variant in run.variants_of(baseline, keras_path=model_path):
@@ -281,6 +281,7 @@ class VariantMaker:
     artifacts: Path
     calibration: np.ndarray
     baseline_top1: float
+    time_latency: bool = True  # False: latency is left to a separate timing task (`compress(time_latency=False)`)
 
     def pruned_variants(
         self,
@@ -481,12 +482,15 @@ class VariantMaker:
                 for head, output, reference in zip(self.info.heads, outputs, source.outputs, strict=True)
             }
             size_bytes, gzip_bytes = file_sizes(path)
-            grid = self._latency_grid(runner, path, Format(variant.format))
-            latency = grid[0]
+            grid = self._latency_grid(runner, path, Format(variant.format)) if self.time_latency else []
+            latency = grid[0] if grid else None
             memory = None
             if self.config.latency.memory and variant.format != Format.KERAS:
                 memory = peak_memory(
-                    path, Format(variant.format), batch=latency.batch, threads=self.config.latency.threads[0]
+                    path,
+                    Format(variant.format),
+                    batch=self.config.latency.batches[0],
+                    threads=self.config.latency.threads[0],
                 )
             variant = replace(
                 variant,
@@ -523,12 +527,12 @@ class VariantMaker:
             log.warning("%-30s MISMATCH: %s", variant.name, "; ".join(problems))
             return replace(variant, status=Status.MISMATCH, error="; ".join(problems))
         log.info(
-            "%-30s ok  top-1 %.2f%%  %7.1f KiB  gzip %7.1f KiB  p50 %.4f ms",
+            "%-30s ok  top-1 %.2f%%  %7.1f KiB  gzip %7.1f KiB  p50 %s",
             variant.name,
             accuracy * 100,
             size_bytes / 1024,
             gzip_bytes / 1024,
-            latency.p50,
+            f"{latency.p50:.4f} ms" if latency else "(timed apart)",
         )
         return variant
 
@@ -552,23 +556,9 @@ class VariantMaker:
 
     def _latency_grid(self, runner: Runner, path: Path, fmt: Format) -> list[Latency]:
         """One latency per (thread count, batch size); the first is the runner's own (first thread count)."""
-        config = self.config.latency
-        # Keras runs on TensorFlow's own thread pool, fixed for the process: one thread count to report.
-        thread_counts = config.threads if fmt != Format.KERAS else config.threads[:1]
-        grid = []
-        for threads in thread_counts:
-            timed = runner if threads == config.threads[0] else self._runner(path, fmt, threads=threads)
-            for batch in config.batches:
-                grid.append(
-                    time_latency(
-                        timed.bind(batch_of(self.dataset.x_test, batch)),
-                        config=config,
-                        batch=batch,
-                        threads=timed.threads,
-                        runtime=timed.runtime,
-                    )
-                )
-        return grid
+        return latency_grid(
+            runner, lambda threads: self._runner(path, fmt, threads=threads), self.dataset.x_test, self.config, fmt
+        )
 
     def _runner(self, artifact: Any, fmt: Format, *, threads: int | None = None) -> Runner:
         latency = self.config.latency
@@ -580,6 +570,40 @@ class VariantMaker:
             ort_optimization=latency.ort_optimization,
             outputs=names,
         )
+
+
+def latency_grid(
+    runner: Runner, reopen: Callable[[int], Runner], x: np.ndarray, config: CompressConfig, fmt: Format
+) -> list[Latency]:
+    """One latency per (thread count, batch size) of `config.latency`, timed on `batch_of(x, batch)`; the first is
+    `runner`'s own (the first thread count), `reopen(threads)` opens the artifact at another thread count."""
+    latency = config.latency
+    # Keras runs on TensorFlow's own thread pool, fixed for the process: one thread count to report.
+    thread_counts = latency.threads if fmt != Format.KERAS else latency.threads[:1]
+    grid = []
+    for threads in thread_counts:
+        timed = runner if threads == latency.threads[0] else reopen(threads)
+        for batch in latency.batches:
+            grid.append(
+                time_latency(
+                    timed.bind(batch_of(x, batch)),
+                    config=latency,
+                    batch=batch,
+                    threads=timed.threads,
+                    runtime=timed.runtime,
+                )
+            )
+    return grid
+
+
+def planned_variants(config: CompressConfig) -> int:
+    """How many variants `compress` makes with `config` (a search's front is not counted): each source's Keras
+    variant and its recipes, and a QAT variant of each pruned or clustered source."""
+    if config.search:
+        derived = 0
+    else:
+        derived = len(config.sparsities) * (1 + len(config.clusters)) + (config.prune.m_by_n_pair is not None)
+    return (1 + derived) * (1 + len(plan(config))) + derived * config.qat
 
 
 def _new_search(run: VariantMaker, model: Any, out_dir: Path, *, name: str, prune_blocker: str | None):
@@ -696,16 +720,13 @@ def _report(
     variants, config: CompressConfig, model_record, dataset: Dataset, baseline_top1, *, complete, search=None
 ) -> Report:
     variants = _with_compression(variants)
-    recommended = recommend(variants, max_accuracy_drop=config.max_accuracy_drop)
-    by_target = recommend_by_target(variants, max_accuracy_drop=config.max_accuracy_drop)
+    recommended, by_target = recommendations(
+        variants, max_accuracy_drop=config.max_accuracy_drop, search_pick=search.chosen_variant() if search else None
+    )
     notes = list(speed_notes(variants, fingerprint()))
     if search is not None:
-        recommended = search.chosen_variant() or recommended
         notes = [*notes, *search.notes]
-        chosen = next((v for v in variants if v.name == recommended), None)
-        if chosen is not None and refusal(chosen, MOBILE) is None:
-            by_target[MOBILE] = recommended  # the search's own pick (by its goal) is the mobile one
-    notes += _runtime_notes(variants, recommended)
+    notes += runtime_notes(variants, recommended)
     return Report(
         search=search.trace() if search is not None else None,
         sensitivity=search.sensitivity.to_dict() if search is not None and search.sensitivity else None,
@@ -722,7 +743,20 @@ def _report(
     )
 
 
-def _runtime_notes(variants: list[Variant], recommended: str | None) -> list[str]:
+def recommendations(
+    variants: list[Variant], *, max_accuracy_drop: float, search_pick: str | None = None
+) -> tuple[str | None, dict[str, str | None]]:
+    """The recommended variant and the best per target. A search's own pick (by its goal) overrides both the
+    recommendation and, when a phone can run it, the mobile pick."""
+    recommended = search_pick or recommend(variants, max_accuracy_drop=max_accuracy_drop)
+    by_target = recommend_by_target(variants, max_accuracy_drop=max_accuracy_drop)
+    chosen = next((v for v in variants if v.name == search_pick), None)
+    if chosen is not None and refusal(chosen, MOBILE) is None:
+        by_target[MOBILE] = search_pick
+    return recommended, by_target
+
+
+def runtime_notes(variants: list[Variant], recommended: str | None) -> list[str]:
     """Savings of the recommended artifact that its runtime does not realise (XNNPACK leaving int4 or sparse ops to
     builtin kernels), from what its steps recorded."""
     chosen = next((v for v in variants if v.name == recommended), None)

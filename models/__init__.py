@@ -51,6 +51,9 @@ def train_reference(
 
     module = get(name)
     keras = keras_compat.keras_module(generation)
+    # Keras numbers unnamed layers per process (dense, dense_1, ...): without this, a model's file and every artifact
+    # made from it would depend on what the process built before (a suite in sequence vs. each model in a worker).
+    keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     try:
         model = module.build(keras, input_shape=dataset.input_shape, num_classes=dataset.num_classes)

@@ -1,0 +1,141 @@
+"""Benchmark: a suite in sequence and on Ray (issue #13), on this machine.
+
+Runs `effkit bench SUITE` twice, each in a fresh process and a fresh output folder (reference models trained in
+both): first in sequence, then with `--ray` (a local Ray on this machine). Then it checks that
+
+- the Ray run took at most --target times the sequential wall time            target <= 0.75
+- every model and variant has the same status, top-1, raw size and gzip size (gzip of .keras files aside:
+  Keras stamps them with the time they were saved)
+- every artifact but the .keras files is byte-identical (sha256)
+- the Ray run's latency passes the gate with the sequential run as its baseline (same CPU class, ratios to the
+  reference artifact of the same run, suspects re-timed as the gate always does)
+
+and writes DIR/ray_suite.json with both wall times, the ratio and every mismatch.
+
+Usage: python bench/ray_suite.py bench/suites/quick.toml --out DIR
+Exit code 0 when every check passes, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from effkit.bench import gate, load_suite
+from effkit.cpu import fingerprint
+from effkit.results import SuiteResult
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", help="suite file, e.g. bench/suites/quick.toml")
+    parser.add_argument("--out", required=True, help="a new or empty folder: sequential/ and ray/ go inside")
+    parser.add_argument("--target", type=float, default=0.75, help="largest Ray / sequential wall-time ratio")
+    args = parser.parse_args()
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        print(f"ray_suite: {out} is not empty; choose a new --out (both runs must train from scratch)", file=sys.stderr)
+        return 2
+    suite = load_suite(args.suite)
+    walls = {}
+    for mode, extra in (("sequential", []), ("ray", ["--ray"])):
+        started = time.perf_counter()
+        done = subprocess.run(_effkit("bench", args.suite, "--out", str(out / mode), *extra), check=False)
+        walls[mode] = round(time.perf_counter() - started, 1)
+        print(f"ray_suite: {mode}: {walls[mode]} s (exit {done.returncode})", flush=True)
+    sequential, ray = (_results(out / mode) for mode in ("sequential", "ray"))
+    mismatches = _differences(sequential, ray, out)
+    judged = gate(ray, out / "sequential" / "results.json", suite.thresholds, out / "ray").gate
+    ratio = round(walls["ray"] / walls["sequential"], 3)
+    variants = sum(len(m.variants) for m in sequential.models)
+    summary = {
+        "suite": suite.name,
+        "cpu_class": fingerprint().isa_class,
+        "cores": fingerprint().cores,
+        "models": len(sequential.models),
+        "variants": variants,
+        "wall_seconds": walls,
+        "ratio": ratio,
+        "target": args.target,
+        "identical": not mismatches,
+        "mismatches": mismatches,
+        "latency_gate_passed": judged["passed"],
+        "latency_compared": judged["latency_compared"],
+        "regressions": judged["regressions"],
+        "not_counted": judged["not_counted"],
+    }
+    (out / "ray_suite.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"ray_suite {suite.name} on {summary['cpu_class']} ({summary['cores']} cores), {len(sequential.models)} "
+        f"models, {variants} variants: sequential {walls['sequential']} s, ray {walls['ray']} s, ratio {ratio} "
+        f"(target <= {args.target})"
+    )
+    print(f"  accuracies, sizes and artifact sha256: {'identical' if not mismatches else 'DIFFER'}")
+    for line in mismatches[:20]:
+        print(f"    {line}")
+    print(
+        f"  latency gate, ray against sequential: {'passed' if judged['passed'] else 'FAILED'} "
+        f"({len(judged['regressions'])} regressions, {len(judged['not_counted'])} not counted)"
+    )
+    for row in judged["regressions"]:
+        where = f"{row['model']}/{row['variant']} {row['metric']}"
+        print(f"    {where}: {row['baseline']} -> {row['current']} ({row['why']})")
+    return 0 if ratio <= args.target and not mismatches and judged["passed"] else 1
+
+
+def _effkit(*args: str) -> list[str]:
+    effkit = Path(sys.executable).with_name("effkit")
+    return [str(effkit), *args] if effkit.exists() else [sys.executable, "-m", "effkit", *args]
+
+
+def _results(folder: Path) -> SuiteResult:
+    return SuiteResult.from_dict(json.loads((folder / "results.json").read_text(encoding="utf-8")))
+
+
+def _differences(sequential: SuiteResult, ray: SuiteResult, out: Path) -> list[str]:
+    """Every difference in status, top-1, sizes and artifact bytes between the two runs, one line each."""
+    lines = []
+    if [m.name for m in sequential.models] != [m.name for m in ray.models]:
+        lines.append(f"models: {[m.name for m in sequential.models]} vs {[m.name for m in ray.models]}")
+    for model in sequential.models:
+        other = ray.model(model.name)
+        if other is None:
+            continue
+        if (model.status, model.baseline_top1) != (other.status, other.baseline_top1):
+            lines.append(f"{model.name}: {model.status} {model.baseline_top1} vs {other.status} {other.baseline_top1}")
+        if [v.name for v in model.variants] != [v.name for v in other.variants]:
+            lines.append(f"{model.name}: variants differ")
+        for a in model.variants:
+            b = other.variant(a.name)
+            if b is None:
+                continue
+            fields = ["status", "top1", "correct", "size_bytes"] + (["gzip_bytes"] if a.format != "keras" else [])
+            for field in fields:
+                if getattr(a, field) != getattr(b, field):
+                    lines.append(f"{model.name}/{a.name} {field}: {getattr(a, field)} vs {getattr(b, field)}")
+        hashes = [_artifact_hashes(out / mode / model.name) for mode in ("sequential", "ray")]
+        if hashes[0] != hashes[1]:
+            names = set(hashes[0]) | set(hashes[1])
+            differing = sorted(name for name in names if hashes[0].get(name) != hashes[1].get(name))
+            lines.append(f"{model.name}: artifacts differ: {', '.join(differing)}")
+    return lines
+
+
+def _artifact_hashes(folder: Path) -> dict[str, str]:
+    artifacts = folder / "artifacts"
+    if not artifacts.is_dir():
+        return {}
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(artifacts.iterdir())
+        if path.is_file() and path.suffix != ".keras"
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

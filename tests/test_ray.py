@@ -1,0 +1,262 @@
+"""effkit bench on Ray (issue #13): the same results as in process, a killed worker retried, a failing model
+isolated, Ctrl-C leaving incomplete results, thread counts that hold inside a Ray worker, effkit without Ray.
+
+One local Ray session (2 CPUs, one timing slot) serves the whole module; the two-node cluster is in
+test_ray_cluster.py, since a process joins one Ray at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from effkit.bench import load_suite, run_suite
+from effkit.errors import ConfigError
+from effkit.results import SuiteResult
+from effkit.types import Status
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.slow
+
+SUITE = """
+name = "tiny-ray"
+
+[compress]
+sparsities = [0.5]
+quantizations = ["none", "int8"]
+formats = ["tflite", "onnx"]
+tflite_backends = ["converter"]
+
+[compress.prune]
+epochs = 2
+
+[compress.latency]
+batches = [1, 4]
+threads = [1]
+warmup_runs = 2
+warmup_seconds = 0.0
+min_runs = 20
+min_seconds = 0.02
+
+[[models]]
+path = "{bad}"
+name = "broken"
+data = "digits"
+
+[[models]]
+path = "{model}"
+name = "tiny"
+data = "digits"
+"""
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    from effkit.ray_executor import TIMING_RESOURCE
+
+    ray.init(
+        num_cpus=2,
+        resources={TIMING_RESOURCE: 1},
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=200 * 1024**2,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def suite_file(tmp_path_factory, tiny_tf_keras_file):
+    folder = tmp_path_factory.mktemp("ray-suite")
+    bad = folder / "broken.keras"
+    bad.write_bytes(b"not a model")
+    path = folder / "tiny.toml"
+    path.write_text(SUITE.format(model=tiny_tf_keras_file, bad=bad))
+    return path
+
+
+@pytest.fixture(scope="module")
+def in_process(suite_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("in-process")
+    return run_suite(load_suite(suite_file), out), out
+
+
+@pytest.fixture(scope="module")
+def on_ray(ray_session, suite_file, tmp_path_factory):
+    """The same suite on Ray, with the first production task's worker killed (SIGKILL) once."""
+    from effkit.ray_executor import KILL_ONCE, RayExecutor
+
+    out = tmp_path_factory.mktemp("ray")
+    marker = tmp_path_factory.mktemp("fault") / "killed"
+    os.environ[KILL_ONCE] = str(marker)
+    try:
+        with RayExecutor() as executor:
+            results = run_suite(load_suite(suite_file), out, executor=executor)
+    finally:
+        del os.environ[KILL_ONCE]
+    return results, out, marker
+
+
+def _artifact_hashes(folder):
+    # .keras files are stamped with the time Keras saved them; every other artifact must be byte-identical.
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted((folder / "artifacts").iterdir())
+        if path.suffix != ".keras"
+    }
+
+
+def test_ray_gives_the_same_accuracies_sizes_and_artifacts(in_process, on_ray):
+    (local, local_out), (remote, remote_out, _) = in_process, on_ray
+    assert [m.name for m in remote.models] == [m.name for m in local.models] == ["broken", "tiny"]
+    mine, theirs = local.model("tiny"), remote.model("tiny")
+    assert len(mine.variants) == len(theirs.variants) == 10
+    for a, b in zip(mine.variants, theirs.variants, strict=True):
+        assert (a.name, a.status, a.top1, a.correct) == (b.name, b.status, b.top1, b.correct)
+        assert a.size_bytes == b.size_bytes, a.name
+        if a.format != "keras":
+            assert a.gzip_bytes == b.gzip_bytes, a.name
+    hashes = _artifact_hashes(remote_out / "tiny")
+    assert len(hashes) == 8
+    assert hashes == _artifact_hashes(local_out / "tiny")
+    report = json.loads((remote_out / "tiny" / "report.json").read_text())
+    assert report["model"]["path"] == json.loads((local_out / "tiny" / "report.json").read_text())["model"]["path"]
+    assert report["complete"] is True and report["recommended"]
+
+
+def test_every_latency_figure_was_timed_apart_and_names_its_node_and_cpu(on_ray):
+    results, out, _ = on_ray
+    report = json.loads((out / "tiny" / "report.json").read_text())
+    where = report["environment"]["ray"]
+    assert where["production"]["ended"] <= where["timing"]["started"]
+    for variant in report["variants"]:
+        assert variant["status"] == "ok"
+        grid = variant["latency_grid"]
+        assert [g["batch"] for g in grid] == [1, 4]
+        if variant["format"] != "keras":  # Keras runs on TensorFlow's own pool, whatever threads say
+            assert [g["threads"] for g in grid] == [1, 1]
+        for figure in grid:
+            assert figure["runtime"]["node"] == where["timing"]["node"]
+            assert figure["runtime"]["cpu"] == results.cpu_class
+            assert figure["p50"] > 0
+        if variant["format"] != "keras":
+            assert variant["load_ms"] > 0
+    timed_on = SuiteResult.from_dict({"suite": "", "environment": report["environment"]}).cpu_class
+    assert timed_on == results.cpu_class is not None
+
+
+def test_a_killed_worker_is_retried_and_the_run_completes(on_ray, in_process):
+    results, _, marker = on_ray
+    assert marker.exists(), "the fault was never injected"
+    killed = int(marker.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed, 0)  # that worker process is gone
+    assert results.complete
+    assert results.model("tiny").status == Status.OK
+    assert [v.top1 for v in results.model("tiny").variants] == [v.top1 for v in in_process[0].model("tiny").variants]
+
+
+def test_a_failing_model_is_reported_while_the_others_finish(on_ray, suite_file):
+    results, out, _ = on_ray
+    broken = results.model("broken")
+    assert broken.status == Status.FAILED
+    assert "is not a Keras model file" in broken.error
+    assert str(suite_file.parent / "broken.keras") in broken.error  # the driver's path, not a worker's scratch
+    assert not (out / "broken").exists()
+    assert results.not_ok() == ["broken"]
+
+
+def test_ctrl_c_on_the_driver_leaves_incomplete_results_and_stops_the_tasks(
+    ray_session, suite_file, tmp_path, monkeypatch, capsys
+):
+    from effkit.bench import run as bench_run
+    from effkit.cli import main
+
+    def interrupted(self, outcome):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_run.SuiteProgress, "done", interrupted)
+    out = tmp_path / "out"
+    assert main(["bench", str(suite_file), "--out", str(out), "--ray", "--quiet"]) == 130
+    written = json.loads((out / "results.json").read_text())
+    assert written["complete"] is False
+    assert [m["name"] for m in written["models"]] == ["broken"]  # the model that finished first, then Ctrl-C
+    assert not (out / "tiny").exists()
+    deadline = time.monotonic() + 20
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the cancelled production task gives its CPU back
+    assert ray.available_resources().get("CPU", 0) == 2
+
+
+def test_thread_counts_hold_inside_a_ray_worker(ray_session, on_ray):
+    """Ray sets OMP_NUM_THREADS to a task's CPU count (1 here); LiteRT (XNNPACK) and ONNX Runtime must still run the
+    thread count effkit asks for: at 4 threads each starts 3 more threads than at 1 (the caller is the fourth)."""
+    _, out, _ = on_ray
+
+    @ray.remote(num_cpus=1, max_calls=1)  # a fresh worker process for each call
+    def os_threads(path: str, fmt: str, threads: int) -> tuple[str | None, int]:
+        import ai_edge_litert.interpreter
+        import numpy as np
+        import onnxruntime
+
+        from effkit.config import Format
+        from effkit.runtime import open_runner
+
+        assert ai_edge_litert.interpreter and onnxruntime  # imported before counting: their own threads are not counted
+        before = len(os.listdir("/proc/self/task"))
+        call = open_runner(path, Format(fmt), threads=threads).bind(np.zeros((1, 8, 8, 1), np.float32))
+        for _ in range(20):
+            call()
+        return os.environ.get("OMP_NUM_THREADS"), len(os.listdir("/proc/self/task")) - before
+
+    artifacts = out / "tiny" / "artifacts"
+    for name, fmt in (("baseline-tflite-none.tflite", "tflite"), ("baseline-onnx-none.onnx", "onnx")):
+        (omp_one, one), (omp_four, four) = ray.get([os_threads.remote(str(artifacts / name), fmt, t) for t in (1, 4)])
+        assert omp_one == omp_four == "1"
+        assert four - one == 3, (fmt, one, four)
+
+
+def test_effkit_runs_without_ray_and_says_so_when_asked_for_it(monkeypatch):
+    from effkit.executor import InProcess, executor_for
+
+    code = "import sys, effkit, effkit.cli, effkit.bench, effkit.executor; print('ray' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False"
+    assert isinstance(executor_for(None), InProcess)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    monkeypatch.delitem(sys.modules, "effkit.ray_executor", raising=False)
+    with pytest.raises(ConfigError, match=r"pip install 'effkit\[ray\]'"):
+        executor_for("local")
+
+
+def test_latency_timed_on_two_cpu_classes_is_not_gated(ray_session, on_ray, in_process, tmp_path):
+    """When the timing nodes differ in CPU class, results.json carries no fingerprint: the gate then judges top-1,
+    size and status, and lists latency as not comparable (a ratio from a VNNI node says nothing of an AVX2 one)."""
+    from dataclasses import replace
+
+    from effkit.bench import gate, write_results
+    from effkit.gate import Thresholds
+    from effkit.ray_executor import RayExecutor
+
+    results, out, _ = on_ray
+    write_results(in_process[0], tmp_path)
+    timed = json.loads((out / "tiny" / "report.json").read_text())["environment"]
+    avx2 = {**timed["fingerprint"], "features": ["sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c"]}
+    with RayExecutor() as executor:
+        executor._timing_envs = {"node-a": timed, "node-b": {**timed, "fingerprint": avx2}}
+        mixed = executor.environment()
+        executor._timing_envs = {"node-a": timed}
+        single = executor.environment()
+    assert "fingerprint" not in mixed
+    assert set(mixed["ray"]["timing_nodes"].values()) == {results.cpu_class, "x86_64-avx2"}
+    assert single["fingerprint"] == timed["fingerprint"]
+    verdict = gate(replace(results, environment=mixed), tmp_path / "results.json", Thresholds(), out).gate
+    assert verdict["latency_compared"] is False
+    assert gate(results, tmp_path / "results.json", Thresholds(), out).gate["latency_compared"] is True
