@@ -17,8 +17,17 @@ import warnings
 from collections.abc import Iterator
 
 
+class Captured:
+    """What was printed inside `captured()`, once the block has ended."""
+
+    text = ""
+
+
 @contextlib.contextmanager
-def silenced() -> Iterator[None]:
+def captured() -> Iterator[Captured]:
+    """Keep what C code (file descriptors 1 and 2) and Python print meanwhile off the terminal, and hand the C
+    side back as text (TFLite Micro prints its errors and allocations there, not through Python)."""
+    holder = Captured()
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -28,7 +37,7 @@ def silenced() -> Iterator[None]:
         os.dup2(scratch.fileno(), 2)
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                yield
+                yield holder
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -36,3 +45,12 @@ def silenced() -> Iterator[None]:
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
+            scratch.seek(0)
+            holder.text = scratch.read().decode("utf-8", errors="replace")
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """Keep libraries' prints off the terminal; what they printed is dropped."""
+    with captured():
+        yield

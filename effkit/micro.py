@@ -15,17 +15,13 @@ tflite_micro and numpy are imported inside the functions; importing this module 
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
-import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .console import captured as capture_output
 from .errors import ConfigError, InputError, first_line
 
 # TFLite Micro's MicroMutableOpResolver: builtin operator -> the method that registers its kernel. Read from
@@ -247,7 +243,7 @@ def measure_arena(path: Path, *, arena_size: int = ARENA_PROBE_BYTES) -> int:
     try:
         interpreter = _interpreter(Path(path), arena_size)
         _invoke_on_zeros(interpreter, len(_graph_inputs(Path(path))))
-        with _captured_stderr() as captured:
+        with capture_output() as captured:
             interpreter.print_allocations()
     except _Refused as refused:
         raise StageError(str(refused)) from None
@@ -287,7 +283,7 @@ def micro_predict(path: Path, x: Any, *, output: int = 0) -> Any:
     for sample in np.asarray(x):
         interpreter.set_input(quantize(sample.reshape(shape), in_dtype, in_scale, in_zero), 0)
         try:
-            with _captured_stderr() as captured:
+            with capture_output() as captured:
                 interpreter.invoke()
         except RuntimeError as error:
             raise StageError(f"TFLite Micro failed to run {path.name}: {_one_line(captured.text, error)}") from None
@@ -492,7 +488,7 @@ def lut_compress(path: Path, out: Path) -> dict[str, Any] | None:
     for index, bits, axis in chosen:
         mode = spec.PerTensor() if axis is None else spec.PerChannel(axis=axis)
         builder.add_tensor(subgraph=0, tensor=index).with_lut(index_bitwidth=bits, mode=mode)
-    with _captured_stderr():
+    with capture_output():
         compressed = bytes(compression.compress(path.read_bytes(), builder.build()))
     from .files import write_bytes
 
@@ -517,39 +513,11 @@ class _Refused(Exception):
     """TFLite Micro refused to load or run a file; the message is its own, in one line."""
 
 
-class _Captured:
-    text = ""
-
-
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[_Captured]:
-    """What C code writes to file descriptors 1 and 2 meanwhile (TFLite Micro prints its errors and allocations
-    there, not through Python), kept off the terminal and handed back as text."""
-    captured = _Captured()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile() as scratch:
-        os.dup2(scratch.fileno(), 1)
-        os.dup2(scratch.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-            scratch.seek(0)
-            captured.text = scratch.read().decode("utf-8", errors="replace")
-
-
 def _interpreter(path: Path, arena_size: int):
     """TFLite Micro's interpreter for `path`, tensors allocated; its own message in `_Refused` when it refuses."""
     from tflite_micro import runtime
 
-    with _captured_stderr() as captured:
+    with capture_output() as captured:
         try:
             return runtime.Interpreter.from_file(str(path), arena_size=arena_size)
         except (RuntimeError, ValueError) as error:
@@ -563,7 +531,7 @@ def _invoke_on_zeros(interpreter: Any, inputs: int) -> None:
     for index in range(max(inputs, 1)):
         details = interpreter.get_input_details(index)
         interpreter.set_input(np.zeros(tuple(int(d) for d in details["shape"]), dtype=details["dtype"]), index)
-    with _captured_stderr() as captured:
+    with capture_output() as captured:
         try:
             interpreter.invoke()
             return
