@@ -31,24 +31,12 @@ class OnnxRuntimeRunner(Runner):
         optimization: OrtOptimization = OrtOptimization.ALL,
         outputs: list[str] | None = None,
     ):
-        import onnxruntime as ort
+        from ..edge.model import ort_session
 
         self.threads = threads
         self.optimization = OrtOptimization(optimization)
-        levels = {
-            OrtOptimization.DISABLE: ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            OrtOptimization.BASIC: ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            OrtOptimization.EXTENDED: ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            OrtOptimization.ALL: ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = levels[self.optimization]
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            self.session = ort_session(path, threads=threads, optimization=self.optimization.value)
         except Exception as error:  # ORT raises its own Fail/InvalidGraph types
             raise StageError(f"ONNX Runtime cannot load {Path(path).name}: {first_line(error)}") from error
         self.input = self.session.get_inputs()[0]
