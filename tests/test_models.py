@@ -56,8 +56,9 @@ def trained(tmp_path_factory):
     return get
 
 
-# MobileNetV2 trains for over a minute on 2 cores: it runs with the zoo (`make test-zoo`) and in bench/suites/full.toml.
-HEAVY = {"transfer_mobilenet"}
+# The models whose training takes most of a minute or more on 2 cores (MobileNetV2, the 32x32x3 and 28x28 CNNs) run with
+# the zoo (make test-zoo) and in bench/suites/full.toml; make test keeps digits_cnn, fashion_mlp, imdb_text, multihead.
+HEAVY = {"transfer_mobilenet", "cifar_cnn", "fashion_cnn"}
 
 
 @pytest.mark.parametrize(
