@@ -27,14 +27,13 @@ from .config import Format, Quant
 from .edge.manifest import GOLDEN, MANIFEST, SCHEMA, SCHEMA_VERSION, sha256_file
 from .errors import InputError
 from .files import PARTIAL_MARKER
-from .outdir import TEST_SAMPLE
+from .outdir import TEST_SAMPLE, TEST_SAMPLE_COUNT
 from .report import REPORT_JSON
 from .targets import check_target
 from .types import Report, Variant
 
 log = logging.getLogger(__name__)
 
-GOLDEN_SAMPLES = 256
 MIN_TOP1_AGREEMENT = 0.99
 METADATA_KEY = "effkit.bundle"  # the TFLite metadata entry and the ONNX metadata_props key
 
@@ -179,7 +178,7 @@ def _test_sample(run_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
             "run effkit compress again to make golden inputs"
         )
     with np.load(path, allow_pickle=False) as data:
-        return data["x"][:GOLDEN_SAMPLES], (data["y"][:GOLDEN_SAMPLES] if "y" in data else None)
+        return data["x"][:TEST_SAMPLE_COUNT], (data["y"][:TEST_SAMPLE_COUNT] if "y" in data else None)
 
 
 def _labels(report: Report, labels: list[str] | None) -> list[str]:

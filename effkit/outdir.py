@@ -17,6 +17,7 @@ from .types import Report
 ARTIFACTS = "artifacts"
 LATENCY_INPUT = "latency_input.npy"  # the samples every latency figure was timed on (effkit bench re-times them)
 TEST_SAMPLE = "test_sample.npz"  # the first test samples and labels: `effkit bundle` takes its golden inputs here
+TEST_SAMPLE_COUNT = 256  # how many it keeps: a bundle's golden inputs
 
 
 def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:

@@ -34,7 +34,16 @@ from .measure import (
     top1,
     weight_sparsity,
 )
-from .outdir import ARTIFACTS, LATENCY_INPUT, TEST_SAMPLE, check_out_dir, claim_out_dir, fresh_dir, shown_path
+from .outdir import (
+    ARTIFACTS,
+    LATENCY_INPUT,
+    TEST_SAMPLE,
+    TEST_SAMPLE_COUNT,
+    check_out_dir,
+    claim_out_dir,
+    fresh_dir,
+    shown_path,
+)
 from .progress import bar as progress_bar
 from .recipes import Recipe, RecipeInputs, plan
 from .report import (
@@ -694,7 +703,9 @@ def _save_latency_input(path: Path, x: np.ndarray, batch: int) -> None:
         np.save(handle, batch_of(x, batch), allow_pickle=False)
 
 
-def _save_test_sample(path: Path, dataset: Dataset, primary: str, names: list[str], count: int = 256) -> None:
+def _save_test_sample(
+    path: Path, dataset: Dataset, primary: str, names: list[str], count: int = TEST_SAMPLE_COUNT
+) -> None:
     """The first `count` test samples and their primary labels, in the order every figure used them."""
     from .files import atomic_output
 
