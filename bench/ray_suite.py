@@ -13,14 +13,22 @@ both): first in sequence, then with `--ray` (a local Ray on this machine). Then 
 and writes DIR/ray_suite.json with both wall times, the ratio and every mismatch.
 
 Usage: python bench/ray_suite.py bench/suites/quick.toml --out DIR
-Exit code 0 when every check passes, 1 otherwise.
+       python bench/ray_suite.py SUITE --out DIR --only sequential   # one run now, ...
+       python bench/ray_suite.py SUITE --out DIR --only ray          # ...the other later, then the checks
+
+Each run leaves DIR/<mode>.run.json (wall time, exit code, commit, CPU class, when it started); the checks run once
+both are there, and refuse runs made on different CPU classes. Nothing else may run on the machine during a run:
+the wall times are the measurement.
+Exit code 0 when every check passes, 1 otherwise (2: bad arguments, 3: only one run so far).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,24 +38,35 @@ from effkit.bench import gate, load_suite
 from effkit.cpu import fingerprint
 from effkit.results import SuiteResult
 
+MODES = ("sequential", "ray")
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", help="suite file, e.g. bench/suites/quick.toml")
     parser.add_argument("--out", required=True, help="a new or empty folder: sequential/ and ray/ go inside")
     parser.add_argument("--target", type=float, default=0.75, help="largest Ray / sequential wall-time ratio")
+    parser.add_argument("--only", choices=MODES, help="make one of the two runs now (the other before or later)")
     args = parser.parse_args()
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        print(f"ray_suite: {out} is not empty; choose a new --out (both runs must train from scratch)", file=sys.stderr)
-        return 2
     suite = load_suite(args.suite)
-    walls = {}
-    for mode, extra in (("sequential", []), ("ray", ["--ray"])):
-        started = time.perf_counter()
-        done = subprocess.run(_effkit("bench", args.suite, "--out", str(out / mode), *extra), check=False)
-        walls[mode] = round(time.perf_counter() - started, 1)
-        print(f"ray_suite: {mode}: {walls[mode]} s (exit {done.returncode})", flush=True)
+    for mode in [args.only] if args.only else MODES:
+        if (out / mode).exists():
+            print(f"ray_suite: {out / mode} exists; choose a new --out (both runs must train from scratch)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    for mode in [args.only] if args.only else MODES:
+        run = _run(args.suite, out, mode)
+        print(f"ray_suite: {mode}: {run['wall_seconds']} s (exit {run['exit']})", flush=True)
+    runs = {mode: _read_run(out, mode) for mode in MODES}
+    if None in runs.values():
+        print(f"ray_suite: {out} has the {args.only} run; run --only {next(m for m in MODES if not runs[m])} next")
+        return 3
+    classes = {mode: run["cpu_class"] for mode, run in runs.items()}
+    if len(set(classes.values())) != 1:
+        print(f"ray_suite: the runs were made on different CPU classes {classes}; nothing to compare", file=sys.stderr)
+        return 2
+    walls = {mode: run["wall_seconds"] for mode, run in runs.items()}
     sequential, ray = (_results(out / mode) for mode in ("sequential", "ray"))
     mismatches = _differences(sequential, ray, out)
     judged = gate(ray, out / "sequential" / "results.json", suite.thresholds, out / "ray").gate
@@ -60,6 +79,7 @@ def main() -> int:
         "models": len(sequential.models),
         "variants": variants,
         "wall_seconds": walls,
+        "runs": runs,
         "ratio": ratio,
         "target": args.target,
         "identical": not mismatches,
@@ -86,6 +106,36 @@ def main() -> int:
         where = f"{row['model']}/{row['variant']} {row['metric']}"
         print(f"    {where}: {row['baseline']} -> {row['current']} ({row['why']})")
     return 0 if ratio <= args.target and not mismatches and judged["passed"] else 1
+
+
+def _run(suite: str, out: Path, mode: str) -> dict:
+    """`effkit bench SUITE` in a fresh process (`--ray` for the Ray run), timed; its record is kept beside it."""
+    extra = ["--ray"] if mode == "ray" else []
+    when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    load = os.getloadavg()[0]  # another job on the machine would make this run slower
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    done = subprocess.run(_effkit("bench", suite, "--out", str(out / mode), *extra), check=False)
+    run = {
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "exit": done.returncode,
+        "started": when,
+        "commit": _commit(),
+        "cpu_class": fingerprint().isa_class,
+        "load_before": load,
+    }
+    (out / f"{mode}.run.json").write_text(json.dumps(run, indent=2) + "\n")
+    return run
+
+
+def _read_run(out: Path, mode: str) -> dict | None:
+    path = out / f"{mode}.run.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "unknown"
 
 
 def _effkit(*args: str) -> list[str]:
