@@ -253,3 +253,44 @@ def test_onnx_converts_grouped_convolutions_and_exact_gelu_from_keras3(tmp_path)
     sample = np.random.default_rng(0).normal(0.0, 2.0, (32, 6, 6, 4)).astype("float32")
     (outputs,) = open_runner(path, Format.ONNX).predict(sample)
     np.testing.assert_allclose(outputs, outputs_of(model, sample), atol=1e-5)
+
+
+RELU6_EXPORT = """
+import sys
+from pathlib import Path
+
+from effkit import keras_compat
+from effkit.export.onnx import export_onnx
+
+keras = keras_compat.tf_keras()
+keras.utils.set_random_seed(0)
+layers = keras.layers
+x = keras.Input((8, 8, 1))
+h = layers.Conv2D(4, 3, padding="same")(x)
+for _ in range(6):
+    h = layers.DepthwiseConv2D(3, padding="same")(layers.ReLU(6.0)(h))
+y = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(h))
+export_onnx(keras.Model(x, y, name="relu6s"), Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_the_same_model_gives_the_same_onnx_bytes_whatever_the_processs_string_hashing(tmp_path):
+    """tf2onnx merges identical constants (six ReLU6 bounds here) and names the one it keeps after whichever it met
+    first, in an order that follows Python's string hashing: without effkit's renaming, each PYTHONHASHSEED gave
+    another file (seen: transfer_mobilenet's .onnx, sequential against Ray)."""
+    import os
+    import subprocess
+    import sys
+
+    files = []
+    for seed in ("1", "2", "3"):
+        path = tmp_path / f"relu6s-{seed}.onnx"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", RELU6_EXPORT, str(path)], env=env, check=True, capture_output=True)
+        files.append(path.read_bytes())
+    assert files[0] == files[1] == files[2]
+    import onnx
+
+    graph = onnx.load_from_string(files[0]).graph
+    assert any("/shared_" in init.name for init in graph.initializer)  # the merged bounds, named by first use

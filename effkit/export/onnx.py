@@ -37,6 +37,7 @@ def export_onnx(model: Any, path: Path, *, opset: int = OPSET) -> Path:
     # tf2onnx names the graph after the traced function, whose name carries a per-process counter; a fixed text
     # keeps the same model's .onnx byte-identical from run to run.
     model_proto.graph.doc_string = f"{model.name}, converted from Keras by tf2onnx"
+    _shared_constants(model_proto.graph)
     _canonical_names(model_proto.graph)
     _name_dynamic_dims(model_proto.graph)
     _name_outputs(model_proto.graph, output_names(model))
@@ -100,6 +101,39 @@ def _fold_constants(graph, constants: dict) -> None:
 # process-wide counter) and TensorFlow's numeric path segments such as `embedding_lookup/2049:0` (object ids).
 _GENERATED = re.compile(r"__(\d+)")
 _TF_IDS = re.compile(r"(?<=/)(\d+)(?=[:/]|$)")
+
+
+def _shared_constants(graph) -> None:
+    """Name each constant that several nodes share after its first consumer, and order the constants by first use.
+
+    tf2onnx merges identical constants (a ReLU6's bounds, say) into one, named after whichever it met first, and that
+    order follows Python's string hashing, which differs from process to process: the same model then gave .onnx
+    files that differ in a few names (transfer_mobilenet, sequential against Ray). Node order does not vary."""
+    first_use: dict[str, tuple[int, str]] = {}
+    uses: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for slot, name in enumerate(node.input):
+            uses[name] = uses.get(name, 0) + 1
+            first_use.setdefault(name, (index, f"{node.name}/shared_{slot}"))
+    outputs = {value.name for value in graph.output}
+    renamed = {
+        init.name: first_use[init.name][1]
+        for init in graph.initializer
+        if uses.get(init.name, 0) > 1 and init.name not in outputs
+    }
+    for init in graph.initializer:
+        init.name = renamed.get(init.name, init.name)
+    for node in graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+    order = {new: first_use[old][0] for old, new in renamed.items()}
+    ordered = sorted(
+        graph.initializer, key=lambda init: (order.get(init.name, first_use.get(init.name, (1 << 30,))[0]), init.name)
+    )
+    copies = [type(init)() for init in ordered]
+    for copy, init in zip(copies, ordered, strict=True):
+        copy.CopyFrom(init)
+    del graph.initializer[:]
+    graph.initializer.extend(copies)
 
 
 def _canonical_names(graph) -> None:
