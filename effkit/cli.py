@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -175,6 +176,15 @@ def _parser() -> argparse.ArgumentParser:
         "on the validation split, instead of measuring the --sparsity grid",
     )
     compress.add_argument("--budget", help="wall-time bound for --search, e.g. 300s, 10m, 1h (default: none)")
+    compress.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="with --search: make each model's quantized candidates as Ray tasks while the search fine-tunes the "
+        "next model (the same decisions as without); a local Ray on this machine, or the cluster at ADDRESS; needs "
+        "effkit[ray]",
+    )
     compress.add_argument(
         "--sparsity-m-by-n",
         metavar="M:N",
@@ -443,17 +453,22 @@ def _compress_config(args: argparse.Namespace) -> CompressConfig:
 def _compress(args: argparse.Namespace) -> int:
     config = _compress_config(args)
 
+    from .executor import executor_for
     from .pipeline import compress
     from .report import machine_line, summary, table, targets_section
 
-    report = compress(
-        args.model,
-        args.data,
-        config=config,
-        out_dir=args.out,
-        safe_mode=not args.unsafe_load,
-        overwrite=args.overwrite,
-    )
+    if args.ray is not None and config.search is None:
+        raise ConfigError("--ray makes a search's candidates in parallel: add --search size (or latency)")
+    with executor_for(args.ray) if args.ray is not None else contextlib.nullcontext() as executor:
+        report = compress(
+            args.model,
+            args.data,
+            config=config,
+            out_dir=args.out,
+            safe_mode=not args.unsafe_load,
+            overwrite=args.overwrite,
+            executor=executor,
+        )
     print(table(report))
     print()
     print(summary(report).replace("**", ""))

@@ -57,6 +57,12 @@ class Executor(ABC):
 
         An executor that times apart from making calls `made(job, variants)` once a job's variants are made."""
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Task:
+        """`fn(*args)` as one unit of work, where this executor runs work: here and now (`InProcess`), or as a task
+        on one CPU of the cluster (Ray), its arguments and result shipped by value. An argument that is a `Task`
+        (of this executor) stands for its value. What `fn` raises, `Task.result()` raises."""
+        return Done.of(fn, *[arg.result() if isinstance(arg, Task) else arg for arg in args])
+
     def close(self) -> None:  # noqa: B027 (most executors hold nothing)
         """Release what the executor started."""
 
@@ -71,6 +77,45 @@ class Executor(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class Task(ABC):
+    """A unit of work `Executor.submit` started."""
+
+    @abstractmethod
+    def done(self) -> bool:
+        """Whether `result()` would return at once."""
+
+    @abstractmethod
+    def result(self) -> Any:
+        """Its value, waiting for it; raises what the work raised."""
+
+    def cancel(self) -> None:  # noqa: B027 (work done in line has nothing to cancel)
+        """Stop it if it is still running."""
+
+
+class Done(Task):
+    """Work already done, in this process."""
+
+    def __init__(self, value: Any = None, error: BaseException | None = None):
+        self._value, self._error = value, error
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], *args: Any) -> Done:
+        try:
+            return cls(fn(*args))
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            return cls(error=error)
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class InProcess(Executor):

@@ -89,6 +89,7 @@ def compress(
     safe_mode: bool = True,
     overwrite: bool = False,
     time_latency: bool = True,
+    executor: Any = None,
 ) -> Report:
     """Prune, quantize and export a Keras classifier, and measure every variant on the same test split.
 
@@ -104,6 +105,8 @@ def compress(
         overwrite: replace the results of an earlier run in `out_dir` (only the files its report names).
         time_latency: False leaves every variant's latency empty, for a timing task of its own to fill in on a
             node nothing else runs on (`effkit.ray_executor`); accuracy, sizes and artifacts are the same.
+        executor: for `config.search`, where its candidates' artifacts are made (`effkit.executor.Executor`, a
+            `RayExecutor` for `--ray`): None makes them here, one after another; the decisions are the same.
 
     Returns:
         The Report, also written to `out_dir`. If the run is interrupted, the report written so far is marked
@@ -197,7 +200,7 @@ def compress(
                     variants.append(variant)
                     advance(1)
         if config.search is not None:
-            search = _new_search(run, working, out_dir, name=name, prune_blocker=prune_blocker)
+            search = _new_search(run, working, out_dir, name=name, prune_blocker=prune_blocker, executor=executor)
             _run_search(search, run, out_dir, variants)
         interrupt.check()
         complete = True
@@ -615,7 +618,9 @@ def planned_variants(config: CompressConfig) -> int:
     return (1 + derived) * (1 + len(plan(config))) + derived * config.qat
 
 
-def _new_search(run: VariantMaker, model: Any, out_dir: Path, *, name: str, prune_blocker: str | None):
+def _new_search(
+    run: VariantMaker, model: Any, out_dir: Path, *, name: str, prune_blocker: str | None, executor: Any = None
+):
     """The accuracy-aware search for this run; its sensitivity cache is this output folder's or a sibling's."""
     from .search import Search
 
@@ -628,6 +633,7 @@ def _new_search(run: VariantMaker, model: Any, out_dir: Path, *, name: str, prun
         calibration=run.calibration,
         cache_dirs=(out_dir, *siblings),
         prune_blocker=prune_blocker,
+        executor=executor,
     )
 
 

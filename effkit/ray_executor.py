@@ -19,6 +19,7 @@ reason is reported failed and the others go on; stopping the iteration (Ctrl-C) 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import signal
@@ -33,7 +34,7 @@ import ray
 
 from .config import CompressConfig, Format
 from .errors import ConfigError, EffkitError, one_line_reason
-from .executor import Executor, ModelJob, ModelOutcome, Timing, with_timings
+from .executor import Executor, ModelJob, ModelOutcome, Task, Timing, with_timings
 from .files import write_bytes, write_text
 from .types import Report, Status
 
@@ -99,12 +100,21 @@ class RayExecutor(Executor):
                 raise ConfigError(f"cannot start or join Ray at {address or 'this machine'}: {error}") from None
             self._started = True
         self._timing_envs: dict[str, dict[str, Any]] = {}
+        self._remote: dict[Callable[..., Any], Any] = {}  # `submit`'s functions, each exported to Ray once
         if not ray.cluster_resources().get(TIMING_RESOURCE):
             self.close()
             raise ConfigError(
                 f"no node of the Ray cluster offers the {TIMING_RESOURCE} resource; start each node with "
                 f"--resources '{{\"{TIMING_RESOURCE}\": 1}}'"
             )
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Task:
+        """`fn(*args)` as a task on one CPU, retried when its worker dies; a `RayTask` argument is passed as its
+        result, once it has one."""
+        if fn not in self._remote:
+            self._remote[fn] = ray.remote(fn).options(num_cpus=1, max_retries=RETRIES)
+        remote = self._remote[fn]
+        return RayTask(remote.remote(*[arg.ref if isinstance(arg, RayTask) else arg for arg in args]))
 
     def close(self) -> None:
         if self._started and ray.is_initialized():
@@ -144,7 +154,7 @@ class RayExecutor(Executor):
         deferred: list[tuple] = []  # timing tasks held back while production tasks still wait for a CPU
         slots = int(ray.cluster_resources().get("CPU", 1))
         try:
-            for job in jobs:
+            for job in sorted(jobs, key=expected_cost, reverse=True):
                 cached = None
                 if job.path is not None:
                     source = Path(job.path)
@@ -233,6 +243,43 @@ class RayExecutor(Executor):
             "timing": {"node": timed.node, "started": timed.started, "ended": timed.ended, "held": timed.held},
         }
         return replace(report, variants=variants, model=model, environment={**report.environment, "ray": where})
+
+
+class RayTask(Task):
+    """A task `RayExecutor.submit` started: its object reference."""
+
+    def __init__(self, ref: Any):
+        self.ref = ref
+
+    def done(self) -> bool:
+        ready, _ = ray.wait([self.ref], timeout=0)
+        return bool(ready)
+
+    def result(self) -> Any:
+        try:
+            return ray.get(self.ref)
+        except ray.exceptions.RayTaskError as error:  # the task's own exception, not Ray's wrapper
+            cause = error.cause if isinstance(getattr(error, "cause", None), BaseException) else error
+            raise cause from None
+
+    def cancel(self) -> None:
+        ray.cancel(self.ref, force=True)
+
+
+def expected_cost(job: ModelJob) -> float:
+    """A rough weight of a job's production, for the order of submission only: the heaviest model first, so that
+    the longest production does not start last and leave the other CPUs idle at the end (nothing can time beside
+    it). Variants to make, times the input's elements when the data names a shape (`digits:96x96x3`), times the
+    model file's size when there is a file."""
+    from .pipeline import planned_variants
+
+    cost = float(planned_variants(job.config))
+    _, _, shape = job.data.partition(":")
+    if shape and all(part.isdigit() for part in shape.split("x")):
+        cost *= math.prod(int(part) for part in shape.split("x"))
+    if job.path is not None and Path(job.path).is_file():
+        cost *= Path(job.path).stat().st_size
+    return cost
 
 
 def _produce(

@@ -13,12 +13,21 @@ validation, and the Dataset it is given has no test split (`Dataset.without_test
 the chosen candidates on the test split (`Search.confirm`), taking the next one on the Pareto front when one
 misses the budget there. Candidates are ordered so that a short `--budget` still returns the best found so far;
 the trace of everything tried survives an interruption.
+
+Given an executor (`compress --search ... --ray`), the driver makes each model's quantized artifacts as a task of
+their own (`make_artifacts`: the float .tflite in, the quantized files and their validation figures out) while it
+goes on to fine-tune the next model; the tasks of successive models form a chain, so every decision is the one the
+search makes in one process. Their quick latency is timed here, once every task is in and nothing of the search
+runs beside it, before the steps that read it.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -33,6 +42,7 @@ from .classifier import ModelInfo
 from .config import CompressConfig, Format, LatencyConfig, Precision, SearchGoal
 from .data import Dataset
 from .errors import one_line_reason
+from .executor import Executor, Task
 from .measure import batch_of, file_sizes, parity, primary_top1, time_latency, weight_sparsity
 from .sensitivity import Sensitivity
 from .types import Step, known_fields
@@ -100,6 +110,7 @@ class _Source:
     val_outputs: np.ndarray  # primary head on validation: what its artifacts must agree with
     clusters: int | None = None
     float_tflite: Path | None = None
+    layers: tuple[str, ...] = ()  # every leaf layer's name (`sensitivity.layer_names`): how plans name ops
 
 
 @dataclass
@@ -143,6 +154,7 @@ class Search:
         scratch: Path | None = None,
         cache_dirs: tuple[Path, ...] = (),
         prune_blocker: str | None = None,
+        executor: Executor | None = None,
     ):
         if config.search is None:
             raise ValueError("Search needs config.search")
@@ -168,6 +180,10 @@ class Search:
         self.notes: list[str] = []
         self._names = info.output_names
         self._val_labels = self.dataset.labels("val", self._names)
+        self.executor = executor  # None: artifacts made here, in line
+        self._pending: list[tuple[_Source, Task]] = []  # artifact tasks not merged yet, in the order submitted
+        self._timed_here = True  # False in an artifact task: its quick latency is timed by the driver
+        self.task_workers: list[str] = []  # host:pid of each artifact task merged, in order
 
     def close(self) -> None:
         """Remove the candidates' files (the chosen ones were copied out by then)."""
@@ -185,7 +201,7 @@ class Search:
             baseline = self._baseline_source()
             self.baseline_val_top1 = baseline.val_top1
             self.sensitivity = self._sensitivity(baseline)
-            self._artifacts_of(baseline)
+            self._artifacts(baseline)
             within = [baseline]
             for source in self._progressive(baseline):
                 within.append(source)
@@ -193,11 +209,15 @@ class Search:
                 within.append(source)
             if self.settings.goal == SearchGoal.LATENCY:
                 within.extend(self._structured(baseline))
+            self._collect()
             self._qat_fallback(within)
             self._onnx_of_best_integer()
             self.stopped = "budget" if self._budget_spent else "done"
         except KeyboardInterrupt:
             self.stopped = "interrupted"
+            for _, task in self._pending:
+                task.cancel()
+            self._pending.clear()
             raise
         finally:
             self._mark_front()
@@ -229,7 +249,7 @@ class Search:
             if source is None:
                 return
             yield source
-            self._artifacts_of(source)
+            self._artifacts(source)
             previous = source
 
     def _clustered(self, within: list[_Source]) -> Iterator[_Source]:
@@ -248,7 +268,7 @@ class Search:
                     break  # fewer clusters only costs more
                 source.clusters = clusters
                 yield source
-                self._artifacts_of(source)
+                self._artifacts(source)
 
     def _structured(self, baseline: _Source) -> Iterator[_Source]:
         """For the latency goal: 2:4 structured sparsity (at most 2 nonzero in every 4 input channels), the pattern
@@ -264,7 +284,7 @@ class Search:
         )
         if source is not None:
             yield source
-            self._artifacts_of(source)
+            self._artifacts(source)
 
     def _prune_m_by_n(self, parent: _Source, m_by_n: tuple[int, int]):
         from .errors import ModelError
@@ -323,7 +343,6 @@ class Search:
         from .config import Quant
         from .export.onnx import export_onnx
         from .quantize.onnxruntime import onnx_nodes_for_layers, quantize_onnx
-        from .sensitivity import layer_names
 
         integer = [
             a
@@ -343,9 +362,7 @@ class Search:
         float_onnx, path = self.scratch / f"{source.name}-float.onnx", self.scratch / f"{name}.onnx"
         try:
             export_onnx(source.model, float_onnx)
-            exclude = (
-                onnx_nodes_for_layers(float_onnx, floats, keras_layers=layer_names(source.model)) if floats else []
-            )
+            exclude = onnx_nodes_for_layers(float_onnx, floats, keras_layers=list(source.layers)) if floats else []
             params = quantize_onnx(float_onnx, path, quantization=Quant.INT8, calibration=self.calibration,
                                    config=self.config.onnx_quant, nodes_to_exclude=exclude)  # fmt: skip
         except KeyboardInterrupt:
@@ -360,6 +377,8 @@ class Search:
 
     # ------------------------------------------------------------------ sources (Keras models)
     def _baseline_source(self) -> _Source:
+        from .sensitivity import layer_names
+
         outputs = self._keras_val(self.model)
         overall, per_layer = weight_sparsity(self.model)
         top1 = self._val_top1(outputs)
@@ -370,6 +389,7 @@ class Search:
             self.settings.goal,
         )
         source = _Source("baseline", self.model, (), per_layer, overall, top1, self._primary(outputs))
+        source.layers = tuple(layer_names(self.model))
         self._record(
             Candidate(
                 "baseline",
@@ -417,6 +437,8 @@ class Search:
         )
         if decision != Decision.KEPT:
             return None
+        from .sensitivity import layer_names
+
         step = Step(result.stage, result.step_params())
         return _Source(
             name,
@@ -427,6 +449,7 @@ class Search:
             top1,
             self._primary(outputs),
             clusters=parent.clusters,
+            layers=tuple(layer_names(result.model)),
         )
 
     def _prune(self, parent: _Source, level: float, targets: dict[str, float], *, epochs: int):
@@ -464,20 +487,48 @@ class Search:
         return replace(self.config.prune, epochs=epochs, patience=max(2, epochs // 3))
 
     # ------------------------------------------------------------------ artifacts
-    def _artifacts_of(self, source: _Source) -> None:
-        """The source's quantized .tflite candidates, each plan chosen from the sensitivity table."""
+    def _artifacts(self, source: _Source) -> None:
+        """The source's quantized .tflite candidates: made here, or submitted as a task (`make_artifacts`) that
+        starts once the previous source's task is done, since its selective int8 starts where that one ended."""
+        if self._out_of_time() or not self._float_tflite(source):
+            return
+        if self.executor is None:
+            self._quantized_artifacts(source)
+            self._converter_if_needed(source)
+            return
+        remote = copy.copy(self)  # what the task reads: no Keras model, no training data, nothing made so far
+        remote.model, remote.executor, remote._pending = None, None, []
+        remote.artifacts, remote.candidates, remote.notes = {}, [], []
+        remote.cache_dirs, remote._timed_here = (), False
+        remote.dataset = self.dataset.only_validation()
+        state = replace(source, model=None, float_tflite=None)
+        previous = self._pending[-1][1] if self._pending else None
+        budget = self.deadline.budget_seconds
+        remaining = None if budget is None else budget - self.deadline.elapsed
+        float_tflite = source.float_tflite.read_bytes()
+        task = self.executor.submit(make_artifacts, remote, state, float_tflite, remaining, previous)
+        self._pending.append((source, task))
+        log.info("search: %s's artifacts submitted", source.name)
+
+    def _float_tflite(self, source: _Source) -> bool:
+        """The source's float .tflite, which every plan quantizes; False when it cannot be converted (recorded)."""
         from .export.tflite import export_tflite
 
-        if self._out_of_time():
-            return
-        if source.float_tflite is None:
-            started = time.perf_counter()
-            source.float_tflite = self.scratch / f"{source.name}-float.tflite"
-            try:
-                export_tflite(source.model, source.float_tflite)
-            except Exception as error:
-                self._failed(f"{source.name}-tflite", "artifact", source.name, {}, error, started)
-                return
+        if source.float_tflite is not None:
+            return True
+        started = time.perf_counter()
+        source.float_tflite = self.scratch / f"{source.name}-float.tflite"
+        try:
+            export_tflite(source.model, source.float_tflite)
+        except Exception as error:
+            self._failed(f"{source.name}-tflite", "artifact", source.name, {}, error, started)
+            source.float_tflite = None
+            return False
+        return True
+
+    def _quantized_artifacts(self, source: _Source) -> None:
+        """The source's quantized .tflite candidates, each plan chosen from the sensitivity table: what needs only
+        the float .tflite, not the Keras model."""
         for label, plan in self._plans(source):
             if self._out_of_time():
                 return
@@ -485,9 +536,58 @@ class Search:
         a8 = self.artifacts.get(f"{source.name}-a8")
         if a8 is not None and a8.candidate.decision == Decision.DROPPED:
             self._selective_int8(source, a8)
+
+    def _converter_if_needed(self, source: _Source) -> None:
         w8 = self.artifacts.get(f"{source.name}-w8")
         if w8 is not None and w8.candidate.size_bytes > FLOAT_LEFT * source.float_tflite.stat().st_size:
             self._converter_dynamic(source)
+
+    def _merge(self, source: _Source, task: Task) -> None:
+        """A finished artifact task's candidates into the trace, in the order it made them, and its files into the
+        scratch folder; then what needs the Keras model (the converter's int8 weights)."""
+        try:
+            batch: ArtifactBatch = task.result()
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # the task failed outright (its worker died past its retries): its plans did
+            self._failed(f"{source.name}-artifacts", "artifact", source.name, {}, error, time.perf_counter())
+            return
+        for candidate in batch.candidates:
+            self._record(candidate)
+            made = batch.made.get(candidate.name)
+            if made is None:
+                continue
+            fmt, quantization, steps, backend = made
+            path = self.scratch / f"{candidate.name}.{Format(fmt).value}"
+            path.write_bytes(batch.files[candidate.name])
+            artifact = _Artifact(candidate, path, source, Format(fmt), quantization, steps, backend)
+            self.artifacts[candidate.name] = artifact
+        self.notes.extend(batch.notes)
+        self.task_workers.append(batch.worker)
+        self._floats_needed = batch.floats_needed
+        self._budget_spent = self._budget_spent or batch.budget_spent
+        self._converter_if_needed(source)
+
+    def _merge_ready(self) -> None:
+        """Merge the tasks that are done, oldest first, up to the first still running (the trace keeps its order)."""
+        while self._pending and self._pending[0][1].done():
+            self._merge(*self._pending.pop(0))
+
+    def _collect(self) -> None:
+        """Wait for every artifact task, merge them, and time the candidates they made with nothing else running."""
+        while self._pending:
+            self._merge(*self._pending.pop(0))
+        for name, artifact in list(self.artifacts.items()):
+            if artifact.candidate.p50_ms is not None or artifact.candidate.decision == Decision.FAILED:
+                continue
+            try:
+                p50 = self._quick_p50(artifact.path, artifact.fmt)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:
+                self.notes.append(f"search: could not time {name}: {one_line_reason(error)}")
+                continue
+            self._update(self._index(name), p50_ms=p50)
 
     def _converter_dynamic(self, source: _Source) -> None:
         """When the LiteRT quantizer's int8-weight plan leaves most of the file float (it quantizes no GATHER in
@@ -521,11 +621,10 @@ class Search:
         of them, until a plan is within budget. The ranking comes from the LiteRT quantizer's validator (each op's
         input SNR over its output SNR) on validation inputs, with ops measured fragile alone first."""
         from .quantize.litert import LayerPlan, noise_ranking
-        from .sensitivity import layer_names
 
         try:
             ranking = noise_ranking(source.float_tflite, uniform.path, self.dataset.x_val[:64],
-                                    keras_layers=layer_names(source.model))  # fmt: skip
+                                    keras_layers=list(source.layers))  # fmt: skip
         except Exception as error:
             self.notes.append(f"could not rank {source.name}'s int8 ops by error: {one_line_reason(error)}")
             return
@@ -581,7 +680,6 @@ class Search:
     def _quantized(self, source: _Source, label: str, plan, *, why: str | None = None) -> None:
         from .quantize.litert import quantize_litert_plan
         from .runtime.delegation import xnnpack_summary
-        from .sensitivity import layer_names
 
         name = f"{source.name}-{label}"
         started = time.perf_counter()
@@ -598,7 +696,7 @@ class Search:
                 path,
                 plan=plan,
                 calibration=self.calibration,
-                keras_layers=layer_names(source.model),
+                keras_layers=list(source.layers),
             )
         except KeyboardInterrupt:
             raise
@@ -641,8 +739,7 @@ class Search:
             top1 = self._val_top1(outputs)
             agreement = _agreement(self._primary(outputs), source.val_outputs, self.info)
             size, gzip = file_sizes(path)
-            x = batch_of(self.dataset.x_val, self.config.latency.batch)
-            latency = time_latency(runner.bind(x), config=QUICK_LATENCY, batch=len(x), threads=runner.threads)
+            p50 = self._quick_p50(path, fmt, runner) if self._timed_here else None
         except KeyboardInterrupt:
             raise
         except Exception as error:
@@ -668,12 +765,21 @@ class Search:
             agreement,
             size,
             gzip,
-            round(latency.p50, 5),
+            p50,
             round(source.sparsity, 4),
             _since(started),
         )
         self._record(candidate)
         self.artifacts[name] = _Artifact(candidate, path, source, fmt, quantization, steps, backend)
+
+    def _quick_p50(self, path: Path, fmt: Format, runner: Any = None) -> float:
+        """The candidate's median latency under the short protocol, at the headline batch and thread count."""
+        from .runtime import open_runner
+
+        if runner is None:
+            runner = open_runner(path, fmt, threads=self.config.latency.threads[0], outputs=self._names)
+        x = batch_of(self.dataset.x_val, self.config.latency.batch)
+        return round(time_latency(runner.bind(x), config=QUICK_LATENCY, batch=len(x), threads=runner.threads).p50, 5)
 
     def agreement_needed(self) -> float:
         """The top-1 agreement with its Keras model a candidate needs on validation: the parity bar the test split
@@ -776,6 +882,7 @@ class Search:
         """The budget is spent, and there is something to show for it: the first artifact within budget is always
         made, however short the budget."""
         interrupt.check()
+        self._merge_ready()
         kept = any(a.candidate.decision == Decision.KEPT for a in self.artifacts.values())
         if self.deadline.passed() and kept:
             self._budget_spent = True
@@ -873,6 +980,45 @@ class Search:
             "chosen": next((c.name for c in self.candidates if c.decision == Decision.CHOSEN), None),
             "candidates": [c.to_dict() for c in self.candidates],
         }
+
+
+@dataclass(frozen=True)
+class ArtifactBatch:
+    """What an artifact task returns: the candidates it tried, in order, and the files of those it made."""
+
+    candidates: list[Candidate]
+    made: dict[str, tuple[str, str, tuple[Step, ...], str]]  # name: (format, quantization, steps, backend)
+    files: dict[str, bytes]
+    notes: list[str]
+    floats_needed: int
+    budget_spent: bool
+    worker: str  # host:pid of the process that made them
+
+
+def make_artifacts(
+    search: Search, source: _Source, float_tflite: bytes, remaining: float | None, previous: ArtifactBatch | None
+) -> ArtifactBatch:
+    """An artifact task: the source's quantized candidates, made and measured on validation where the task runs,
+    from a copy of the search without its Keras models. `previous` is the previous source's batch: its selective
+    int8 ended where this one starts. Nothing is timed here: the driver times the candidates once all are in."""
+    scratch = Path(tempfile.mkdtemp(prefix="effkit-search-task-"))
+    try:
+        search.scratch = scratch
+        search.deadline = Deadline(remaining)
+        if previous is not None:
+            search._floats_needed = previous.floats_needed
+            search._budget_spent = search._budget_spent or previous.budget_spent
+        source.float_tflite = scratch / f"{source.name}-float.tflite"
+        source.float_tflite.write_bytes(float_tflite)
+        search._quantized_artifacts(source)
+        made = {name: (str(a.fmt), a.quantization, a.steps, a.backend) for name, a in search.artifacts.items()}
+        files = {name: a.path.read_bytes() for name, a in search.artifacts.items()}
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        return ArtifactBatch(
+            search.candidates, made, files, search.notes, search._floats_needed, search._budget_spent, worker
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @dataclass(frozen=True)

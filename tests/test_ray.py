@@ -260,3 +260,84 @@ def test_latency_timed_on_two_cpu_classes_is_not_gated(ray_session, on_ray, in_p
     verdict = gate(replace(results, environment=mixed), tmp_path / "results.json", Thresholds(), out).gate
     assert verdict["latency_compared"] is False
     assert gate(results, tmp_path / "results.json", Thresholds(), out).gate["latency_compared"] is True
+
+
+def test_a_search_on_ray_makes_its_artifacts_in_tasks_and_decides_as_in_process(ray_session, tiny_model, digits):
+    """`compress --search --ray`: each model's quantized candidates are made by a task in another process while the
+    driver fine-tunes the next model; the trace (names, decisions, sizes, validation top-1) and the artifacts of the
+    user's own model are the same as in one process, and every candidate was timed."""
+    from dataclasses import replace
+
+    from effkit import keras_compat
+    from effkit.classifier import describe
+    from effkit.config import CompressConfig, LatencyConfig, PruneConfig, SearchConfig
+    from effkit.ray_executor import RayExecutor
+    from effkit.search import Search
+
+    info = describe(tiny_model, digits.x_train[:16], name="tiny")
+    config = CompressConfig(
+        formats=("tflite",),
+        quantizations=("none", "dynamic"),
+        tflite_backends=("litert",),
+        prune=PruneConfig(epochs=2, batch_size=64),
+        latency=LatencyConfig(warmup_runs=1, warmup_seconds=0.0, min_runs=5, min_seconds=0.0),
+        calibration_samples=64,
+        max_accuracy_drop=3.0,  # away from the boundary, where a fine-tune's last bits could flip a decision
+        search=SearchConfig(levels=(0.6, 0.8), level_epochs=2, clusters=(), qat=False),
+    )
+    runs = []
+    with RayExecutor() as executor:
+        for where in (None, executor):
+            keras_compat.tf_keras().utils.set_random_seed(0)
+            search = Search(tiny_model, digits, info=info, config=config, calibration=digits.x_train[:64],
+                            executor=where)  # fmt: skip
+            try:
+                search.run()
+                files = {name: a.path.read_bytes() for name, a in search.artifacts.items()}
+            finally:
+                search.close()
+            runs.append((search, files))
+    (here, here_files), (remote, remote_files) = runs
+
+    def trace(search):  # in the order of names: on Ray a task's candidates join the trace when it is merged
+        return sorted((c.name, c.kind, c.decision, c.size_bytes, c.gzip_bytes, c.val_top1) for c in search.candidates)
+
+    assert trace(remote) == trace(here)
+    kept = [c.name for c in remote.candidates if c.kind == "model" and c.decision == "kept"]
+    assert kept[0] == "baseline" and len(kept) >= 2
+    assert here.task_workers == [] and len(remote.task_workers) == len(kept)  # one task per model within budget
+    assert sum(c.kind == "artifact" for c in remote.candidates) >= 2 * len(kept)  # w8 and a8 (and more) of each
+    assert not any(worker.endswith(f":{os.getpid()}") for worker in remote.task_workers)
+    baseline = [name for name in here_files if name.startswith("baseline-")]
+    assert baseline and all(remote_files[name] == here_files[name] for name in baseline)
+    timed = [c for c in remote.candidates if c.kind == "artifact" and c.decision != "failed"]
+    assert timed and all(c.p50_ms is not None and c.p50_ms > 0 for c in timed)
+    assert [c.name for c in remote.front()] == [c.name for c in here.front()]
+    assert replace(remote.candidates[0], seconds=0) == replace(here.candidates[0], seconds=0)  # the baseline
+
+
+def test_compress_ray_without_a_search_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "effkit", "compress", "--ray", "--out", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    why = "--ray makes a search's candidates in parallel: add --search size (or latency)"
+    assert done.stderr.strip().splitlines() == [f"effkit: error: {why}"]
+    assert not out.exists()
+
+
+def test_the_heaviest_model_is_submitted_first():
+    """Production is ordered heaviest first (more variants, larger inputs), so that the last one to finish does not
+    run alone while the other CPUs wait: nothing can time beside it."""
+    from dataclasses import replace
+
+    from effkit.config import CompressConfig
+    from effkit.executor import ModelJob
+    from effkit.ray_executor import expected_cost
+
+    config = CompressConfig(sparsities=(0.5,), quantizations=("none", "int8"))
+    small = ModelJob(name="small", data="digits", config=config, reference="digits_cnn")
+    large_input = replace(small, name="large", data="digits:96x96x3")
+    more_variants = replace(small, name="more", config=replace(config, sparsities=(0.5, 0.8)))
+    assert expected_cost(large_input) > expected_cost(more_variants) > expected_cost(small) > 0

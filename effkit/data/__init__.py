@@ -116,10 +116,12 @@ class Dataset:
         """The same train and validation splits and an empty test split: what a search that may not look at the
         test split is given."""
 
-        def empty(y: Labels) -> Labels:
-            return {name: values[:0] for name, values in y.items()} if isinstance(y, dict) else y[:0]
+        return replace(self, x_test=self.x_test[:0], y_test=_empty(self.y_test))
 
-        return replace(self, x_test=self.x_test[:0], y_test=empty(self.y_test))
+    def only_validation(self) -> Dataset:
+        """The validation split alone (train and test empty, their shapes kept): what a task that measures
+        candidates on validation is sent."""
+        return replace(self.without_test(), x_train=self.x_train[:0], y_train=_empty(self.y_train))
 
     def map_inputs(self, function) -> Dataset:
         return replace(self, x_train=function(self.x_train), x_val=function(self.x_val), x_test=function(self.x_test))
@@ -238,3 +240,7 @@ def fit_sequences(dataset: Dataset, length: int) -> Dataset:
         return np.pad(x, ((0, 0), (0, length - x.shape[1])))
 
     return dataset.map_inputs(fitted)
+
+
+def _empty(y: Labels) -> Labels:
+    return {name: values[:0] for name, values in y.items()} if isinstance(y, dict) else y[:0]
