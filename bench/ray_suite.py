@@ -113,6 +113,7 @@ def _run(suite: str, out: Path, mode: str) -> dict:
     extra = ["--ray"] if mode == "ray" else []
     when = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     load = os.getloadavg()[0]  # another job on the machine would make this run slower
+    commit = _commit()  # before the run: the working tree may change while it runs
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     done = subprocess.run(_effkit("bench", suite, "--out", str(out / mode), *extra), check=False)
@@ -120,7 +121,7 @@ def _run(suite: str, out: Path, mode: str) -> dict:
         "wall_seconds": round(time.perf_counter() - started, 1),
         "exit": done.returncode,
         "started": when,
-        "commit": _commit(),
+        "commit": commit,
         "cpu_class": fingerprint().isa_class,
         "load_before": load,
     }
