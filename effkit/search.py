@@ -388,8 +388,8 @@ class Search:
             self.budget_pp,
             self.settings.goal,
         )
-        source = _Source("baseline", self.model, (), per_layer, overall, top1, self._primary(outputs))
-        source.layers = tuple(layer_names(self.model))
+        source = _Source("baseline", self.model, (), per_layer, overall, top1, self._primary(outputs),
+                         layers=tuple(layer_names(self.model)))  # fmt: skip
         self._record(
             Candidate(
                 "baseline",
@@ -406,6 +406,8 @@ class Search:
 
     def _make_source(self, name: str, parent: _Source, make: Callable[[], Any], *, settings: dict) -> _Source | None:
         """Run one model-making step; record it; None when it failed or its model misses the budget."""
+        from .sensitivity import layer_names
+
         started = time.perf_counter()
         try:
             result = make()
@@ -437,8 +439,6 @@ class Search:
         )
         if decision != Decision.KEPT:
             return None
-        from .sensitivity import layer_names
-
         step = Step(result.stage, result.step_params())
         return _Source(
             name,

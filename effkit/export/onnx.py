@@ -109,31 +109,26 @@ def _shared_constants(graph) -> None:
     tf2onnx merges identical constants (a ReLU6's bounds, say) into one, named after whichever it met first, and that
     order follows Python's string hashing, which differs from process to process: the same model then gave .onnx
     files that differ in a few names (transfer_mobilenet, sequential against Ray). Node order does not vary."""
-    first_use: dict[str, tuple[int, str]] = {}
+    first_use: dict[str, str] = {}
     uses: dict[str, int] = {}
-    for index, node in enumerate(graph.node):
+    for node in graph.node:
         for slot, name in enumerate(node.input):
             uses[name] = uses.get(name, 0) + 1
-            first_use.setdefault(name, (index, f"{node.name}/shared_{slot}"))
+            first_use.setdefault(name, f"{node.name}/shared_{slot}")
     outputs = {value.name for value in graph.output}
     renamed = {
-        init.name: first_use[init.name][1]
+        init.name: first_use[init.name]
         for init in graph.initializer
         if uses.get(init.name, 0) > 1 and init.name not in outputs
     }
     for init in graph.initializer:
         init.name = renamed.get(init.name, init.name)
+    position: dict[str, int] = {}
     for node in graph.node:
         node.input[:] = [renamed.get(name, name) for name in node.input]
-    order = {new: first_use[old][0] for old, new in renamed.items()}
-    ordered = sorted(
-        graph.initializer, key=lambda init: (order.get(init.name, first_use.get(init.name, (1 << 30,))[0]), init.name)
-    )
-    copies = [type(init)() for init in ordered]
-    for copy, init in zip(copies, ordered, strict=True):
-        copy.CopyFrom(init)
-    del graph.initializer[:]
-    graph.initializer.extend(copies)
+        for name in node.input:
+            position.setdefault(name, len(position))
+    graph.initializer.sort(key=lambda init: (position.get(init.name, len(position)), init.name))
 
 
 def _canonical_names(graph) -> None:
