@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def serving_saved_model(model: Any, directory: Path, *, names: list[str] | None 
 def convert(converter: Any, path: Path, *, what: str = "TFLite conversion") -> Path:
     """Run a configured converter and write its flatbuffer atomically."""
     try:
-        with silenced():
+        with silenced(), _gc_frozen():
             flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError, RuntimeError, ValueError...
         raise StageError(f"{what} failed: {first_line(error)}") from error
@@ -287,3 +288,14 @@ def keras_layer_name(tensor_name: str) -> str:
     if "FakeQuant" in tensor_name and name.startswith("quant_"):
         name = name[len("quant_") :]
     return name
+
+
+@contextlib.contextmanager
+def _gc_frozen():
+    import gc
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
