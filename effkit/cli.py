@@ -236,7 +236,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run every model of a suite (a TOML file, see bench/suites/) through compress with the same "
         "latency protocol; write results.json, results.md, plots and report.html; with --baseline, exit 4 when "
         "accuracy, size or relative latency regressed beyond the suite's thresholds. A baseline kept for this "
-        "CPU class beside --baseline (quick.x86_64-avx2.json next to quick.json) is used when it exists.",
+        "CPU beside --baseline (quick.x86_64-avx2.authenticamd-25-1.77e6fd.json next to quick.json: class, vendor, "
+        "family, model and a digest of the features) is used when it exists; latency is compared only with a "
+        "baseline measured on a CPU with the same kernels.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     bench.add_argument("suite", help="suite file, e.g. bench/suites/quick.toml")
@@ -245,8 +247,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--update-baseline",
         action="store_true",
-        help="write this run's results to --baseline, or beside it for this CPU class when --baseline holds another "
-        "class's results",
+        help="write this run's results to --baseline, or beside it for this CPU when --baseline holds another "
+        "CPU's results",
     )
     bench.add_argument(
         "--ray",
@@ -352,6 +354,7 @@ def _bench(args: argparse.Namespace) -> int:
         load_suite,
         read_baseline,
         run_suite,
+        with_latency_rounds,
         write_results,
     )
     from .cpu import fingerprint
@@ -360,10 +363,10 @@ def _bench(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     if args.update_baseline and not args.baseline:
         raise ConfigError("--update-baseline needs --baseline FILE to write")
-    cpu_class = fingerprint().isa_class
+    cpu = fingerprint()
     baseline = Path(args.baseline) if args.baseline else None
     if baseline and not args.update_baseline:
-        baseline = baseline_to_read(baseline, cpu_class)
+        baseline = baseline_to_read(baseline, cpu)
         read_baseline(baseline)  # refuse a missing or empty baseline before an hour of benchmarking
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -374,6 +377,12 @@ def _bench(args: argparse.Namespace) -> int:
         results = run_suite(suite, out, executor=executor)
     gated = baseline is not None and not args.update_baseline
     write_results(results, out, step_summary=not gated)  # before the gate: the measurements survive whatever it meets
+    if args.update_baseline:
+        if results.cpu is not None and cpu.same_kernels(results.cpu):
+            results = with_latency_rounds(results, out)  # the spread the gate will hold later runs against
+            write_results(results, out, step_summary=False)
+        else:
+            logging.getLogger("effkit").warning("bench: timed on another CPU; the baseline keeps no latency rounds")
     if gated:
         results = gate(results, baseline, suite.thresholds, out)
         write_results(results, out)
@@ -381,9 +390,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.update_baseline:
         from .files import write_bytes
 
-        target = baseline_to_write(baseline, cpu_class)
+        target = baseline_to_write(baseline, cpu)
         write_bytes(target, (out / RESULTS_JSON).read_bytes())
-        print(f"baseline for {cpu_class} written to {target}")
+        print(f"baseline for {cpu.describe()} written to {target}")
     verdict = results.gate
     if verdict is not None:
         if not verdict["passed"]:

@@ -10,9 +10,20 @@ of the same code, fashion_mlp's float32 TFLite reference moved from 8.9 to 5.8 u
 to 39 us, so ratios moved 35-64% with nothing changed. A latency change therefore also has to exceed an absolute
 floor (`latency_floor_ms`, measured at this run's speed: the reference's p50 times the growth of the ratio).
 
-Latency ratios compare only between CPUs of one kernel class (`cpu.CpuFingerprint.isa_class`): int8 that runs at
-0.37x float32 with VNNI runs at 0.99x without it. Across classes, latency changes are listed as not comparable and
-not counted; accuracy, size and status are still judged.
+Latency ratios compare only between CPUs whose kernels match (`cpu.CpuFingerprint.kernels_key`: the kernel-selecting
+features, vendor, family and model). A class is too coarse: int8 that runs at 0.37x float32 with VNNI runs at 0.99x
+without it, and ONNX Runtime's ConvInteger ratios moved 44% between two EPYC generations of one class. Across
+fingerprints, latency changes are listed as not comparable and not counted; accuracy, size and status are still
+judged.
+
+A latency suspect on a matching CPU is timed again in rounds (`bench.baselines.latency_rounds`); it counts only
+when its median ratio still exceeds the threshold and the floor, and a one-sided test over the rounds finds it
+slower than the baseline allows (p < `latency_p_value`). A baseline keeps rounds of its own (`effkit bench
+--update-baseline` times every variant so): then the test is Mann-Whitney's, the run's rounds against the
+baseline's scaled by the threshold, so the baseline's own spread counts. Against a baseline without rounds, the
+exact sign test of the rounds against its one ratio: with 9 rounds, at least 8 must be slower than it allows.
+Measured on an AVX2 EPYC between two quiet runs of the same code: an ONNX ConvInteger ratio of 1.82 in one, 2.55 in
+every re-timed round of the other.
 
 An accuracy drop beyond `accuracy_drop_pp` counts only when it is more than a few flipped samples: when both runs
 kept per-sample correctness on the same test split, the exact McNemar test must also give p < `accuracy_p_value`.
@@ -26,7 +37,7 @@ from typing import Any
 from .config import Format
 from .report import markdown_table
 from .results import ModelResult, SuiteResult, VariantResult
-from .stats import paired_change
+from .stats import paired_change, rank_test, sign_test
 from .types import REFERENCE_VARIANT, Status
 
 
@@ -38,6 +49,7 @@ class Thresholds:
     latency_floor_ms: float = 0.02  # and the p50 must also be this much slower than the baseline's ratio predicts
     latency_reference: str = REFERENCE_VARIANT
     accuracy_p_value: float = 0.05  # ...and the paired test must find the drop this unlikely under noise
+    latency_p_value: float = 0.05  # ...and the sign test over re-timed rounds must find the slowdown this unlikely
 
     def __post_init__(self) -> None:
         for name in (
@@ -46,6 +58,7 @@ class Thresholds:
             "latency_slowdown_pct",
             "latency_floor_ms",
             "accuracy_p_value",
+            "latency_p_value",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -67,13 +80,13 @@ class Verdict:
 
 
 def compare(
-    results: SuiteResult, baseline: SuiteResult, thresholds: Thresholds, *, latency_comparable: bool = True
+    results: SuiteResult, baseline: SuiteResult, thresholds: Thresholds, *, latency_incomparable: str | None = None
 ) -> Verdict:
     """Every regression of `results` against `baseline`, model by model and variant by variant.
 
     A variant that was ok and no longer is, or has disappeared, is a regression; so is a model that ran in the
-    baseline and fails now. Variants new in `results` are not judged. With `latency_comparable` false (the runs'
-    CPUs are of different classes), latency changes go to `not_counted`.
+    baseline and fails now. Variants new in `results` are not judged. With `latency_incomparable` (why the runs'
+    latencies do not compare: their CPUs differ), latency changes go to `not_counted` with that reason.
     """
     verdict = Verdict()
     for old_model in baseline.models:
@@ -87,23 +100,44 @@ def compare(
         reference = model.variant(model.latency_reference or thresholds.latency_reference)
         paired = _same_test_split(old_model, model)
         for old in old_model.variants:
+            new = model.variant(old.name)
             rows = _variant_regressions(
                 model.name,
                 old,
-                model.variant(old.name),
+                new,
                 thresholds,
                 reference_p50=reference.p50_ms if reference else None,
                 paired_samples=paired,
             )
+            made_otherwise = _made_otherwise(old, new, cpu_differs=latency_incomparable is not None)
             for row in rows:
-                if row["metric"] == "latency_ratio" and not latency_comparable:
-                    row = {**row, "why": f"{row['why']}; not comparable: measured on another CPU class"}
+                if made_otherwise and row["metric"] in ("top1", "gzip_bytes"):
+                    row.pop("noise", None)
+                    verdict.not_counted.append({**row, "why": f"{row['why']}; not comparable: {made_otherwise}"})
+                elif row["metric"] == "latency_ratio" and latency_incomparable:
+                    row.pop("noise", None)
+                    row = {**row, "why": f"{row['why']}; not comparable: {latency_incomparable}"}
                     verdict.not_counted.append(row)
                 elif row.pop("noise", False):
                     verdict.not_counted.append(row)
                 else:
                     verdict.regressions.append(row)
     return verdict
+
+
+def _made_otherwise(old: VariantResult, new: VariantResult | None, *, cpu_differs: bool) -> str | None:
+    """Why `new` is another artifact than `old` although made with the same settings: its steps chose other
+    settings for its CPU (ONNX Runtime's integer types). A baseline from before effkit recorded those choices
+    cannot tell, so on another CPU its quantized rows are not compared either."""
+    if new is None or (not new.chosen_for_cpu and not old.chosen_for_cpu):
+        return None
+    if old.chosen_for_cpu is None:
+        return "the baseline does not record what was chosen for its CPU" if cpu_differs else None
+    if new.chosen_for_cpu == old.chosen_for_cpu:
+        return None
+    keys = sorted(set(new.chosen_for_cpu) | set(old.chosen_for_cpu))
+    said = ", ".join(f"{k} {new.chosen_for_cpu.get(k, '-')} here, {old.chosen_for_cpu.get(k, '-')} there" for k in keys)
+    return f"made with other settings chosen for the CPU ({said})"
 
 
 def _same_test_split(old_model: ModelResult, model: ModelResult) -> int | None:
@@ -158,14 +192,41 @@ def _variant_regressions(
             found.append(_row(model, variant, "gzip_bytes", old.gzip_bytes, new.gzip_bytes, why))
     # Keras rows time TensorFlow's own call overhead: a reference for accuracy, not an artifact to gate on.
     if old.latency_ratio and new.latency_ratio and new.format != Format.KERAS:
-        slowdown = (new.latency_ratio / old.latency_ratio - 1) * 100
-        # how much slower the artifact is than its baseline ratio predicts at this run's speed (its reference's p50)
-        excess_ms = reference_p50 * (new.latency_ratio - old.latency_ratio) if reference_p50 else None
-        if slowdown > limits.latency_slowdown_pct and (excess_ms is None or excess_ms > limits.latency_floor_ms):
-            extra = f", +{excess_ms:.3f} ms" if excess_ms is not None else ""
-            why = f"+{slowdown:.0f}% > {limits.latency_slowdown_pct}%{extra}"
-            found.append(_row(model, variant, "latency_ratio", old.latency_ratio, new.latency_ratio, why))
+        row = _latency_row(model, old, new, limits, reference_p50=reference_p50)
+        if row:
+            found.append(row)
     return found
+
+
+def _latency_row(
+    model: str, old: VariantResult, new: VariantResult, limits: Thresholds, *, reference_p50: float | None
+) -> dict[str, Any] | None:
+    """The row of a latency ratio that grew past the threshold and the floor; marked noise when the re-timed
+    rounds do not show it with significance."""
+    slowdown = (new.latency_ratio / old.latency_ratio - 1) * 100
+    # how much slower the artifact is than its baseline ratio predicts at this run's speed (its reference's p50)
+    excess_ms = reference_p50 * (new.latency_ratio - old.latency_ratio) if reference_p50 else None
+    if slowdown <= limits.latency_slowdown_pct or (excess_ms is not None and excess_ms <= limits.latency_floor_ms):
+        return None
+    extra = f", +{excess_ms:.3f} ms" if excess_ms is not None else ""
+    row = _row(model, old.name, "latency_ratio", old.latency_ratio, new.latency_ratio,
+               f"+{slowdown:.0f}% > {limits.latency_slowdown_pct}%{extra}")  # fmt: skip
+    if new.latency_rounds:
+        growth = 1 + limits.latency_slowdown_pct / 100
+        if old.latency_rounds:
+            allowed = [ratio * growth for ratio in old.latency_rounds]
+            p_value = rank_test(new.latency_rounds, allowed)
+            test = f"{len(new.latency_rounds)} re-timed rounds against the baseline's {len(allowed)} x {growth:g}"
+            name = "Mann-Whitney"
+        else:
+            bound = old.latency_ratio * growth
+            above = sum(ratio > bound for ratio in new.latency_rounds)
+            p_value = sign_test(above, len(new.latency_rounds))
+            test, name = f"{above} of {len(new.latency_rounds)} re-timed rounds above {bound:.3g}", "sign test"
+        noise = p_value >= limits.latency_p_value
+        row["why"] += f"; {test} ({'noise' if noise else 'significant'}: {name} p={p_value:.2g})"
+        row["noise"] = noise
+    return row
 
 
 def _row(model: str, variant: str, metric: str, baseline: Any, current: Any, why: str) -> dict[str, Any]:

@@ -34,9 +34,13 @@ class VariantResult:
     p50_ms: float | None = None
     latency_ratio: float | None = None  # p50 / the reference artifact's p50 in the same run
     latency_ratio_first: float | None = None  # the in-run ratio, when the gate timed this one again
+    latency_rounds: tuple[float, ...] = ()  # the ratios of the gate's alternating re-timing rounds
     load_ms: float | None = None
     memory_mb: dict[str, float] | None = None
     latency_grid: tuple[dict[str, Any], ...] = ()
+    # What its steps chose for the CPU it was made on (ONNX Runtime's integer types): another CPU makes another
+    # artifact from the same settings. None in results from before effkit recorded it.
+    chosen_for_cpu: dict[str, str] | None = None
 
     @classmethod
     def of(cls, variant: Variant, reference: Variant | None) -> VariantResult:
@@ -62,6 +66,9 @@ class VariantResult:
                 {"batch": g.batch, "threads": g.threads, "p50_ms": g.p50, "throughput": g.throughput}
                 for g in (variant.latency_grid or ((latency,) if latency else ()))
             ),
+            chosen_for_cpu={
+                k: str(v) for step in variant.steps for k, v in step.params.get("chosen_for_cpu", {}).items()
+            },
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -70,6 +77,10 @@ class VariantResult:
         data["latency_grid"] = [dict(g) for g in self.latency_grid]
         if self.latency_ratio_first is None:
             del data["latency_ratio_first"]
+        if self.latency_rounds:
+            data["latency_rounds"] = list(self.latency_rounds)
+        else:
+            del data["latency_rounds"]
         return data
 
     @classmethod
@@ -77,6 +88,7 @@ class VariantResult:
         values = known_fields(cls, data)
         values["status"] = Status(values.get("status", Status.OK))
         values["latency_grid"] = tuple(values.get("latency_grid") or ())
+        values["latency_rounds"] = tuple(values.get("latency_rounds") or ())
         for name in ("format", "quantization", "backend"):
             values.setdefault(name, "")
         return cls(**values)
@@ -159,10 +171,17 @@ class SuiteResult:
     reports: Mapping[str, Report] = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def cpu_class(self) -> str | None:
-        """The kernel class of the CPU the run was measured on; None for results from before fingerprints."""
+    def cpu(self) -> CpuFingerprint | None:
+        """The CPU the run's latencies were measured on; None for results from before fingerprints, or timed on
+        nodes whose CPUs differ (`RayExecutor.environment`)."""
         recorded = self.environment.get("fingerprint")
-        return CpuFingerprint.from_dict(recorded).isa_class if recorded else None
+        return CpuFingerprint.from_dict(recorded) if recorded else None
+
+    @property
+    def cpu_class(self) -> str | None:
+        """The kernel class of the CPU the run was measured on; None when `cpu` is."""
+        cpu = self.cpu
+        return cpu.isa_class if cpu else None
 
     def model(self, name: str) -> ModelResult | None:
         return next((m for m in self.models if m.name == name), None)

@@ -76,3 +76,23 @@ def mcnemar_exact(lost: int, gained: int) -> float:
     from scipy.stats import binomtest
 
     return float(binomtest(min(lost, gained), flips, 0.5, alternative="two-sided").pvalue)
+
+
+def sign_test(above: int, rounds: int) -> float:
+    """One-sided exact sign test: how likely `above` or more of `rounds` paired timings exceed a bound when each
+    falls on either side with equal chance (a binomial tail at p = 0.5)."""
+    if rounds == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(above, rounds, 0.5, alternative="greater").pvalue)
+
+
+def rank_test(later: Sequence[float], earlier: Sequence[float]) -> float:
+    """One-sided Mann-Whitney U: how likely values at least this much larger than `earlier` come out of `later`
+    when both are drawn alike (ties halved; exact for small samples)."""
+    if not later or not earlier:
+        return 1.0
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(later, earlier, alternative="greater").pvalue)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,41 @@ def test_fingerprint_round_trips_through_json_and_describes_itself():
     data = cpu.to_dict()
     assert data["isa_class"] == "x86_64-avx2" and isinstance(data["features"], list)
     assert CpuFingerprint.from_dict(data) == cpu
-    assert cpu.describe() == f"AMD EPYC (x86_64-avx2: {' '.join(cpu.features)}), 2 cores"
+    assert cpu.describe() == f"AMD EPYC family 25 model 17 (x86_64-avx2: {' '.join(cpu.features)}), 2 cores"
+    legacy = CpuFingerprint.from_dict({k: v for k, v in data.items() if k not in ("family", "model_number")})
+    assert legacy.family is None and legacy.describe() == f"AMD EPYC (x86_64-avx2: {' '.join(cpu.features)}), 2 cores"
+
+
+FAMILY_AND_MODEL = {  # file -> (family, model) as /proc/cpuinfo gives them; ARM: architecture, implementer:part
+    "amd_epyc_avx512_vnni.txt": ("25", "17"),
+    "intel_xeon_skylake_avx512.txt": ("6", "85"),
+    "arm_graviton2_neoverse_n1.txt": ("8", "0x41:0xd0c"),
+    "arm_raspberry_pi4_cortex_a72.txt": ("8", "0x41:0xd08"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_AND_MODEL))
+def test_family_and_model_are_read(name):
+    arch = "aarch64" if name.startswith("arm") else "x86_64"
+    cpu = parse_cpuinfo((SAMPLES / name).read_text(), arch=arch)
+    assert (cpu.family, cpu.model_number) == FAMILY_AND_MODEL[name]
+
+
+def test_one_class_two_generations_do_not_share_kernels():
+    """An EPYC without avx_vnni (family 25) and one with it (family 26) are both x86_64-avx512-vnni; their latency
+    ratios moved 44% apart, so neither the features nor the family may be left out of what must match."""
+    zen4 = parse_cpuinfo((SAMPLES / "amd_epyc_avx512_vnni.txt").read_text(), arch="x86_64", cores=2)
+    with_avx_vnni = replace(zen4, features=(*zen4.features, "avx_vnni"))
+    family_26 = replace(zen4, family="26")
+    model_2 = replace(zen4, model_number="2")
+    for other in (with_avx_vnni, family_26, model_2):
+        assert other.isa_class == zen4.isa_class == "x86_64-avx512-vnni"
+        assert not zen4.same_kernels(other) and zen4.kernels_key != other.kernels_key
+        assert zen4.slug != other.slug and zen4.slug.startswith("x86_64-avx512-vnni.authenticamd-25-")
+    assert zen4.same_kernels(replace(zen4, cores=16, model="AMD EPYC 9R14"))  # the name and core count do not matter
+    assert zen4.difference(with_avx_vnni) == "avx_vnni there only"
+    assert zen4.difference(family_26) == "family 25 here, 26 there"
+    assert "avx512dq" in zen4.features and "gfni" in zen4.features  # the whole kernel-selecting set is read
 
 
 def test_this_machine_has_a_fingerprint_without_importing_tensorflow():

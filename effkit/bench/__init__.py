@@ -1,10 +1,18 @@
 """effkit bench: run a suite of models through `compress`, collect one results.json, gate it against a baseline.
 
 suite.py reads a suite file; run.py runs it into a SuiteResult (`effkit.results`); render.py writes results.json,
-results.md and report.html; baselines.py gates a run against the baseline kept for its CPU class.
+results.md and report.html; baselines.py gates a run against the baseline kept for its CPU fingerprint.
 """
 
-from .baselines import baseline_to_read, baseline_to_write, class_baseline, confirm_latency, gate, read_baseline
+from .baselines import (
+    baseline_to_read,
+    baseline_to_write,
+    fingerprint_baseline,
+    gate,
+    latency_rounds,
+    read_baseline,
+    with_latency_rounds,
+)
 from .render import RESULTS_HTML, RESULTS_JSON, RESULTS_MD, results_html, results_markdown, write_results
 from .run import reference_file, run_suite
 from .suite import Suite, SuiteModel, load_suite
@@ -17,14 +25,15 @@ __all__ = [
     "SuiteModel",
     "baseline_to_read",
     "baseline_to_write",
-    "class_baseline",
-    "confirm_latency",
+    "fingerprint_baseline",
     "gate",
+    "latency_rounds",
     "load_suite",
     "read_baseline",
     "reference_file",
     "results_html",
     "results_markdown",
     "run_suite",
+    "with_latency_rounds",
     "write_results",
 ]

@@ -1,51 +1,79 @@
-"""Gating a run against a baseline: one baseline per CPU class, latency suspects confirmed by re-timing."""
+"""Gating a run against a baseline: one baseline per CPU fingerprint, latency suspects confirmed by re-timing."""
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
+import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from ..config import Format
+from ..cpu import CpuFingerprint
 from ..errors import InputError, first_line
 from ..gate import Thresholds, compare
 from ..results import SCHEMA_VERSION, SuiteResult
-from ..types import Report
+from ..types import Report, Status
 
 log = logging.getLogger("effkit")
 
+# Re-timing rounds for a baseline's variants and a run's latency suspects, at least MIN_ROUND_SECONDS apart.
+CONFIRM_ROUNDS = 9
+MIN_ROUND_SECONDS = 1.0
 
-def gate(results: SuiteResult, baseline_path: Path, thresholds: Thresholds, out_dir: Path) -> SuiteResult:
+
+def gate(
+    results: SuiteResult,
+    baseline_path: Path,
+    thresholds: Thresholds,
+    out_dir: Path,
+    *,
+    round_seconds: float | None = None,
+) -> SuiteResult:
     """Compare with a baseline results.json; returns a copy of `results` that holds the verdict under `gate`.
 
-    Latency is judged only when the baseline was measured on a CPU of this run's class (see `baseline_to_read`);
+    Latency is judged only when the baseline was measured on a CPU with this run's kernels (`latency_incomparable`);
     otherwise latency changes are listed as not comparable. A latency regression is confirmed before it counts:
     noise on a shared 2-core machine comes in bursts of a few seconds, which can hit a variant and spare its
-    reference. The suspect and its reference are timed again in alternation (`confirm_latency`), and the median
-    of those ratios is judged instead.
+    reference. The suspects and their reference are timed again in rounds (`latency_rounds`); the median of those
+    rounds' ratios is judged instead, and the rounds themselves go to a rank test against the baseline's own rounds
+    (`gate.compare`).
+
+    `round_seconds` spaces the rounds in time (default `MIN_ROUND_SECONDS`; tests of the rule set 0).
 
     Raises:
         InputError: the baseline is missing, not JSON, or holds nothing to compare with.
     """
     baseline = read_baseline(baseline_path)
-    comparable = baseline.cpu_class is not None and baseline.cpu_class == results.cpu_class
-    verdict = compare(results, baseline, thresholds, latency_comparable=comparable)
-    suspects = [(r["model"], r["variant"]) for r in verdict.regressions if r["metric"] == "latency_ratio"]
+    incomparable = latency_incomparable(results.cpu, baseline.cpu)
+    verdict = compare(results, baseline, thresholds, latency_incomparable=incomparable)
+    suspects: dict[str, list[str]] = {}
+    for row in verdict.regressions:
+        if row["metric"] == "latency_ratio":
+            suspects.setdefault(row["model"], []).append(row["variant"])
     if suspects:
-        log.info("bench: timing %d latency suspect(s) again against their reference", len(suspects))
-        for model_name, variant_name in suspects:
+        log.info("bench: timing %d latency suspect(s) again against their reference", sum(map(len, suspects.values())))
+        for model_name, names in suspects.items():
             model = results.model(model_name)
-            first = model.variant(variant_name).latency_ratio
             folder = Path(out_dir) / model_name
             report = results.reports.get(model_name) or Report.from_json((folder / "report.json").read_text("utf-8"))
-            confirmed = confirm_latency(report, folder, variant_name, model.latency_reference)
-            results = results.with_variant(model_name, variant_name, latency_ratio=confirmed, latency_ratio_first=first)
-        verdict = compare(results, baseline, thresholds, latency_comparable=comparable)
+            retimed = latency_rounds(report, folder, names, model.latency_reference, round_seconds=round_seconds)
+            for name, rounds in retimed.items():
+                results = results.with_variant(
+                    model_name,
+                    name,
+                    latency_ratio=round(statistics.median(rounds), 4),
+                    latency_ratio_first=model.variant(name).latency_ratio,
+                    latency_rounds=rounds,
+                )
+        verdict = compare(results, baseline, thresholds, latency_incomparable=incomparable)
+    cpu = results.cpu
     why = (
-        f"both runs on {results.cpu_class}"
-        if comparable
-        else f"the baseline was measured on {baseline.cpu_class or 'an unrecorded CPU class'}, this run on "
-        f"{results.cpu_class}; keep a baseline for this class with --update-baseline"
+        f"both runs on {cpu.describe()}"
+        if incomparable is None
+        else f"{incomparable}; keep a baseline for this CPU with --update-baseline"
     )
     return replace(
         results,
@@ -54,10 +82,26 @@ def gate(results: SuiteResult, baseline_path: Path, thresholds: Thresholds, out_
             "passed": not verdict.regressions,
             "regressions": verdict.regressions,
             "not_counted": verdict.not_counted,
-            "latency_compared": comparable,
+            "latency_compared": incomparable is None,
             "latency_why": why,
         },
     )
+
+
+def latency_incomparable(mine: CpuFingerprint | None, theirs: CpuFingerprint | None) -> str | None:
+    """Why latencies measured on `theirs` do not compare with ones measured on `mine`; None when they do."""
+    if mine is None:
+        return "this run's CPU is not recorded (timed on nodes whose CPUs differ)"
+    if theirs is None:
+        return "the baseline's CPU is not recorded"
+    if mine.same_kernels(theirs):
+        return None
+    if theirs.family is None and theirs.model_number is None:
+        return (
+            f"the baseline's CPU ({theirs.isa_class}) was recorded without its family and model, by an older "
+            "effkit: which generation it ran on is unknown"
+        )
+    return f"measured on another CPU ({mine.difference(theirs)}; here {mine.isa_class}, baseline {theirs.isa_class})"
 
 
 def read_baseline(path: Path) -> SuiteResult:
@@ -88,36 +132,48 @@ def read_baseline(path: Path) -> SuiteResult:
     return baseline
 
 
-def class_baseline(path: Path, cpu_class: str) -> Path:
-    """Where the baseline for one CPU class lives beside the suite's: `quick.json` -> `quick.x86_64-avx2.json`."""
-    return path.with_name(f"{path.stem}.{cpu_class}{path.suffix}")
+def fingerprint_baseline(path: Path, cpu: CpuFingerprint) -> Path:
+    """Where the baseline for one CPU lives beside the suite's (`CpuFingerprint.slug`):
+    `quick.json` -> `quick.x86_64-avx2.authenticamd-25-1.77e6fd.json`."""
+    return path.with_name(f"{path.stem}.{cpu.slug}{path.suffix}")
 
 
-def baseline_to_read(path: Path, cpu_class: str) -> Path:
-    """The baseline to gate against: the one kept for this CPU class when it exists, else the one given."""
-    own = class_baseline(path, cpu_class)
+def baseline_to_read(path: Path, cpu: CpuFingerprint) -> Path:
+    """The baseline to gate against: the one kept for this CPU's kernels when it exists, else the one given."""
+    own = fingerprint_baseline(path, cpu)
     return own if own.is_file() else path
 
 
-def baseline_to_write(path: Path, cpu_class: str) -> Path:
-    """Where --update-baseline writes: the given file when it is new or from this CPU class (or unrecorded), else
-    this class's own file beside it, so that another class's baseline is never replaced."""
+def baseline_to_write(path: Path, cpu: CpuFingerprint) -> Path:
+    """Where --update-baseline writes: the given file when it is new or was measured on this CPU's kernels (or on an
+    unrecorded CPU), else this CPU's own file beside it, so that another CPU's baseline is never replaced."""
     if not path.is_file():
         return path
     try:
-        recorded = SuiteResult.from_dict(json.loads(path.read_text(encoding="utf-8"))).cpu_class
+        recorded = SuiteResult.from_dict(json.loads(path.read_text(encoding="utf-8"))).cpu
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, AttributeError):
         recorded = None
-    return path if recorded in (None, cpu_class) else class_baseline(path, cpu_class)
+    return path if recorded is None or cpu.same_kernels(recorded) else fingerprint_baseline(path, cpu)
 
 
-def confirm_latency(
-    report: Report, model_dir: Path, variant_name: str, reference_name: str, *, rounds: int = 7
-) -> float:
-    """The median over `rounds` alternating timings of p50(variant) / p50(reference), at the report's headline
-    batch size and thread count, on the same input samples compress timed (its latency_input.npy)."""
-    import statistics
+def latency_rounds(
+    report: Report,
+    model_dir: Path,
+    variant_names: Sequence[str],
+    reference_name: str,
+    *,
+    rounds: int = CONFIRM_ROUNDS,
+    round_seconds: float | None = None,
+) -> dict[str, tuple[float, ...]]:
+    """p50(variant) / p50(reference) for each variant in each of `rounds` rounds, at the report's headline batch
+    size and thread count, on the same input samples compress timed (its latency_input.npy).
 
+    Noise on a shared machine comes in bursts of a few seconds that can slow one artifact and spare another (here,
+    ONNX Runtime's ConvInteger p50 moved between 66 and 157 us from one second to the next, the float32 TFLite
+    reference's between 26 and 36). So each ratio pairs the variant with the reference timed just before it, and
+    the rounds go round-robin over the variants, at least `round_seconds` apart: a burst then costs a round or
+    two, not all of them. `round_seconds` defaults to `MIN_ROUND_SECONDS`.
+    """
     import numpy as np
 
     from ..config import Format, LatencyConfig
@@ -127,19 +183,54 @@ def confirm_latency(
 
     headline = report.variant(reference_name).latency_ms
     samples = np.load(model_dir / LATENCY_INPUT, allow_pickle=False)[: headline.batch]
-    protocol = LatencyConfig(warmup_runs=10, warmup_seconds=0.05, min_runs=100, min_seconds=0.15)
+    protocol = LatencyConfig(warmup_runs=10, warmup_seconds=0.05, min_runs=100, min_seconds=0.1)
     optimization = report.config.get("latency", {}).get("ort_optimization", "all")
-    runners = []
-    for name in (variant_name, reference_name):
+
+    def bound(name: str):
         variant = report.variant(name)
         runner = open_runner(
             model_dir / variant.path, Format(variant.format), threads=headline.threads, ort_optimization=optimization
         )
-        runners.append(runner.bind(samples))
-    ratios = []
+        return runner.bind(samples)
+
+    def p50(call) -> float:
+        return time_latency(call, config=protocol, batch=headline.batch, threads=headline.threads).p50
+
+    reference = bound(reference_name)
+    calls = {name: bound(name) for name in variant_names}
+    ratios: dict[str, list[float]] = {name: [] for name in variant_names}
     for _ in range(rounds):
-        timed = [
-            time_latency(call, config=protocol, batch=headline.batch, threads=headline.threads).p50 for call in runners
-        ]
-        ratios.append(timed[0] / timed[1])
-    return round(statistics.median(ratios), 4)
+        started = time.perf_counter()
+        for name, call in calls.items():
+            ratios[name].append(round(p50(call) / p50(reference), 4))
+        spacing = MIN_ROUND_SECONDS if round_seconds is None else round_seconds
+        time.sleep(max(0.0, spacing - (time.perf_counter() - started)))
+    return {name: tuple(values) for name, values in ratios.items()}
+
+
+def with_latency_rounds(results: SuiteResult, out_dir: Path, *, round_seconds: float | None = None) -> SuiteResult:
+    """`results` with every gated variant (an ok artifact with a latency ratio, not the reference) timed again in
+    rounds against its reference: what a baseline keeps, so that the gate can tell a slowdown from the spread of
+    the baseline's own figures. The headline ratio becomes the rounds' median; the in-run one is kept beside it."""
+    for model in results.models:
+        names = [v.name for v in model.variants if _gated(v) and v.name != model.latency_reference]
+        if model.status != Status.OK or not model.latency_reference or not names:
+            continue
+        log.info("bench: timing %s's %d variants in %d rounds for the baseline", model.name, len(names), CONFIRM_ROUNDS)
+        folder = Path(out_dir) / model.name
+        report = results.reports.get(model.name) or Report.from_json((folder / "report.json").read_text("utf-8"))
+        retimed = latency_rounds(report, folder, names, model.latency_reference, round_seconds=round_seconds)
+        for name, rounds in retimed.items():
+            first = model.variant(name).latency_ratio
+            results = results.with_variant(
+                model.name,
+                name,
+                latency_ratio=round(statistics.median(rounds), 4),
+                latency_ratio_first=first,
+                latency_rounds=rounds,
+            )
+    return results
+
+
+def _gated(variant) -> bool:
+    return variant.status == Status.OK and variant.latency_ratio is not None and variant.format != Format.KERAS

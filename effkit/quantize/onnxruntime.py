@@ -95,6 +95,8 @@ def quantize_onnx(
         "types_why": why,
         "isa_class": cpu.isa_class,
     }
+    if config.types == OrtTypes.AUTO:  # the same settings give other bytes on another CPU: the gate must know
+        params["chosen_for_cpu"] = {"types": str(types)}
     with atomic_output(path) as temporary:
         prepared = temporary.with_name(temporary.name + ".pre.onnx")
         try:
