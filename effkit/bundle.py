@@ -305,9 +305,13 @@ def _description(report: Report, run_dir: Path, variant: Variant, target: str, l
 
 
 def _source_model(report: Report, run_dir: Path) -> dict[str, Any]:
+    """The model the variant was made from: its file's name and sha256, as compress read it (reports from before
+    compress recorded the hash: the file itself, when it is still where the report says)."""
     path = report.model.get("path")
     record: dict[str, Any] = {"name": report.model.get("name"), "file": path and Path(path).name, "sha256": None}
-    if path and (run_dir / path).is_file():  # relative to the compress folder, or absolute
+    if report.model.get("sha256"):
+        record["sha256"] = report.model["sha256"]
+    elif path and (run_dir / path).is_file():  # relative to the compress folder, or absolute
         record["sha256"] = sha256_file(run_dir / path)
     return record
 

@@ -21,6 +21,7 @@ from .classifier import Head, ModelInfo, describe, model_input
 from .config import Backend, CompressConfig, Format, Quant
 from .cpu import fingerprint
 from .data import Dataset, check_fits, check_labels, check_sizes, check_tokens, fit_sequences, load_dataset
+from .edge.manifest import sha256_file
 from .errors import ModelError, one_line_reason
 from .measure import (
     batch_of,
@@ -175,6 +176,9 @@ def compress(
     model_record = {
         **info.to_dict(),
         "path": shown_path(model_path, out_dir) if model_path else None,
+        # read now: the path is as the user gave it, relative to where they ran compress, which a bundle made later
+        # from elsewhere cannot find again
+        "sha256": sha256_file(model_path) if model_path and Path(model_path).is_file() else None,
         "keras_generation": loaded.generation,
         "bridge_max_abs_diff": bridge_diff,
         "bridge_error": prune_blocker,

@@ -83,3 +83,9 @@ def check_artifact(bundle: Path, manifest: dict[str, Any]) -> Path:
             f"{str(artifact.get('sha256'))[:16]}… (changed or damaged in transit); copy the bundle again"
         )
     return path
+
+
+def first_line(error: BaseException) -> str:
+    """An exception as one line: its first non-empty line, or its type's name."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

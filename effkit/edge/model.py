@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .manifest import FORMATS, BundleError, check_artifact, read_manifest
+from .manifest import FORMATS, BundleError, check_artifact, first_line, read_manifest
+from .quiet import silenced
 from .tensors import dequantize, quantize
 
 
@@ -23,19 +24,21 @@ class _LiteRT:
             raise BundleError("this bundle holds a .tflite file: install ai-edge-litert to run it") from None
         self._make = lambda: Interpreter(model_path=str(path), num_threads=threads)
         try:
-            interpreter = self._make()
-            interpreter.allocate_tensors()
+            with silenced():  # LiteRT's XNNPACK INFO line, printed from C++ on stderr
+                interpreter = self._make()
+                interpreter.allocate_tensors()
         except (RuntimeError, ValueError) as error:
-            raise BundleError(f"LiteRT cannot load {path.name}: {_first_line(error)}") from None
+            raise BundleError(f"LiteRT cannot load {path.name}: {first_line(error)}") from None
         self._by_batch = {int(interpreter.get_input_details()[0]["shape"][0]): interpreter}
         self.input = interpreter.get_input_details()[0]
         self.outputs = interpreter.get_output_details()
 
     def _for_batch(self, batch: int):
         if batch not in self._by_batch:
-            interpreter = self._make()
-            interpreter.resize_tensor_input(self.input["index"], [batch, *self.input["shape"][1:]], strict=False)
-            interpreter.allocate_tensors()
+            with silenced():
+                interpreter = self._make()
+                interpreter.resize_tensor_input(self.input["index"], [batch, *self.input["shape"][1:]], strict=False)
+                interpreter.allocate_tensors()
             self._by_batch[batch] = interpreter
         return self._by_batch[batch]
 
@@ -91,7 +94,7 @@ class _OnnxRuntime:
         try:
             self.session = ort_session(path, threads=threads, optimization=optimization)
         except Exception as error:  # ORT raises its own Fail/InvalidGraph types
-            raise BundleError(f"ONNX Runtime cannot load {path.name}: {_first_line(error)}") from None
+            raise BundleError(f"ONNX Runtime cannot load {path.name}: {first_line(error)}") from None
         self.input = self.session.get_inputs()[0]
         self.dtype = self._TYPES.get(self.input.type, np.float32)
 
@@ -212,8 +215,3 @@ def load(bundle: str | Path, *, threads: int = 1) -> EdgeModel:
         BundleError: a missing or damaged bundle, a changed artifact, or a runtime that is not installed.
     """
     return EdgeModel(bundle, threads=threads)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

@@ -6,13 +6,14 @@ manifest's share of samples. A changed artifact fails earlier, at load (sha256).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .manifest import GOLDEN, BundleError
+from .manifest import GOLDEN, BundleError, first_line
 from .model import EdgeModel, load, probabilities
 
 
@@ -40,8 +41,8 @@ def golden(bundle: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, list[np.
         with np.load(path, allow_pickle=False) as data:
             x = data["x"]
             expected = [data[f"y{i}"] for i in range(len(manifest["outputs"]))]
-    except (OSError, KeyError, ValueError) as error:
-        raise BundleError(f"{path.name} is missing or damaged: {error}") from None
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise BundleError(f"{path.name} is missing or damaged: {first_line(error)}") from None
     return x, expected
 
 
