@@ -9,12 +9,14 @@ STAMP := $(VENV)/.installed
 demo: $(STAMP)
 	$(BIN)/effkit compress
 
+# In parallel workers, one per core (pytest-xdist; each module runs on one worker, so its fixtures are made once), in
+# random order (pytest-randomly prints the seed; --randomly-seed=N repeats an order), with the slowest tests listed.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadscope --durations=15
 
 # The development loop: everything but the tests marked slow (reference-model training, end-to-end subprocesses).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not zoo"
+	$(BIN)/python -m pytest -n auto --dist loadscope -m "not slow and not zoo"
 
 # Every keras.applications family through the bridge and both exports (about 8 minutes; not part of make test).
 test-zoo: $(STAMP)

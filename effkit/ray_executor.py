@@ -42,7 +42,7 @@ log = logging.getLogger("effkit")
 
 TIMING_RESOURCE = "effkit_timing"  # one per node: a timing task holds it, and all of the node's CPUs
 RETRIES = 3  # a production or timing task whose worker process dies is run again this many times
-KILL_ONCE = "EFFKIT_FAULT_KILL_WORKER_ONCE"  # fault injection for tests: a marker path; see `_maybe_die`
+KILL_ONCE = "EFFKIT_FAULT_KILL_WORKER_ONCE"  # fault injection for tests: `MODEL=MARKER`; see `_maybe_die`
 SKIPPED_FILES = frozenset({"report.json", "report.md", "report.html"})  # the driver writes these from the record
 
 
@@ -122,18 +122,17 @@ class RayExecutor(Executor):
         self._started = False
 
     def environment(self) -> dict[str, Any]:
-        """The timing nodes' environment when they share one CPU class; otherwise the driver's, without a
-        fingerprint, so that the gate does not compare latency across classes."""
+        """The timing nodes' environment when their CPUs share one kernel fingerprint; otherwise the driver's,
+        without a fingerprint, so that the gate does not compare these latencies with anyone's."""
         from .cpu import CpuFingerprint
         from .report import environment
 
         envs = list(self._timing_envs.values())
-        nodes = {
-            node: CpuFingerprint.from_dict(env["fingerprint"]).isa_class for node, env in self._timing_envs.items()
-        }
+        cpus = {node: CpuFingerprint.from_dict(env["fingerprint"]) for node, env in self._timing_envs.items()}
+        nodes = {node: cpu.isa_class for node, cpu in cpus.items()}
         if not envs:
             return {**environment(), "ray": {"timing_nodes": {}}}
-        if len(set(nodes.values())) == 1:
+        if len({cpu.kernels_key for cpu in cpus.values()}) == 1:
             return {**envs[0], "ray": {"timing_nodes": nodes}}
         mixed = {key: value for key, value in environment().items() if key != "fingerprint"}
         return {**mixed, "ray": {"timing_nodes": nodes}}
@@ -296,7 +295,7 @@ def _produce(
 
     started = time.time()
     node = ray.get_runtime_context().get_node_id()
-    _maybe_die(kill_once)
+    _maybe_die(kill_once, job.name)
     scratch = Path(tempfile.mkdtemp(prefix="effkit-ray-"))
     try:
         model_path = scratch / "source" / source_name
@@ -385,10 +384,12 @@ def _time(produced: Produced, files: dict[str, bytes], model_file: dict[str, byt
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _maybe_die(marker: str | None) -> None:
-    """Fault injection for the tests: kill this worker process the first time, leaving `marker` behind."""
-    if marker and not Path(marker).exists():
-        Path(marker).write_text(str(os.getpid()))
+def _maybe_die(kill_once: str | None, model: str) -> None:
+    """Fault injection for the tests: with `kill_once` = `MODEL=MARKER`, kill the worker producing MODEL the first
+    time, leaving MARKER behind with the model's name and the killed process's id."""
+    target, _, marker = (kill_once or "").partition("=")
+    if target == model and marker and not Path(marker).exists():
+        Path(marker).write_text(f"{model} {os.getpid()}")
         os.kill(os.getpid(), signal.SIGKILL)
 
 

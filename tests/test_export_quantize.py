@@ -53,7 +53,8 @@ MAX_SIZE_RATIO = {
 def made(tiny_model, digits, tmp_path_factory):
     """Every registered recipe applied once to the tiny model."""
     folder = tmp_path_factory.mktemp("recipes")
-    inputs = RecipeInputs(tiny_model, digits.x_train[:100], CompressConfig())
+    # with scratch space, as the pipeline gives it: the converter's recipes share one serving SavedModel
+    inputs = RecipeInputs(tiny_model, digits.x_train[:100], CompressConfig(), workdir=folder)
     paths = {}
     for recipe in sorted(RECIPES, key=lambda r: r.quantization != Quant.NONE):  # float artifacts first
         path = folder / recipe.file_name("tiny")
@@ -265,12 +266,12 @@ from effkit.export.onnx import export_onnx
 keras = keras_compat.tf_keras()
 keras.utils.set_random_seed(0)
 layers = keras.layers
-x = keras.Input((8, 8, 1))
-h = layers.Conv2D(4, 3, padding="same")(x)
-for _ in range(6):
-    h = layers.DepthwiseConv2D(3, padding="same")(layers.ReLU(6.0)(h))
-y = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(h))
-export_onnx(keras.Model(x, y, name="relu6s"), Path(sys.argv[1]))
+x = keras.Input((8, 8, 1), name="image")
+h = layers.Conv2D(4, 3, padding="same", name="conv")(x)
+for i in range(6):  # named: Keras numbers unnamed layers across the process, and names reach the file
+    h = layers.DepthwiseConv2D(3, padding="same", name=f"depthwise_{i}")(layers.ReLU(6.0, name=f"relu6_{i}")(h))
+h = layers.GlobalAveragePooling2D(name="pool")(h)
+export_onnx(keras.Model(x, layers.Dense(10, activation="softmax", name="head")(h), name="relu6s"), Path(sys.argv[1]))
 """
 
 
@@ -278,19 +279,35 @@ export_onnx(keras.Model(x, y, name="relu6s"), Path(sys.argv[1]))
 def test_the_same_model_gives_the_same_onnx_bytes_whatever_the_processs_string_hashing(tmp_path):
     """tf2onnx merges identical constants (six ReLU6 bounds here) and names the one it keeps after whichever it met
     first, in an order that follows Python's string hashing: without effkit's renaming, each PYTHONHASHSEED gave
-    another file (seen: transfer_mobilenet's .onnx, sequential against Ray)."""
+    another file (seen: transfer_mobilenet's .onnx, sequential against Ray). This process (its own random hash seed)
+    and another one with a fixed seed write the same bytes, and the merged constants are named after their first
+    consumer and ordered by first use, which is what makes the file independent of the hashing."""
     import os
     import subprocess
     import sys
 
-    files = []
-    for seed in ("1", "2", "3"):
-        path = tmp_path / f"relu6s-{seed}.onnx"
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        subprocess.run([sys.executable, "-c", RELU6_EXPORT, str(path)], env=env, check=True, capture_output=True)
-        files.append(path.read_bytes())
-    assert files[0] == files[1] == files[2]
     import onnx
 
+    here, there = tmp_path / "relu6s-here.onnx", tmp_path / "relu6s-there.onnx"
+    exec(compile(RELU6_EXPORT.replace("Path(sys.argv[1])", "Path(path)"), "relu6s", "exec"), {"path": here})
+    seed = "1" if os.environ.get("PYTHONHASHSEED") != "1" else "2"
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    subprocess.run([sys.executable, "-c", RELU6_EXPORT, str(there)], env=env, check=True, capture_output=True)
+    files = [here.read_bytes(), there.read_bytes()]
+    assert files[0] == files[1]
+
     graph = onnx.load_from_string(files[0]).graph
-    assert any("/shared_" in init.name for init in graph.initializer)  # the merged bounds, named by first use
+    consumers: dict[str, list[tuple[str, int]]] = {}
+    order: list[str] = []
+    for node in graph.node:
+        for slot, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node.name, slot))
+            if name not in order:
+                order.append(name)
+    shared = [init.name for init in graph.initializer if len(consumers.get(init.name, ())) > 1]
+    assert len(shared) >= 2  # ReLU6's 0 and 6, each used six times
+    for name in shared:
+        node, slot = consumers[name][0]
+        assert name == f"{node}/shared_{slot}"
+    used = [init.name for init in graph.initializer if init.name in consumers]
+    assert used == sorted(used, key=order.index)

@@ -198,8 +198,14 @@ def test_save_model_drops_optimizer_state_and_leaves_the_model_compiled(fixture,
 
     import h5py
 
-    model = request.getfixturevalue(fixture)
+    keras = keras_compat.tf_keras() if fixture == "tiny_model" else keras_compat.keras3()
+    trained = request.getfixturevalue(fixture)
+    model = keras.models.clone_model(trained)  # a model as a user's training leaves it: compiled, with Adam's state
+    model.set_weights(trained.get_weights())
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(digits.x_train[:64], digits.y_train[:64], epochs=1, verbose=0)
     optimizer = model.optimizer
+    assert optimizer.variables  # the state that must not reach the file
     path = keras_compat.save_model(model, tmp_path / "m.keras")
     assert model.optimizer is optimizer  # the caller's model keeps its optimizer
     with zipfile.ZipFile(path) as archive:

@@ -19,16 +19,19 @@ from .conftest import FAST_LATENCY, run_effkit
 
 pytestmark = pytest.mark.slow  # trains every reference model: about 4 minutes
 
-# name -> (offline data, epochs, sparsities, minimum test top-1 after that short training)
+# name -> (offline data, epochs, sparsities, minimum test top-1 after that short training). A floor is well below
+# what was measured, since each CPU class trains along its own float trajectory: digits_cnn 94.4%, imdb_text 79.8% at
+# 8 epochs (87.0% at 10, as the quick suite trains it), multihead 94.7% at 28x28 on x86_64-avx2 (EPYC family 25).
 CASES = {
     "digits_cnn": ("digits", 4, (0.5,), 0.85),
     "fashion_mlp": ("digits:28x28x1", 3, (0.5,), 0.8),
     "fashion_cnn": ("digits:28x28x1", 4, (0.5,), 0.7),
-    "imdb_text": ("synthetic_text", 8, (0.5,), 0.75),
+    "imdb_text": ("synthetic_text", 10, (0.5,), 0.75),
     # 4 epochs gave 73.8% on x86_64-avx512-vnni but 57.7% on x86_64-amx (other float kernels, another trajectory);
     # 6 give 75.5% on x86_64-amx (chance 10%)
     "cifar_cnn": ("digits:32x32x3", 6, (), 0.6),
-    "multihead": ("digits_multihead:28x28x1", 4, (0.5,), 0.8),
+    # at 16x16, not its 28x28: the heads' path is the same, at a third of the parameters and the time
+    "multihead": ("digits_multihead:16x16x1", 4, (0.5,), 0.8),
     # augmentation: chance level after 3 epochs, 41.2% measured after 8; the floor is three times chance
     "transfer_mobilenet": ("digits:32x32x3", 8, (), 0.3),
 }
@@ -56,9 +59,11 @@ def trained(tmp_path_factory):
     return get
 
 
-# The models whose training takes most of a minute or more on 2 cores (MobileNetV2, the 32x32x3 and 28x28 CNNs) run with
-# the zoo (make test-zoo) and in bench/suites/full.toml; make test keeps digits_cnn, fashion_mlp, imdb_text, multihead.
-HEAVY = {"transfer_mobilenet", "cifar_cnn", "fashion_cnn"}
+# make test keeps one model per path through compress: digits_cnn (the embedded default), imdb_text (integer token
+# inputs, an embedding, a sigmoid head) and multihead (three heads of three kinds). The others run with the zoo
+# (make test-zoo) and in bench/suites/full.toml: MobileNetV2 and the 32x32x3 and 28x28 CNNs take most of a minute
+# or more on 2 cores, and fashion_mlp's Flatten-Dense path is the one every image model already takes.
+HEAVY = {"transfer_mobilenet", "cifar_cnn", "fashion_cnn", "fashion_mlp"}
 
 
 @pytest.mark.parametrize(
@@ -107,16 +112,20 @@ def test_tf_keras_reference_models_load_without_a_bridge(tmp_path):
     assert loaded.generation == 2 and loaded.original is loaded.model
 
 
-def test_effkit_train_saves_keras3_by_default_and_tf_keras_on_request(tmp_path):
-    for generation, extra in ((3, ()), (2, ("--keras", "2"))):
-        out = f"m{generation}.keras"
-        args = ("train", "fashion_mlp", "--data", "digits:28x28x1", "--epochs", "1", "--out", out, *extra, "--quiet")
-        result = run_effkit(*args, cwd=tmp_path)
-        assert result.returncode == 0, result.stderr
-        assert "fashion_mlp: test top-1" in result.stdout and f"saved {out}" in result.stdout
-        assert keras_compat.saved_generation(tmp_path / out) == generation
-    again = run_effkit("train", "fashion_mlp", "--data", "digits:28x28x1", "--out", "m2.keras", cwd=tmp_path)
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+def test_effkit_train_saves_keras3_by_default_and_tf_keras_on_request(tmp_path, monkeypatch, capsys):
+    from effkit.cli import main
+
+    args = ("train", "fashion_mlp", "--data", "digits:28x28x1", "--epochs", "1", "--quiet")
+    result = run_effkit(*args, "--out", "m3.keras", cwd=tmp_path)  # as a user runs it: a process of its own
+    assert result.returncode == 0, result.stderr
+    assert "fashion_mlp: test top-1" in result.stdout and "saved m3.keras" in result.stdout
+    assert keras_compat.saved_generation(tmp_path / "m3.keras") == 3
+    monkeypatch.chdir(tmp_path)
+    assert main([*args, "--out", "m2.keras", "--keras", "2"]) == 0
+    assert "saved m2.keras" in capsys.readouterr().out
+    assert keras_compat.saved_generation(tmp_path / "m2.keras") == 2
+    assert main(["train", "fashion_mlp", "--data", "digits:28x28x1", "--out", "m2.keras"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
 
 
 @pytest.fixture()

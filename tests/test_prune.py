@@ -7,7 +7,7 @@ from effkit.export.tflite import export_tflite
 from effkit.measure import file_sizes, top1, weight_sparsity
 from effkit.prune import prune
 
-from .conftest import FAST_PRUNE, outputs_of
+from .conftest import FAST_PRUNE, TINY_LAYERS, build_tiny_cnn, outputs_of
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,18 @@ def test_pruning_reaches_the_target_sparsity_in_every_pruned_layer(pruned):
     for value in result.layer_sparsity.values():
         assert value == pytest.approx(0.6, abs=0.02)
     assert weight_sparsity(result.model)[0] == pytest.approx(result.sparsity)
+
+
+@pytest.mark.parametrize("generation", ["tf_keras", "keras3"])
+def test_the_tiny_models_layer_names_do_not_depend_on_what_was_built_before(generation):
+    """The tests name the tiny CNN's layers; Keras numbers unnamed ones across the process, so a model built
+    earlier (by another test, in another order) must not shift them."""
+    from effkit import keras_compat
+
+    keras = keras_compat.tf_keras() if generation == "tf_keras" else keras_compat.keras3()
+    keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(2)])
+    weighted = [layer.name for layer in build_tiny_cnn(keras).layers if layer.weights]
+    assert tuple(weighted) == TINY_LAYERS == ("conv2d", "dense", "dense_1")
 
 
 def test_pruning_leaves_the_callers_model_untouched(pruned, tiny_model):

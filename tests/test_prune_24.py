@@ -106,8 +106,12 @@ def test_the_sparse_encoding_is_kept_only_when_smaller_and_running(pruned24, tin
     recorded = encoding.step_params()["sparse_encoding"]
     assert recorded["kept"] == encoding.kept and recorded["reason"] == encoding.reason
     assert encoding.densify_ops == 2  # both Dense kernels are at least 30% zeros
-    smaller = all(s < d for s, d in zip(encoding.sparse_bytes, encoding.dense_bytes, strict=True))
-    assert encoding.kept == smaller
+    # Measured: 47,148 raw / 38,638 gzip bytes against 71,864 / 40,763 dense: a third smaller raw, a few % gzipped.
+    # The rule's other side (not smaller: the dense file is kept) is the unpruned model below.
+    assert encoding.kept and encoding.reason.startswith("2 tensor(s) encoded sparse: smaller raw and gzipped")
+    assert (
+        encoding.sparse_bytes[0] < 0.75 * encoding.dense_bytes[0] and encoding.sparse_bytes[1] < encoding.dense_bytes[1]
+    )
     assert kept_bytes == (encoding.sparse_bytes if encoding.kept else encoding.dense_bytes)
     assert kept_bytes[0] <= encoding.dense_bytes[0] and kept_bytes[1] <= encoding.dense_bytes[1]
     # Whatever was kept runs in LiteRT and gives the dense file's outputs.

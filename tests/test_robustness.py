@@ -15,11 +15,12 @@ import pytest
 from effkit import keras_compat
 from effkit.cli import main
 from effkit.config import CompressConfig, Format, Quant
+from effkit.console import silenced
 from effkit.errors import InputError
 from effkit.pipeline import compress
 from effkit.types import Report, Status
 
-from .conftest import FAST_LATENCY, FAST_PRUNE, run_effkit, snapshot
+from .conftest import FAST_LATENCY, run_effkit, snapshot
 from .test_pipeline import _not_a_flatbuffer, _replace_recipe
 
 
@@ -67,6 +68,17 @@ def _lambda_model(path):
     return path.name
 
 
+def _lambda_tf_keras(path):
+    """A tf_keras model with a Lambda layer, saved as a SavedModel folder (test_keras_compat covers .h5)."""
+    tfk = keras_compat.tf_keras()
+    model = tfk.Sequential(
+        [tfk.Input((8, 8, 1)), tfk.layers.Lambda(lambda t: t / 16.0), tfk.layers.Flatten(), tfk.layers.Dense(10)]
+    )
+    with silenced():
+        model.save(path)
+    return path.name
+
+
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
 
 # case -> (arguments after `compress`, made inside the work folder; text the one error line must contain)
@@ -95,6 +107,7 @@ BAD_INPUTS = {
     ),
     "output is not a classifier's": (lambda d: [_non_classifier(d / "seg.keras")], "a classifier outputs"),
     "lambda layer": (lambda d: [_lambda_model(d / "lambda.keras")], "--unsafe-load"),
+    "lambda layer in a SavedModel folder": (lambda d: [_lambda_tf_keras(d / "lambda_savedmodel")], "--unsafe-load"),
     "data shape mismatch": (
         lambda d: ["model.keras", "--data", _npz(d / "big.npz", shape=(28, 28, 1))],
         "but the model expects (8, 8, 1)",
@@ -272,17 +285,18 @@ def test_interrupting_a_run_leaves_complete_files_and_an_incomplete_report(sig, 
 
 
 @pytest.mark.slow
-def test_same_seed_same_accuracies_and_identical_artifacts(tiny_model, digits, tmp_path):
-    config = CompressConfig(sparsities=(0.5,), prune=FAST_PRUNE, latency=FAST_LATENCY)
-    first = compress(tiny_model, digits, config=config, out_dir=tmp_path / "a")
-    second = compress(tiny_model, digits, config=config, out_dir=tmp_path / "b")
+def test_same_seed_same_accuracies_and_identical_artifacts(compressed, tiny_model, digits, fast_config, tmp_path):
+    """A second run with the settings of the shared one (same model, data and seed): the same accuracies and
+    byte-identical .tflite and .onnx files."""
+    first, first_out = compressed
+    second = compress(tiny_model, digits, config=fast_config, out_dir=tmp_path / "b", name="tiny_cnn")
     assert [(v.name, v.top1, v.sparsity) for v in first.variants] == [
         (v.name, v.top1, v.sparsity) for v in second.variants
     ]
     compared = 0
     for variant in first.variants:
         if variant.format in ("tflite", "onnx"):
-            a, b = tmp_path / "a" / variant.path, tmp_path / "b" / variant.path
+            a, b = first_out / variant.path, tmp_path / "b" / variant.path
             assert a.read_bytes() == b.read_bytes(), variant.name
             compared += 1
-    assert compared == 18  # (6 TFLite + 3 ONNX) for the baseline and pruned50
+    assert compared == 27  # (6 TFLite + 3 ONNX) for the baseline, pruned50 and pruned80

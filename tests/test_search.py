@@ -150,7 +150,7 @@ def test_search_end_to_end_in_the_report(tiny_model, digits, tmp_path):
     # 2 pp: the tiny model's test split is 359 samples and its fine-tunes are not bit-reproducible across thread
     # schedules, so a 1 pp budget can leave every front candidate a sample or two short on test.
     config = replace(_search_config(), max_accuracy_drop=2.0)
-    out = tmp_path / "out"
+    out = tmp_path / "tiny"
     report = compress(tiny_model, digits, config=config, out_dir=out, name="tiny")
     trace = report.search
     assert trace["decided_on"] == "validation" and trace["stopped"] == "done"
@@ -170,8 +170,12 @@ def test_search_end_to_end_in_the_report(tiny_model, digits, tmp_path):
     assert "## Search" in (out / "report.md").read_text()
     assert list((out / "cache").glob("sensitivity-*.json"))
 
-    again = compress(tiny_model, digits, config=config, out_dir=out, name="tiny", overwrite=True)
+    # A second run in a sibling folder (as `effkit compress` numbers them) reads the first one's table; the levels
+    # and the budget are not part of the table's key, so a search that stops after its first artifact shows it.
+    cheaper = replace(config, search=replace(config.search, levels=(0.5,), clusters=(), budget_seconds=0.01))
+    again = compress(tiny_model, digits, config=cheaper, out_dir=tmp_path / "tiny-2", name="tiny")
     assert again.sensitivity["cached"] is True
+    assert again.sensitivity["layers"] == report.sensitivity["layers"]
 
 
 def test_budget_without_search_is_refused(tmp_path):
@@ -217,8 +221,11 @@ def test_int8_that_misses_leaves_the_noisiest_ops_float(bottleneck, digits):
     plan = search.artifacts[onnx[0].candidate.settings["from_plan"]]
     floats = [layer for layer, precision in plan.candidate.settings["layers"].items() if precision == "float"]
     assert onnx[0].candidate.settings["float_layers"] == floats
-    excluded = onnx[0].steps[-1].params["nodes_to_exclude"]
-    assert excluded and all(any(f"/{layer}/" in f"/{node}" for layer in floats) for node in excluded)
+    # Which plan is best depends on the CPU's int8 numerics: on an AVX2-only EPYC the 50%-sparse model's uniform int8
+    # met the bar, on AVX-512 VNNI ones a selective plan was best. Either way ONNX keeps exactly its float layers.
+    excluded = onnx[0].steps[-1].params.get("nodes_to_exclude", [])
+    assert bool(excluded) == bool(floats)
+    assert all(any(f"/{layer}/" in f"/{node}" for layer in floats) for node in excluded)
 
 
 def test_forced_qat_fallback_makes_a_full_integer_candidate(tiny_model, digits):
@@ -239,7 +246,9 @@ def test_forced_qat_fallback_makes_a_full_integer_candidate(tiny_model, digits):
     assert candidate.val_top1 > 0.85 and candidate.agreement is not None
 
 
-def test_the_latency_goal_orders_the_front_by_p50(tiny_model, digits):
+@pytest.fixture(scope="module")
+def latency_search(tiny_model, digits):
+    """A finished `--search latency` on the tiny model (its Pareto front decided, nothing measured on test)."""
     info = describe(tiny_model, digits.x_train[:16], name="tiny")
     config = _search_config(levels=(0.5,), clusters=(), goal="latency")
     search = Search(tiny_model, digits, info=info, config=config, calibration=digits.x_train[:64])
@@ -247,13 +256,74 @@ def test_the_latency_goal_orders_the_front_by_p50(tiny_model, digits):
         search.run()
     finally:
         search.close()
-    front = search.front()
-    assert front and [c.p50_ms for c in front] == sorted(c.p50_ms for c in front)
+    return search
+
+
+def test_the_latency_goal_takes_the_pareto_front_of_p50_and_validation_drop(latency_search):
+    """The front, worked out here pairwise from the trace: within budget, no other candidate at least as fast and
+    as accurate and better in one; the search's FRONT marks must be exactly those, the fastest first."""
+    search = latency_search
+    within = [c for c in search.candidates if c.decision in (Decision.FRONT, Decision.DOMINATED)]
+    assert len(within) >= 3, [(c.name, c.decision, c.reason) for c in search.candidates]
+
+    def beats(o, c):
+        return (
+            o.p50_ms <= c.p50_ms
+            and o.val_drop_pp <= c.val_drop_pp
+            and (o.p50_ms, o.val_drop_pp)
+            != (
+                c.p50_ms,
+                c.val_drop_pp,
+            )
+        )
+
+    undominated = {c.name for c in within if not any(beats(o, c) for o in within)}
+    assert {c.name for c in within if c.decision == Decision.FRONT} == undominated
+    assert any(c.decision == Decision.DOMINATED for c in within)
+    assert search.front()[0].p50_ms == min(c.p50_ms for c in within)
     structured = [c for c in search.candidates if c.name.startswith("s2of4-")]
     assert structured and all(c.settings["m_by_n_held"] for c in structured)  # 2:4 tried, checked on each file
-    within = [c for c in search.candidates if c.decision in (Decision.FRONT, Decision.DOMINATED)]
-    assert front[0].p50_ms == min(c.p50_ms for c in within)
-    assert any(c.decision == Decision.DOMINATED and c.p50_ms > front[0].p50_ms for c in within)
+
+
+def test_a_front_candidate_that_misses_on_test_is_rejected_and_the_next_is_taken(latency_search):
+    """`confirm` measures the front in order on the test split: the first within budget there is chosen; one
+    that loses more than the budget is marked `rejected on test`, and a note says the next was taken."""
+    from copy import copy
+
+    from effkit.types import Variant
+
+    search = copy(latency_search)  # the module's search stays as it was decided: confirm marks copies
+    search.candidates, search.notes = list(search.candidates), list(search.notes)
+    search.artifacts = {name: copy(artifact) for name, artifact in search.artifacts.items()}
+    first = search.front()[0].name
+    second = search.front(without=[first])[0].name  # the front of what is left: a dominated one may join it
+    measured = []
+
+    def measure(artifact):  # what the pipeline's measurement returns: the test figures of one artifact
+        measured.append(artifact.candidate.name)
+        drop = 5.0 if artifact.candidate.name == first else 0.3  # the first loses 5 pp on test, past the 1 pp
+        return Variant(name=f"search-{artifact.candidate.name}", format="tflite", quantization="dynamic",
+                       backend="litert", path="x.tflite", top1=0.9, top1_delta_pp=-drop)  # fmt: skip
+
+    chosen = search.confirm(measure)
+    assert measured == [first, second] and chosen.name == f"search-{second}"
+    decisions = {c.name: (c.decision, c.reason) for c in search.candidates}
+    assert decisions[first] == (Decision.REJECTED, "loses 5.00 pp on the test split")
+    assert decisions[second] == (Decision.CHOSEN, "test drop 0.30 pp")
+    said = f"search: {first} was best on validation but loses 5.00 pp on the test split; took the next on the front"
+    assert search.notes[len(latency_search.notes) :] == [said]
+
+
+def test_a_quantized_candidate_needs_the_parity_bar_plus_one_standard_error_on_validation(latency_search):
+    """97% agreement on test, over 288 validation samples: 97% + sqrt(0.97 x 0.03 / 288) = 98.01% on validation.
+    Every artifact below that was dropped for it; every one kept meets it."""
+    assert len(latency_search.dataset.x_val) == 288
+    assert latency_search.agreement_needed() == 98.01
+    for candidate in latency_search.candidates:
+        if candidate.kind == "artifact" and candidate.agreement is not None and candidate.agreement < 98.01:
+            assert candidate.decision == Decision.DROPPED and "agreement" in candidate.reason, candidate
+        elif candidate.decision in (Decision.FRONT, Decision.DOMINATED):
+            assert candidate.agreement is None or candidate.agreement >= 98.01, candidate
 
 
 @pytest.mark.slow
@@ -271,9 +341,9 @@ def test_ctrl_c_during_a_search_keeps_its_trace(tiny_tf_keras_file, tmp_path):
     process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline, seen = time.monotonic() + 240, []
-    for line in process.stderr:  # interrupt once the first pruning level is in the trace
+    for line in process.stderr:  # interrupt once the first candidates are in the trace
         seen.append(line)
-        if "search: s50-w8" in line or time.monotonic() > deadline:
+        if "search: baseline-a8" in line or time.monotonic() > deadline:
             break
     process.send_signal(signal.SIGINT)
     _, rest = process.communicate(timeout=240)
@@ -282,7 +352,7 @@ def test_ctrl_c_during_a_search_keeps_its_trace(tiny_tf_keras_file, tmp_path):
     assert report.complete is False
     assert report.search["stopped"] == "interrupted"
     names = [c["name"] for c in report.search["candidates"]]
-    assert {"baseline", "baseline-w8", "s50", "s50-w8"} <= set(names)
+    assert {"baseline", "baseline-w8", "baseline-a8"} <= set(names)
 
 
 def test_a_layer_is_not_pushed_past_what_its_curve_held():
