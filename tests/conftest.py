@@ -224,3 +224,28 @@ def run_effkit(*args, cwd, env=None, timeout=600) -> subprocess.CompletedProcess
     return subprocess.run(
         [sys.executable, "-m", "effkit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+def ctrl_c_when(line: str, *args: str, timeout: float = 240) -> tuple[int, str]:
+    """`python -m effkit ARGS` in a real process, sent SIGINT (Ctrl-C) once a line of its stderr contains `line`:
+    (its exit code, its whole stderr)."""
+    import signal
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "effkit", *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        # A shell's background jobs start with SIGINT ignored, and Python then keeps ignoring it; a user's terminal
+        # delivers Ctrl-C normally, which is what this restores.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline, seen = time.monotonic() + timeout, []
+    for said in process.stderr:
+        seen.append(said)
+        if line in said or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=timeout)
+    return process.returncode, "".join(seen) + rest

@@ -178,22 +178,13 @@ def test_a_failing_model_is_reported_while_the_others_finish(on_ray, suite_file)
 def test_ctrl_c_on_the_driver_leaves_incomplete_results_and_stops_the_tasks(ray_session, suite_file, tmp_path):
     """A real SIGINT to `effkit bench --ray` (a driver process joined to this module's Ray) once the first model is
     done: exit 130, results.json holds that model and says incomplete, and the cancelled task's CPU comes back."""
-    import signal
+    from .conftest import ctrl_c_when
 
     address = ray.get_runtime_context().gcs_address
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "effkit", "bench", str(suite_file), "--out", str(out), "--ray", address]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    deadline, seen = time.monotonic() + 240, []
-    for line in process.stderr:  # interrupt once the broken model is recorded and tiny is still being made
-        seen.append(line)
-        if "broken failed; models 1/2 done" in line or time.monotonic() > deadline:
-            break
-    process.send_signal(signal.SIGINT)
-    _, rest = process.communicate(timeout=120)
-    assert process.returncode == 130, "".join(seen) + rest
-    assert "Traceback" not in rest
+    args = ["bench", str(suite_file), "--out", str(out), "--ray", address]
+    code, stderr = ctrl_c_when("broken failed; models 1/2 done", *args, timeout=120)  # tiny still being made
+    assert code == 130 and "Traceback" not in stderr, stderr
     written = json.loads((out / "results.json").read_text())
     assert written["complete"] is False
     assert [m["name"] for m in written["models"]] == ["broken"]  # the model that finished first, then Ctrl-C

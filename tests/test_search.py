@@ -328,26 +328,15 @@ def test_a_quantized_candidate_needs_the_parity_bar_plus_one_standard_error_on_v
 
 @pytest.mark.slow
 def test_ctrl_c_during_a_search_keeps_its_trace(tiny_tf_keras_file, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from effkit.types import Report
 
+    from .conftest import ctrl_c_when
+
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "effkit", "compress", str(tiny_tf_keras_file), "--out", str(out), "--search",
-               "size", "--formats", "tflite", "--quant", "none,dynamic"]  # fmt: skip
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
-    deadline, seen = time.monotonic() + 240, []
-    for line in process.stderr:  # interrupt once the first candidates are in the trace
-        seen.append(line)
-        if "search: baseline-a8" in line or time.monotonic() > deadline:
-            break
-    process.send_signal(signal.SIGINT)
-    _, rest = process.communicate(timeout=240)
-    assert process.returncode == 130, "".join(seen) + rest
+    args = ["compress", str(tiny_tf_keras_file), "--out", str(out), "--search", "size", "--formats", "tflite",
+            "--quant", "none,dynamic"]  # fmt: skip
+    code, stderr = ctrl_c_when("search: baseline-a8", *args)  # once the first candidates are in the trace
+    assert code == 130, stderr
     report = Report.from_json((out / "report.json").read_text())
     assert report.complete is False
     assert report.search["stopped"] == "interrupted"
