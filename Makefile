@@ -9,14 +9,17 @@ STAMP := $(VENV)/.installed
 demo: $(STAMP)
 	$(BIN)/effkit compress
 
-# In parallel workers, one per core (pytest-xdist; each module runs on one worker, so its fixtures are made once), in
-# random order (pytest-randomly prints the seed; --randomly-seed=N repeats an order), with the slowest tests listed.
+# In parallel workers (pytest-xdist; each module runs on one worker, so its fixtures are made once), one more than
+# the cores, since workers also wait on subprocesses, Ray and each other's shared fixtures; in random order
+# (pytest-randomly prints the seed; --randomly-seed=N repeats an order), with the slowest tests listed.
+WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 1)')
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadscope --durations=15
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadscope --durations=15
 
 # The development loop: everything but the tests marked slow (reference-model training, end-to-end subprocesses).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -n auto --dist loadscope -m "not slow and not zoo"
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadscope -m "not slow and not zoo"
 
 # Every keras.applications family through the bridge and both exports (about 8 minutes; not part of make test).
 test-zoo: $(STAMP)
