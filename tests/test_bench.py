@@ -177,7 +177,9 @@ def test_a_latency_regression_is_confirmed_by_timing_again(bench_record, bench_r
     suite, record, out = bench_record
     claimed = copy.deepcopy(bench_run[1])
     onnx = _variant(claimed, "baseline-onnx-none")
-    onnx["latency_ratio"] /= 6  # the baseline claims this artifact was six times faster than it is
+    # The baseline claims this artifact was twenty times faster than it is. Not six: the in-run ratio, measured
+    # while other test workers share the 2 cores, came out over 4.6 times its re-timed value (x86_64-avx2).
+    onnx["latency_ratio"] /= 20
     baseline = tmp_path / "claimed.json"
     baseline.write_text(json.dumps(claimed))
     burst = record.model("tiny").variant("baseline-tflite-int8").latency_ratio * 6  # this run hit a burst of noise
@@ -272,11 +274,11 @@ def test_latency_compares_only_on_a_cpu_with_the_same_kernels(differs, bench_run
 
 
 def test_the_same_baseline_on_the_same_cpu_judges_latency(bench_run, tmp_path):
-    """The counterpart of the test above: measured on this very CPU, the six times faster claim is judged (re-timed,
+    """The counterpart of the test above: measured on this very CPU, the twenty times faster claim is judged (re-timed,
     and found slower than the baseline allows)."""
     suite, results, out = bench_run
     claimed = _on_cpu(results, ZEN4)
-    _variant(claimed, "baseline-onnx-none")["latency_ratio"] /= 6
+    _variant(claimed, "baseline-onnx-none")["latency_ratio"] /= 20
     baseline = tmp_path / "same-cpu.json"
     baseline.write_text(json.dumps(claimed))
     verdict = gate(_on_cpu(results, ZEN4), baseline, suite.thresholds, out)
