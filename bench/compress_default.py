@@ -101,7 +101,7 @@ def main() -> int:
         checks.append(("recommended variant", "none", "one within tolerance", False))
     import statistics
 
-    from effkit.bench import latency_rounds
+    from effkit.suites import latency_rounds
     from effkit.types import Report
 
     measured = Report.from_dict(report)

@@ -36,7 +36,7 @@ MODELS = ("mobilenet_v3_small", "mobilenet_v2_preprocess", "efficientnet_b0")
 
 
 def build(name: str):
-    from effkit import keras_compat
+    from effkit.load import keras_compat
 
     keras = keras_compat.keras3()
     apps = keras.applications
@@ -65,10 +65,10 @@ def _all_layers(model):
 
 def train(name: str, path: Path, *, epochs: int) -> float:
     """Train `name` briefly on digits at 32x32x3 and save it; returns its test accuracy."""
-    from effkit import keras_compat
-    from effkit.classifier import describe
-    from effkit.data import load_dataset
-    from effkit.train import fit
+    from effkit.load import keras_compat
+    from effkit.load.classifier import describe
+    from effkit.load.data import load_dataset
+    from effkit.techniques.train import fit
 
     keras = keras_compat.keras3()
     keras.utils.set_random_seed(0)

@@ -49,11 +49,12 @@ def prepare(results: Path, work: Path) -> None:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from effkit import keras_compat
     from effkit.config import CompressConfig
-    from effkit.data import fit_sequences
     from effkit.export.onnx import INPUT_NAME
-    from effkit.pipeline import _calibration, _dataset, _input_dtype, _integer_sequences
+    from effkit.load import keras_compat
+    from effkit.load.classifier import model_input
+    from effkit.load.data import check_sizes, fit_sequences, load_dataset
+    from effkit.pipeline import calibration_samples
 
     class Reader(CalibrationDataReader):
         def __init__(self, samples):
@@ -69,11 +70,13 @@ def prepare(results: Path, work: Path) -> None:
         model_path = Path(report["model"]["path"])
         model = keras_compat.load_model(model_path if model_path.is_absolute() else folder / model_path).model
         config = CompressConfig(seed=report["config"]["seed"])
-        dataset = _dataset(report["data"]["name"], config, input_shape=tuple(model.inputs[0].shape[1:]))
-        if _integer_sequences(model):
-            dataset = fit_sequences(dataset, int(model.inputs[0].shape[1]))
-        dataset = dataset.astype(_input_dtype(model))
-        calibration = _calibration(dataset, config)
+        facts = model_input(model, name=name)  # as compress prepares the data for this model
+        dataset = load_dataset(report["data"]["name"], seed=config.seed, input_shape=facts.shape)
+        check_sizes(dataset)
+        if facts.sequence_length:
+            dataset = fit_sequences(dataset, facts.sequence_length)
+        dataset = dataset.astype(facts.dtype)
+        calibration = calibration_samples(dataset, config)
         np.save(work / f"{name}.x.npy", dataset.x_test)
         (work / f"{name}.heads.json").write_text(json.dumps(report["model"].get("heads", [])))
         for float_onnx in sorted((folder / "artifacts").glob("*-onnx-none.onnx")):

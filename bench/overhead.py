@@ -40,11 +40,11 @@ def main() -> int:
 
     from effkit import models as effkit_models
     from effkit.config import Format, LatencyConfig
-    from effkit.data import load_dataset
     from effkit.export.onnx import export_onnx
     from effkit.export.tflite import export_tflite
-    from effkit.measure import time_latency
+    from effkit.load.data import load_dataset
     from effkit.runtime import open_runner
+    from effkit.runtime.measure import time_latency
 
     dataset = load_dataset("digits")
     model = effkit_models.train_reference("digits_cnn", dataset, epochs=2)

@@ -154,18 +154,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_peer(name: str, *, out: Path, cache: Path, epochs: int, seed: int, keras3: str) -> PeerResult:
     """Train (or reuse) one reference model, apply the peer recipe and measure the artifact."""
-    from effkit import keras_compat
+    from effkit.models import reference_file
+
     from effkit import models as reference_models
-    from effkit.bench import SuiteModel, reference_file
-    from effkit.classifier import describe, model_input
     from effkit.config import Format
-    from effkit.data import fit_sequences, load_dataset
     from effkit.export.tflite import export_tflite
-    from effkit.measure import file_sizes, primary_top1, weight_sparsity
+    from effkit.load import keras_compat
+    from effkit.load.classifier import describe, model_input
+    from effkit.load.data import fit_sequences, load_dataset
     from effkit.runtime import open_runner
+    from effkit.runtime.measure import file_sizes, primary_top1, weight_sparsity
 
     data = reference_models.get(name).OFFLINE_DATA
-    model_file = reference_file(SuiteModel(name=name, data=data, reference=name), cache, seed=seed)
+    model_file = reference_file(name, data, cache, seed=seed)
     loaded = keras_compat.load_model(model_file)
 
     # The test split effkit's compress() measures on: same loader, seed, sequence fitting and input dtype.
@@ -240,7 +241,7 @@ def run_peer(name: str, *, out: Path, cache: Path, epochs: int, seed: int, keras
 
 def _why_not_tfmot(loaded: Any, dataset: Any, *, keras3: str) -> str | None:
     """Why the peer cannot prune this model with tfmot (it then gets PTQ only), or None when it can."""
-    from effkit import keras_compat
+    from effkit.load import keras_compat
 
     if not loaded.bridged and loaded.bridge_error is None:
         return None  # a tf_keras model: tfmot takes it as it is
@@ -257,8 +258,8 @@ def _why_not_tfmot(loaded: Any, dataset: Any, *, keras3: str) -> str | None:
 def peer_prune(model: Any, dataset: Any, *, info: Any, epochs: int, seed: int) -> tuple[Any, str, int]:
     """The tutorial's pruning: PolynomialDecay 50% -> 80% over ceil(train / batch) * epochs steps, fine-tune with
     UpdatePruningStep, strip. Returns the stripped tf_keras model, what was wrapped, and the schedule's end step."""
-    from effkit import keras_compat
-    from effkit.train import fit
+    from effkit.load import keras_compat
+    from effkit.techniques.train import fit
 
     tfk = keras_compat.tf_keras()
     sparsity_api = keras_compat.tfmot().sparsity.keras
@@ -302,8 +303,8 @@ def peer_prune(model: Any, dataset: Any, *, info: Any, epochs: int, seed: int) -
 
 def peer_quantize(model: Any, path: Path) -> Path:
     """The tutorial's conversion: `from_keras_model` with dynamic-range PTQ."""
-    from effkit import keras_compat
     from effkit.export.tflite import convert
+    from effkit.load import keras_compat
 
     tf = keras_compat.tensorflow()
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -313,7 +314,7 @@ def peer_quantize(model: Any, path: Path) -> Path:
 
 def _p50_ms(runner: Any, x: Any) -> float:
     from effkit.config import LatencyConfig
-    from effkit.measure import time_latency
+    from effkit.runtime.measure import time_latency
 
     latency = time_latency(runner.bind(x[:1]), config=LatencyConfig(), batch=1, threads=1, runtime=runner.runtime)
     return latency.p50

@@ -6,7 +6,7 @@ machine: each model's quantized candidates are made in a task while the driver f
 checks that both runs tried the same candidates with the same decisions, sizes and validation top-1, and recommend
 the same candidate, and prints both wall times and their ratio, with the CPU class they were measured on.
 
-The model files are the reference models `effkit bench` trains and caches (`effkit.bench.reference_file`, in
+The model files are the reference models `effkit bench` trains and caches (`effkit.models.reference_file`, in
 OUT/models), on their offline stand-in data.
 
 Usage: python bench/ray_search.py [--out DIR] [--models digits_cnn,fashion_cnn]

@@ -34,9 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-from effkit.bench import gate, load_suite
 from effkit.cpu import fingerprint
-from effkit.results import SuiteResult
+from effkit.report.results import SuiteResult
+from effkit.suites import gate, load_suite
 
 MODES = ("sequential", "ray")
 

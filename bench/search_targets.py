@@ -6,7 +6,7 @@ search and test confirmation included), timed wall-clock; its report.json is the
 - embedded default (`effkit compress --search size`, no arguments: digits_cnn trained in-run), in OUT/default
       recommended gzip bytes vs float32 TFLite raw bytes     target >= 20x, <= 1.0 pp test top-1 loss, <= 5 min
 - every reference model on its offline stand-in data, from the file `effkit bench` trains and caches
-  (`effkit.bench.reference_file`, in OUT/models), in OUT/<model>
+  (`effkit.models.reference_file`, in OUT/models), in OUT/<model>
       the same ratio                                         target >= 12x, <= 1.0 pp, <= 15 min each
 - with --peer: bench/peer_tfmot.py on the same model files, data and test split; effkit's recommended artifact
   must be >= 2x smaller than the tfmot tutorial recipe's, within 1.0 pp.
@@ -49,10 +49,9 @@ def offline_data(name: str) -> str:
 
 def model_file(name: str, out: Path) -> Path:
     """The reference model trained on its offline data, cached in OUT/models as effkit bench caches it."""
-    from effkit.bench.run import reference_file
-    from effkit.bench.suite import SuiteModel
+    from effkit.models import reference_file
 
-    return reference_file(SuiteModel(name=name, reference=name, data=offline_data(name)), out, seed=0)
+    return reference_file(name, offline_data(name), out, seed=0)
 
 
 def run_model(name: str, out: Path, *, default: bool = False) -> dict:

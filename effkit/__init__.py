@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import keras_compat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from .config import CompressConfig, Format, LatencyConfig, Precision, PruneConfig, Quant, SearchConfig, SearchGoal
 from .errors import EffkitError
+from .load import keras_compat  # noqa: F401  (sets TF_USE_LEGACY_KERAS before anything imports TensorFlow)
 from .types import Latency, Parity, Report, Step, Variant
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .data import Dataset, load_dataset
+    from .load.data import Dataset, load_dataset
     from .pipeline import compress
 
-_LAZY = {"compress": "pipeline", "load_dataset": "data", "Dataset": "data"}
+_LAZY = {"compress": "pipeline", "load_dataset": "load.data", "Dataset": "load.data"}
 
 
 def __getattr__(name: str) -> Any:

@@ -346,7 +346,8 @@ def _train(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .bench import (
+    from .cpu import fingerprint
+    from .suites import (
         RESULTS_JSON,
         baseline_to_read,
         baseline_to_write,
@@ -357,8 +358,7 @@ def _bench(args: argparse.Namespace) -> int:
         with_latency_rounds,
         write_results,
     )
-    from .cpu import fingerprint
-    from .gate import regressions_markdown
+    from .suites.gate import regressions_markdown
 
     suite = load_suite(args.suite)
     if args.update_baseline and not args.baseline:
@@ -371,7 +371,7 @@ def _bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; expected a folder")
-    from .executor import executor_for
+    from .suites.run import executor_for
 
     with executor_for(args.ray) as executor:
         results = run_suite(suite, out, executor=executor)
@@ -462,9 +462,9 @@ def _compress_config(args: argparse.Namespace) -> CompressConfig:
 def _compress(args: argparse.Namespace) -> int:
     config = _compress_config(args)
 
-    from .executor import executor_for
     from .pipeline import compress
-    from .report import machine_line, summary, table, targets_section
+    from .report.render import machine_line, summary, table, targets_section
+    from .suites.run import executor_for
 
     if args.ray is not None and config.search is None:
         raise ConfigError("--ray makes a search's candidates in parallel: add --search size (or latency)")
@@ -476,7 +476,7 @@ def _compress(args: argparse.Namespace) -> int:
             out_dir=args.out,
             safe_mode=not args.unsafe_load,
             overwrite=args.overwrite,
-            executor=executor,
+            tasks=executor,
         )
     print(table(report))
     print()
@@ -495,7 +495,7 @@ def _compress(args: argparse.Namespace) -> int:
 def _bundle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .bundle import make_bundle
+    from .ship.bundle import make_bundle
 
     labels = None
     if args.labels:

@@ -11,14 +11,16 @@ add `LOSS_WEIGHTS` (multi-output) or its own `fit` (multi-phase training).
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from effkit.data import Dataset
 from effkit.errors import ConfigError, DataError, EffkitError, first_line
+from effkit.load.data import Dataset
 
 from .training import train
 
@@ -47,7 +49,7 @@ def train_reference(
         seed: fixes initialisation, shuffling, dropout and augmentation.
         epochs: overrides the training plan's epochs (each phase's, for multi-phase plans).
     """
-    from effkit import keras_compat
+    from effkit.load import keras_compat
 
     module = get(name)
     keras = keras_compat.keras_module(generation)
@@ -89,6 +91,40 @@ def train_reference(
     return model
 
 
+def reference_path(reference: str, data: str, out_dir: Path, *, epochs: int | None, seed: int) -> tuple[Path, dict]:
+    """Where `reference_file` keeps a reference model trained on `data`, named by a hash of its training, and that
+    training."""
+    from effkit import __version__
+
+    training = {"reference": reference, "data": data, "epochs": epochs, "seed": seed, "effkit": __version__}
+    key = hashlib.sha256(json.dumps(training, sort_keys=True).encode()).hexdigest()[:12]
+    return Path(out_dir) / "models" / f"{reference}-{key}.keras", training
+
+
+def train_reference_file(reference: str, data: str, path: Path, *, epochs: int | None, seed: int) -> Path:
+    """Train a reference classifier on its data (Keras 3) and save it to `path`."""
+    from effkit.load import keras_compat
+    from effkit.load.data import load_dataset
+
+    dataset = load_dataset(data, seed=seed)
+    trained = train_reference(reference, dataset, generation=keras_compat.KERAS_3, seed=seed, epochs=epochs)
+    return keras_compat.save_model(trained, path)
+
+
+def reference_file(reference: str, data: str, out_dir: Path, *, epochs: int | None = None, seed: int = 0) -> Path:
+    """The reference model's file under `out_dir/models/`, trained now (Keras 3) or reused from an earlier run with
+    the same training and data: what `effkit bench` and bench/peer_tfmot.py both start from."""
+    from effkit.files import write_text
+
+    path, training = reference_path(reference, data, out_dir, epochs=epochs, seed=seed)
+    if path.exists():
+        log.info("bench: reusing %s", path)
+        return path
+    train_reference_file(reference, data, path, epochs=epochs, seed=seed)
+    write_text(path.with_suffix(".json"), json.dumps(training, indent=2) + "\n")
+    return path
+
+
 def train_and_save(
     name: str,
     out: str | Path | None = None,
@@ -116,13 +152,13 @@ def train_and_save(
     Raises:
         EffkitError: unknown model, bad options, an existing file, data that cannot be had or does not fit.
     """
-    from effkit import keras_compat
-    from effkit.classifier import describe, model_input
     from effkit.config import Format
-    from effkit.data import check_sizes, load_dataset
     from effkit.errors import InputError
-    from effkit.measure import primary_top1
+    from effkit.load import keras_compat
+    from effkit.load.classifier import describe, model_input
+    from effkit.load.data import check_sizes, load_dataset
     from effkit.runtime import open_runner
+    from effkit.runtime.measure import primary_top1
 
     module = get(name)
     if generation not in (2, 3):

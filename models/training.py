@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from effkit.classifier import describe, output_names
-from effkit.data import Dataset
-from effkit.train import FitResult, fit
+from effkit.load.classifier import describe, output_names
+from effkit.load.data import Dataset
+from effkit.techniques.train import FitResult, fit
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from effkit import keras_compat
-from effkit.classifier import describe
 from effkit.config import CompressConfig, LatencyConfig, PruneConfig
-from effkit.data import load_dataset
-from effkit.train import fit
+from effkit.load import keras_compat
+from effkit.load.classifier import describe
+from effkit.load.data import load_dataset
+from effkit.techniques.train import fit
 
 # Enough runs to exercise the protocol, few enough to keep the suite quick. Speed is judged in bench/, not here.
 FAST_LATENCY = LatencyConfig(warmup_runs=2, warmup_seconds=0.0, min_runs=10, min_seconds=0.01)
@@ -176,7 +176,7 @@ def tiny_pruned80(tiny_model, digits, tiny_info, tmp_path_factory):
     import dataclasses
     import pickle
 
-    from effkit.prune import prune
+    from effkit.techniques.prune import prune
 
     def make(folder: Path) -> None:
         result = prune(tiny_model, digits, info=tiny_info, sparsity=0.8, config=FAST_PRUNE)

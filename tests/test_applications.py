@@ -10,9 +10,9 @@ the zoo on 2 cores, so it runs with `pytest -m zoo`.
 import numpy as np
 import pytest
 
-from effkit import keras_compat
 from effkit.config import CompressConfig, Format, PruneConfig, Quant
-from effkit.data import Dataset
+from effkit.load import keras_compat
+from effkit.load.data import Dataset
 from effkit.recipes import RECIPES, RecipeInputs
 from effkit.runtime import open_runner
 
@@ -117,9 +117,9 @@ def test_application_exports_to_float_tflite_and_onnx(module, member, side, tmp_
 @pytest.mark.parametrize("module, member, side", [f for f in FAMILIES if f[1] in NOT_BRIDGED], ids=sorted(NOT_BRIDGED))
 def test_application_the_bridge_cannot_rebuild_is_pruned_in_keras3(module, member, side, tmp_path):
     """The path to pruning without tfmot; two fine-tune steps on random data, about a minute."""
-    from effkit.classifier import describe
     from effkit.export.tflite import export_tflite
-    from effkit.prune_native import prune_keras3
+    from effkit.load.classifier import describe
+    from effkit.techniques.prune_native import prune_keras3
 
     model = _build(module, member, side)
     assert keras_compat.adopt(model).bridge_error is not None

@@ -10,7 +10,12 @@ import struct
 
 import pytest
 
-from effkit.bench import (
+from effkit.cli import main
+from effkit.errors import ConfigError, InputError
+from effkit.report.plots import pareto_front
+from effkit.report.results import SuiteResult
+from effkit.stats import pack_correct, unpack_correct
+from effkit.suites import (
     baseline_to_read,
     baseline_to_write,
     load_suite,
@@ -19,13 +24,8 @@ from effkit.bench import (
     run_suite,
     write_results,
 )
-from effkit.bench import gate as bench_gate
-from effkit.cli import main
-from effkit.errors import ConfigError, InputError
-from effkit.gate import Thresholds, compare
-from effkit.plots import pareto_front
-from effkit.results import SuiteResult
-from effkit.stats import pack_correct, unpack_correct
+from effkit.suites import gate as bench_gate
+from effkit.suites.gate import Thresholds, compare
 
 SUITE = """
 name = "tiny"
@@ -392,7 +392,7 @@ def cli_suite_file(suite_file):
 def test_cli_bench_exits_4_with_the_offending_rows_and_0_on_a_rerun(
     cli_suite_file, bench_run, tmp_path, capsys, monkeypatch
 ):
-    from effkit.bench import baselines
+    from effkit.suites import baselines
 
     monkeypatch.setattr(baselines, "MIN_ROUND_SECONDS", 0.0)  # the baseline's rounds back to back: a test of the CLI
     suite_file = cli_suite_file

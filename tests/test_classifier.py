@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from effkit import keras_compat
-from effkit.classifier import OutputKind, describe, vocabulary
 from effkit.config import CompressConfig
-from effkit.data import Dataset, check_labels
 from effkit.errors import DataError, ModelError
+from effkit.load import keras_compat
+from effkit.load.classifier import OutputKind, describe, vocabulary
+from effkit.load.data import Dataset, check_labels
 from effkit.pipeline import compress
 
 

@@ -113,14 +113,15 @@ def test_effkit_runs_without_ray_and_says_so_when_asked_for_it(monkeypatch):
     """Here, not in test_ray.py, which is skipped as a whole where Ray is not installed: exactly where this
     must hold."""
     from effkit.errors import ConfigError
-    from effkit.executor import InProcess, executor_for
+    from effkit.suites.executors import InProcess
+    from effkit.suites.run import executor_for
 
-    code = "import sys, effkit, effkit.cli, effkit.bench, effkit.executor; print('ray' in sys.modules)"
+    code = "import sys, effkit, effkit.cli, effkit.suites, effkit.suites.executors; print('ray' in sys.modules)"
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert imported.stdout.strip() == "False"
     assert isinstance(executor_for(None), InProcess)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    monkeypatch.delitem(sys.modules, "effkit.ray_executor", raising=False)
+    monkeypatch.delitem(sys.modules, "effkit.suites.ray", raising=False)
     with pytest.raises(ConfigError, match=r"pip install 'effkit\[ray\]'"):
         executor_for("local")
 

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from effkit import keras_compat
-from effkit.classifier import describe
-from effkit.cluster import cluster, distinct_values
 from effkit.config import Backend, CompressConfig, Format, PruneConfig, Quant
 from effkit.errors import ModelError
 from effkit.export.tflite import constant_kernels, export_tflite
-from effkit.measure import file_sizes
+from effkit.load import keras_compat
+from effkit.load.classifier import describe
 from effkit.pipeline import compress
 from effkit.quantize.litert import quantize_litert
+from effkit.runtime.measure import file_sizes
+from effkit.techniques.cluster import cluster, distinct_values
 
 from .conftest import FAST_LATENCY
 

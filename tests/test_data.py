@@ -4,10 +4,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from effkit.classifier import Head, OutputKind
-from effkit.data import check_fits, check_labels, load_dataset
-from effkit.data.sources import load_npz
 from effkit.errors import DataError, InputError
+from effkit.load.classifier import Head, OutputKind
+from effkit.load.data import check_fits, check_labels, load_dataset
+from effkit.load.data.sources import load_npz
 
 
 def test_digits_splits_are_disjoint_stratified_and_deterministic(digits):
@@ -172,7 +172,7 @@ def test_synthetic_text_is_integer_sequences_with_a_balanced_label():
 
 
 def test_sequences_are_padded_or_truncated_to_the_models_length():
-    from effkit.data import fit_sequences
+    from effkit.load.data import fit_sequences
 
     dataset = load_dataset("synthetic_text")
     shorter = fit_sequences(dataset, 100)

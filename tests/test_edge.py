@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effkit.bundle import BundleRefused, make_bundle, read_embedded
 from effkit.edge import BundleError, load, read_manifest, verify
 from effkit.errors import InputError
 from effkit.runtime import open_runner
+from effkit.ship.bundle import BundleRefused, make_bundle, read_embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIMES = ("numpy", "ai-edge-litert", "onnxruntime")
@@ -274,7 +274,7 @@ def test_a_newer_manifest_schema_is_refused(mobile, tmp_path):
 def test_mcu_refuses_a_file_tflite_micro_computes_differently(compressed, tmp_path, monkeypatch):
     """TFLite Micro's kernels here agree with LiteRT on every golden sample; a device whose kernels do not is played
     by shifting the real predictions' classes for 3 of the 256 samples (98.8%, below the 99% bundling needs)."""
-    from effkit import micro
+    from effkit.ship import micro
 
     measured = micro.micro_predict
 

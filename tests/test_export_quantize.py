@@ -6,17 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effkit.classifier import OutputKind, describe
 from effkit.config import Backend, CompressConfig, Format, OnnxQuantConfig, OrtTypes, ParityConfig, Quant
 from effkit.cpu import parse_cpuinfo
 from effkit.errors import StageError
 from effkit.export.onnx import validate_onnx
 from effkit.export.tflite import validate_tflite
-from effkit.measure import file_sizes, parity, parity_problem, top1
+from effkit.load.classifier import OutputKind, describe
 from effkit.quantize.onnxruntime import ort_types, quantize_onnx
 from effkit.quantize.tflite_converter import quantize_tflite
 from effkit.recipes import RECIPES, RecipeInputs
 from effkit.runtime import open_runner
+from effkit.runtime.measure import file_sizes, parity, parity_problem, top1
 
 from .conftest import outputs_of
 
@@ -131,7 +131,7 @@ def test_int8_without_calibration_is_an_error(tiny_model, tmp_path):
 def test_clipped_biases_of_all_zero_channels_are_noted(tiny_model, digits, tmp_path):
     """Channels pruned to all-zero weights but with a bias: the LiteRT quantizer gives them a weight scale near 0,
     their int32 bias overflows and is clipped; the converter raises the scale. The recipe notes the clipped ones."""
-    from effkit import keras_compat
+    from effkit.load import keras_compat
 
     model = keras_compat.tf_keras().models.clone_model(tiny_model)
     model.set_weights(tiny_model.get_weights())
@@ -210,8 +210,8 @@ def test_onnx_folds_normalization_constants_and_takes_only_the_models_input(gene
     """Normalization's mean and variance are tensors captured by value; tf2onnx made them graph inputs (issue #15)."""
     import onnx
 
-    from effkit import keras_compat
     from effkit.export.onnx import INPUT_NAME, export_onnx
+    from effkit.load import keras_compat
 
     keras = keras_compat.keras3()
     keras.utils.set_random_seed(0)
@@ -239,8 +239,8 @@ def test_onnx_converts_grouped_convolutions_and_exact_gelu_from_keras3(tmp_path)
     tf2onnx supports neither as such."""
     import onnx
 
-    from effkit import keras_compat
     from effkit.export.onnx import export_onnx
+    from effkit.load import keras_compat
 
     keras = keras_compat.keras3()
     keras.utils.set_random_seed(0)

@@ -5,8 +5,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from effkit import keras_compat
 from effkit.errors import InputError, ModelError
+from effkit.load import keras_compat
 
 from .conftest import outputs_of
 

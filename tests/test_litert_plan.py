@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effkit import keras_compat
 from effkit.config import Format, OnnxQuantConfig, Precision, Quant
 from effkit.errors import ConfigError
 from effkit.export.onnx import export_onnx
 from effkit.export.tflite import export_tflite
 from effkit.export.tflite_graph import read_graph
+from effkit.load import keras_compat
 from effkit.quantize.layers import keras_names, scope_layer, scope_regex
 from effkit.quantize.litert import LayerPlan, QuantizableOp, quantizable_layers, quantize_litert_plan
 from effkit.quantize.onnxruntime import onnx_nodes_for_layers, quantize_onnx

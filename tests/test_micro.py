@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from effkit import micro
 from effkit.config import Quant
 from effkit.console import silenced
 from effkit.errors import ConfigError, InputError, StageError
+from effkit.ship import micro
 
 from .conftest import FAST_PRUNE
 
@@ -188,8 +188,8 @@ def test_check_refuses_a_file_that_is_not_tflite(tmp_path):
 @pytest.fixture(scope="module")
 def clustered_int8(tiny_model, digits, tiny_info, tmp_path_factory) -> Path:
     """The tiny model clustered to 16 values per kernel (no fine-tune), as full-integer int8."""
-    from effkit.cluster import cluster, distinct_values
     from effkit.quantize.tflite_converter import quantize_tflite
+    from effkit.techniques.cluster import cluster, distinct_values
 
     result = cluster(tiny_model, digits, info=tiny_info, clusters=16, config=FAST_PRUNE, epochs=0)
     path = tmp_path_factory.mktemp("lut") / "c16-int8.tflite"
@@ -223,6 +223,6 @@ def test_lut_compression_leaves_an_unclustered_model_alone(tflite_files, tmp_pat
 def test_importing_micro_loads_neither_tensorflow_nor_tflite_micro():
     import sys
 
-    code = "import sys, effkit.micro; print(any(m in sys.modules for m in ('tensorflow', 'tflite_micro')))"
+    code = "import sys, effkit.ship.micro; print(any(m in sys.modules for m in ('tensorflow', 'tflite_micro')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

@@ -8,10 +8,10 @@ import os
 import numpy as np
 import pytest
 
-from effkit import keras_compat
 from effkit import models as effkit_models
 from effkit.config import CompressConfig, PruneConfig, Quant
-from effkit.data import load_dataset
+from effkit.load import keras_compat
+from effkit.load.data import load_dataset
 from effkit.pipeline import compress
 from effkit.types import Status
 

@@ -10,8 +10,8 @@ from effkit import recipes
 from effkit.config import Backend, CompressConfig, Format, Quant
 from effkit.cpu import fingerprint
 from effkit.errors import DataError
-from effkit.outdir import fresh_dir
 from effkit.pipeline import compress
+from effkit.report.outdir import fresh_dir
 from effkit.types import Report, Status
 
 from .conftest import FAST_LATENCY, FAST_PRUNE
@@ -193,7 +193,7 @@ def test_a_keras3_model_with_a_custom_layer_is_pruned_in_keras3_and_every_varian
 
 
 def test_a_rebuild_that_misses_parity_is_pruned_in_keras3(tiny_keras3_model, digits, tmp_path, monkeypatch):
-    from effkit import keras_compat
+    from effkit.load import keras_compat
 
     monkeypatch.setattr(keras_compat, "BRIDGE_TOLERANCE", -1.0)  # no rebuild can be within it
     config = CompressConfig(

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-from effkit.keras_compat import private
+from effkit.load.keras_compat import private
 
 
 def _resolve(dotted: str):

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from effkit.classifier import describe
 from effkit.errors import ModelError
 from effkit.export.tflite import export_tflite
-from effkit.measure import file_sizes, top1, weight_sparsity
-from effkit.prune import prune
+from effkit.load.classifier import describe
+from effkit.runtime.measure import file_sizes, top1, weight_sparsity
+from effkit.techniques.prune import prune
 
 from .conftest import FAST_PRUNE, TINY_LAYERS, build_tiny_cnn, outputs_of
 
@@ -31,7 +31,7 @@ def test_pruning_reaches_the_target_sparsity_in_every_pruned_layer(pruned):
 def test_the_tiny_models_layer_names_do_not_depend_on_what_was_built_before(generation):
     """The tests name the tiny CNN's layers; Keras numbers unnamed ones across the process, so a model built
     earlier (by another test, in another order) must not shift them."""
-    from effkit import keras_compat
+    from effkit.load import keras_compat
 
     keras = keras_compat.tf_keras() if generation == "tf_keras" else keras_compat.keras3()
     keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), keras.layers.Dense(2)])
@@ -66,7 +66,7 @@ def test_pruning_shrinks_the_gzip_size_not_the_raw_size(pruned, tiny_model, tmp_
 
 
 def test_a_model_without_prunable_layers_is_refused(digits):
-    from effkit import keras_compat
+    from effkit.load import keras_compat
 
     tfk = keras_compat.tf_keras()
     model = tfk.Sequential(

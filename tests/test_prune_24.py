@@ -4,14 +4,14 @@ kept only where it shrinks the file."""
 import numpy as np
 import pytest
 
-from effkit.classifier import describe
 from effkit.config import Backend, CompressConfig, Format, PruneConfig, Quant, parse_m_by_n
 from effkit.errors import ConfigError
 from effkit.export.tflite import export_sparse_tflite, export_tflite, m_by_n_check, tflite_kernels
-from effkit.measure import file_sizes, m_by_n_pattern, top1
-from effkit.prune import prune
+from effkit.load.classifier import describe
 from effkit.quantize.tflite_converter import quantize_tflite
 from effkit.runtime import open_runner
+from effkit.runtime.measure import file_sizes, m_by_n_pattern, top1
+from effkit.techniques.prune import prune
 
 from .conftest import FAST_LATENCY, FAST_PRUNE, outputs_of
 

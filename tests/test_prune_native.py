@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from effkit import keras_compat
-from effkit.classifier import describe
 from effkit.config import PruneConfig
 from effkit.errors import ModelError
 from effkit.export.tflite import export_tflite
-from effkit.measure import correct_samples, file_sizes, weight_sparsity
-from effkit.prune import prune, ramp_steps
-from effkit.prune_native import PolynomialRamp, prune_keras3
+from effkit.load import keras_compat
+from effkit.load.classifier import describe
+from effkit.runtime.measure import correct_samples, file_sizes, weight_sparsity
 from effkit.stats import pack_correct, paired_change
+from effkit.techniques.prune import prune, ramp_steps
+from effkit.techniques.prune_native import PolynomialRamp, prune_keras3
 
 from .conftest import FAST_PRUNE, custom_layer_class, outputs_of
 

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from effkit import keras_compat
-from effkit.classifier import describe
-from effkit.cluster import cluster, distinct_values
 from effkit.config import PruneConfig
 from effkit.errors import ConfigError, ModelError
 from effkit.export.tflite import constant_kernels
-from effkit.measure import top1
-from effkit.qat import QatResult, convert_qat, flatten, quantization_aware
+from effkit.load import keras_compat
+from effkit.load.classifier import describe
 from effkit.runtime.litert import LiteRTRunner
+from effkit.runtime.measure import top1
+from effkit.techniques.cluster import cluster, distinct_values
+from effkit.techniques.qat import QatResult, convert_qat, flatten, quantization_aware
 
 from .conftest import outputs_of
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from effkit.bench import load_suite, run_suite
-from effkit.results import SuiteResult
+from effkit.report.results import SuiteResult
+from effkit.suites import load_suite, run_suite
 from effkit.types import Status
 
 ray = pytest.importorskip("ray")
@@ -58,7 +58,7 @@ data = "digits"
 
 @pytest.fixture(scope="module")
 def ray_session():
-    from effkit.ray_executor import TIMING_RESOURCE
+    from effkit.suites.ray import TIMING_RESOURCE
 
     ray.init(
         num_cpus=2,
@@ -90,7 +90,7 @@ def in_process(suite_file, tmp_path_factory):
 @pytest.fixture(scope="module")
 def on_ray(ray_session, suite_file, tmp_path_factory):
     """The same suite on Ray, with the worker producing the model that works (tiny) killed (SIGKILL) once."""
-    from effkit.ray_executor import KILL_ONCE, RayExecutor
+    from effkit.suites.ray import KILL_ONCE, RayExecutor
 
     out = tmp_path_factory.mktemp("ray")
     marker = tmp_path_factory.mktemp("fault") / "killed"
@@ -229,9 +229,9 @@ def test_latency_timed_on_two_cpus_is_not_gated(ray_session, on_ray, in_process,
     comparable (a ratio from one CPU generation says nothing of another's)."""
     from dataclasses import replace
 
-    from effkit.bench import gate, write_results
-    from effkit.gate import Thresholds
-    from effkit.ray_executor import RayExecutor
+    from effkit.suites import gate, write_results
+    from effkit.suites.gate import Thresholds
+    from effkit.suites.ray import RayExecutor
 
     results, out, _ = on_ray
     write_results(in_process[0], tmp_path)
@@ -256,11 +256,11 @@ def test_a_search_on_ray_makes_its_artifacts_in_tasks_and_decides_as_in_process(
     user's own model are the same as in one process, and every candidate was timed."""
     from dataclasses import replace
 
-    from effkit import keras_compat
-    from effkit.classifier import describe
     from effkit.config import CompressConfig, LatencyConfig, PruneConfig, SearchConfig
-    from effkit.ray_executor import RayExecutor
+    from effkit.load import keras_compat
+    from effkit.load.classifier import describe
     from effkit.search import Search
+    from effkit.suites.ray import RayExecutor
 
     info = describe(tiny_model, digits.x_train[:16], name="tiny")
     config = CompressConfig(
@@ -278,7 +278,7 @@ def test_a_search_on_ray_makes_its_artifacts_in_tasks_and_decides_as_in_process(
         for where in (None, executor):
             keras_compat.tf_keras().utils.set_random_seed(0)
             search = Search(tiny_model, digits, info=info, config=config, calibration=digits.x_train[:64],
-                            executor=where)  # fmt: skip
+                            tasks=where)  # fmt: skip
             try:
                 search.run()
                 files = {name: a.path.read_bytes() for name, a in search.artifacts.items()}
@@ -321,8 +321,8 @@ def test_the_heaviest_model_is_submitted_first():
     from dataclasses import replace
 
     from effkit.config import CompressConfig
-    from effkit.executor import ModelJob
-    from effkit.ray_executor import expected_cost
+    from effkit.suites.executors import ModelJob
+    from effkit.suites.ray import expected_cost
 
     config = CompressConfig(sparsities=(0.5,), quantizations=("none", "int8"))
     small = ModelJob(name="small", data="digits", config=config, reference="digits_cnn")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from effkit.bench import load_suite, run_suite
+from effkit.suites import load_suite, run_suite
 from effkit.types import Status
 
 ray = pytest.importorskip("ray")
@@ -47,7 +47,7 @@ data = "digits"
 def cluster():
     from ray.cluster_utils import Cluster
 
-    from effkit.ray_executor import TIMING_RESOURCE
+    from effkit.suites.ray import TIMING_RESOURCE
 
     node = {"num_cpus": 2, "resources": {TIMING_RESOURCE: 1}, "object_store_memory": 100 * 1024**2}
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
@@ -60,7 +60,7 @@ def cluster():
 
 
 def test_two_nodes_both_work_and_timing_never_shares_a_node(cluster, tiny_tf_keras_file, tmp_path):
-    from effkit.ray_executor import TIMING_RESOURCE, RayExecutor
+    from effkit.suites.ray import TIMING_RESOURCE, RayExecutor
 
     suite = tmp_path / "two.toml"
     suite.write_text(SUITE.format(model=tiny_tf_keras_file))

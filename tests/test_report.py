@@ -1,7 +1,7 @@
 import dataclasses
 
 from effkit.cpu import CpuFingerprint
-from effkit.report import recommend, speed_notes, table, to_markdown, write_report
+from effkit.report.render import recommend, speed_notes, table, to_markdown, write_report
 from effkit.stats import pack_correct
 from effkit.types import Latency, Report, Status, Variant
 
@@ -143,7 +143,7 @@ def test_report_names_the_cpu_features_and_each_variants_flips_against_the_basel
 
 
 def test_log_axes_get_several_readable_ticks():
-    from effkit.plots import log_ticks
+    from effkit.report.plots import log_ticks
 
     assert log_ticks(33.0, 348.0) == [50.0, 100.0, 200.0]  # was one label, "100"
     narrow = log_ticks(0.0073, 0.0206)  # the default's latencies in ms: 1-2-5 gives too few, so every digit

@@ -9,11 +9,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from effkit import keras_compat
 from effkit.cli import main
 from effkit.config import CompressConfig, Format, Quant
 from effkit.console import silenced
 from effkit.errors import InputError
+from effkit.load import keras_compat
 from effkit.pipeline import compress
 from effkit.types import Report, Status
 

@@ -3,14 +3,14 @@ import time
 import numpy as np
 import pytest
 
-from effkit.classifier import OutputKind
 from effkit.config import Format, LatencyConfig, Quant
 from effkit.errors import StageError
 from effkit.export.onnx import export_onnx
 from effkit.export.tflite import export_tflite
-from effkit.measure import file_sizes, parity, time_latency, weight_sparsity
+from effkit.load.classifier import OutputKind
 from effkit.quantize.tflite_converter import quantize_tflite
 from effkit.runtime import open_runner
+from effkit.runtime.measure import file_sizes, parity, time_latency, weight_sparsity
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_parity_figures():
 
 def test_parity_thresholds_depend_on_precision():
     from effkit.config import ParityConfig
-    from effkit.measure import parity_problem
+    from effkit.runtime.measure import parity_problem
     from effkit.types import Parity
 
     config = ParityConfig()
@@ -130,7 +130,7 @@ def test_parity_thresholds_depend_on_precision():
 
 def test_a_quantized_regression_head_is_judged_against_its_spread():
     from effkit.config import ParityConfig
-    from effkit.measure import parity_problem
+    from effkit.runtime.measure import parity_problem
     from effkit.types import Parity
 
     reference = np.linspace(0, 1, 200)[:, None]  # std about 0.29
@@ -151,7 +151,7 @@ def test_sizes_of_a_folder_artifact(tmp_path):
 
 
 def test_weight_sparsity_counts_only_prunable_kernels(tiny_model):
-    from effkit import keras_compat
+    from effkit.load import keras_compat
 
     tfk = keras_compat.tf_keras()
     model = tfk.models.clone_model(tiny_model)

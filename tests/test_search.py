@@ -8,11 +8,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from effkit import keras_compat
-from effkit.classifier import describe
 from effkit.config import CompressConfig, LatencyConfig, PruneConfig, SearchConfig
+from effkit.load import keras_compat
+from effkit.load.classifier import describe
 from effkit.search import Decision, Search, layer_targets
-from effkit.sensitivity import LayerSensitivity, Sensitivity
+from effkit.search.sensitivity import LayerSensitivity, Sensitivity
 
 QUICK = LatencyConfig(warmup_runs=1, warmup_seconds=0.0, min_runs=5, min_seconds=0.0)
 
@@ -66,7 +66,7 @@ def bottleneck(digits):
 
 def test_a_fragile_bottleneck_ranks_most_sensitive(bottleneck, digits, tmp_path):
     from effkit.export.tflite import export_tflite
-    from effkit.sensitivity import measure_sensitivity
+    from effkit.search.sensitivity import measure_sensitivity
 
     model, info = bottleneck
     path = export_tflite(model, tmp_path / "float.tflite")
@@ -290,13 +290,15 @@ def test_a_front_candidate_that_misses_on_test_is_rejected_and_the_next_is_taken
     that loses more than the budget is marked `rejected on test`, and a note says the next was taken."""
     from copy import copy
 
+    from effkit.search.records import Trace
     from effkit.types import Variant
 
-    search = copy(latency_search)  # the module's search stays as it was decided: confirm marks copies
-    search.candidates, search.notes = list(search.candidates), list(search.notes)
-    search.artifacts = {name: copy(artifact) for name, artifact in search.artifacts.items()}
-    first = search.front()[0].name
-    second = search.front(without=[first])[0].name  # the front of what is left: a dominated one may join it
+    judge, decided = latency_search.judge, latency_search.tried  # the module's trace stays as it was decided
+    trace = Trace(
+        list(decided.candidates), {name: copy(a) for name, a in decided.artifacts.items()}, list(decided.notes)
+    )
+    first = judge.front(trace.artifacts.values())[0].name
+    second = judge.front(trace.artifacts.values(), without=[first])[0].name  # a dominated one may join the front
     measured = []
 
     def measure(artifact):  # what the pipeline's measurement returns: the test figures of one artifact
@@ -305,13 +307,13 @@ def test_a_front_candidate_that_misses_on_test_is_rejected_and_the_next_is_taken
         return Variant(name=f"search-{artifact.candidate.name}", format="tflite", quantization="dynamic",
                        backend="litert", path="x.tflite", top1=0.9, top1_delta_pp=-drop)  # fmt: skip
 
-    chosen = search.confirm(measure)
+    chosen = judge.confirm(trace, measure)
     assert measured == [first, second] and chosen.name == f"search-{second}"
-    decisions = {c.name: (c.decision, c.reason) for c in search.candidates}
+    decisions = {c.name: (c.decision, c.reason) for c in trace.candidates}
     assert decisions[first] == (Decision.REJECTED, "loses 5.00 pp on the test split")
     assert decisions[second] == (Decision.CHOSEN, "test drop 0.30 pp")
     said = f"search: {first} was best on validation but loses 5.00 pp on the test split; took the next on the front"
-    assert search.notes[len(latency_search.notes) :] == [said]
+    assert trace.notes[len(decided.notes) :] == [said]
 
 
 def test_a_quantized_candidate_needs_the_parity_bar_plus_one_standard_error_on_validation(latency_search):
@@ -366,7 +368,7 @@ def test_a_layer_is_not_pushed_past_what_its_curve_held():
 def test_an_embedding_left_float_by_the_litert_plan_gets_the_converters_int8(tmp_path):
     """Keras embeddings convert to GATHER, which the LiteRT quantizer does not quantize in dynamic mode: the search
     adds the converter's dynamic-range file, whose embedding table is int8 (about 4x smaller)."""
-    from effkit.data import load_dataset
+    from effkit.load.data import load_dataset
 
     data = load_dataset("synthetic_text")
     keras = keras_compat.tf_keras()

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from effkit.errors import ConfigError
-from effkit.report import to_markdown
-from effkit.targets import MCU, MOBILE, flash_bytes, recommend_by_target, recommend_for, refusal
+from effkit.report.render import to_markdown
+from effkit.report.targets import MCU, MOBILE, flash_bytes, recommend_by_target, recommend_for, refusal
 from effkit.types import Latency, Report, Status, Variant
 
 

@@ -13,8 +13,8 @@ onnxruntime), or as part of effkit. It imports nothing else of effkit.
 from __future__ import annotations
 
 from .manifest import GOLDEN, MANIFEST, SCHEMA, SCHEMA_VERSION, BundleError, read_manifest, sha256_file
-from .model import EdgeModel, load
-from .verify import Verdict, verify
+from .model import EdgeModel, load, verify
+from .verify import Verdict
 
 __all__ = [
     "GOLDEN",

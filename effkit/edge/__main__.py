@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def verify_command(bundle: str, *, threads: int = 1) -> int:
     """Print the verdict; 0 when it passes, 1 when it does not (BundleError propagates for a damaged bundle)."""
-    from .verify import verify
+    from .model import verify
 
     verdict = verify(bundle, threads=threads)
     print(f"{bundle}: {verdict.line()}", file=sys.stdout if verdict.ok else sys.stderr)

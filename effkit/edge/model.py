@@ -13,7 +13,8 @@ import numpy as np
 
 from .manifest import FORMATS, BundleError, check_artifact, first_line, read_manifest
 from .quiet import silenced
-from .tensors import dequantize, quantize
+from .tensors import dequantize, probabilities, quantize
+from .verify import Verdict, verify_model
 
 
 class _LiteRT:
@@ -188,24 +189,9 @@ class EdgeModel:
         ]
         return ranked[0] if single else ranked
 
-    def verify(self):
-        from .verify import verify_model
-
+    def verify(self) -> Verdict:
+        """The golden inputs through this device's runtime, against the outputs effkit recorded."""
         return verify_model(self)
-
-
-def probabilities(outputs: np.ndarray, kind: str) -> np.ndarray:
-    """Per-class probabilities from one head's outputs (N, units); a one-unit head becomes two classes."""
-    if kind == "regression":
-        raise BundleError("a regression output has no classes to rank")
-    y = outputs.astype(np.float64).reshape(len(outputs), -1)
-    if kind in ("logits", "binary_logit"):
-        y = np.exp(y - y.max(axis=1, keepdims=True)) if kind == "logits" else 1.0 / (1.0 + np.exp(-y))
-        if kind == "logits":
-            y /= y.sum(axis=1, keepdims=True)
-    if y.shape[1] == 1:
-        y = np.concatenate([1.0 - y, y], axis=1)
-    return y
 
 
 def load(bundle: str | Path, *, threads: int = 1) -> EdgeModel:
@@ -215,3 +201,8 @@ def load(bundle: str | Path, *, threads: int = 1) -> EdgeModel:
         BundleError: a missing or damaged bundle, a changed artifact, or a runtime that is not installed.
     """
     return EdgeModel(bundle, threads=threads)
+
+
+def verify(bundle: str | Path, *, threads: int = 1) -> Verdict:
+    """Load the bundle (sha256 checked) and run its golden inputs. Raises BundleError for a damaged bundle."""
+    return load(bundle, threads=threads).verify()

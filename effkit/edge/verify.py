@@ -9,12 +9,12 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .manifest import GOLDEN, BundleError, first_line
-from .model import EdgeModel, load, probabilities
+from .tensors import probabilities
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,17 @@ def golden(bundle: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, list[np.
     return x, expected
 
 
-def verify_model(model: EdgeModel) -> Verdict:
+class Loaded(Protocol):
+    """What verifying reads of a loaded bundle (`model.EdgeModel`)."""
+
+    bundle: Path
+    manifest: dict[str, Any]
+    outputs: list[dict[str, Any]]
+
+    def predict_all(self, x: np.ndarray) -> list[np.ndarray]: ...
+
+
+def verify_model(model: Loaded) -> Verdict:
     x, expected = golden(model.bundle, model.manifest)
     spec = model.manifest["golden"]
     try:
@@ -74,8 +84,3 @@ def verify_model(model: EdgeModel) -> Verdict:
     if problems:
         reason = "; ".join(problems) + " (this runtime computes differently from the one effkit measured)"
     return Verdict(not problems, len(x), agreement, worst, reason)
-
-
-def verify(bundle: str | Path, *, threads: int = 1) -> Verdict:
-    """Load the bundle (sha256 checked) and run its golden inputs. Raises BundleError for a damaged bundle."""
-    return verify_model(load(bundle, threads=threads))

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .. import keras_compat
-from ..classifier import output_names
 from ..errors import StageError, first_line
 from ..files import atomic_output
+from ..load import keras_compat
+from ..load.classifier import output_names
 
 OPSET = 17  # tf2onnx 1.17 supports opsets up to 18
 INPUT_NAME = "input"

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import keras_compat
 from ..console import silenced
 from ..errors import StageError, first_line
 from ..files import write_bytes
+from ..load import keras_compat
 
 
 def converter_for(source: Any) -> Any:
@@ -35,7 +35,7 @@ def serving_saved_model(model: Any, directory: Path, *, names: list[str] | None 
     does, so runtimes can tell a multi-output model's heads apart; `names` gives them other names, in output order
     (a QAT model's wrappers rename its output layers).
     """
-    from ..classifier import output_names
+    from ..load.classifier import output_names
 
     tf = keras_compat.tensorflow()
     keras_names = output_names(model)
@@ -119,7 +119,7 @@ def export_sparse_tflite(model: Any, path: Path, *, dense: Path) -> SparseEncodi
     to prepare them, and the LiteRT quantizer does not quantize sparse tensors. So the dense float32 file is also
     written, at `dense`: it is what quantizers must start from.
     """
-    from ..measure import file_sizes
+    from ..runtime.measure import file_sizes
 
     tf = keras_compat.tensorflow()
     export_tflite(model, dense)
@@ -202,7 +202,7 @@ def m_by_n_check(path: Path, *, m: int, n: int, layers: tuple[str, ...]) -> dict
     """Whether the kernels of the named Keras layers hold the m-of-n pattern in the artifact itself: the step
     parameters that say so, per kernel (a layer's kernel is the one whose tensor name has the layer's name as a
     path segment)."""
-    from ..measure import m_by_n_pattern
+    from ..runtime.measure import m_by_n_pattern
 
     checked: dict[str, bool] = {}
     for kernel in tflite_kernels(path):

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import keras_compat
 from ..config import Quant
 from ..errors import ConfigError, StageError
 from ..export.tflite import convert, converter_for
+from ..load import keras_compat
 
 
 def quantize_tflite(model: Any, path: Path, *, quantization: Quant, calibration: np.ndarray | None = None) -> Path:

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import keras_compat
-from ..classifier import output_names, outputs_as_list
+from ..load import keras_compat
+from ..load.classifier import output_names, outputs_as_list
 from .base import Runner, chunks
 
 

@@ -1,0 +1,108 @@
+"""Deployment targets and the one rule that picks a variant for each: what a phone runs, what a microcontroller runs.
+
+- `mobile`: a .tflite that LiteRT runs or an .onnx that ONNX Runtime runs. The best is the smallest gzip size
+  within the accuracy budget, then the lowest p50 latency (the download and the app bundle are compressed).
+- `mcu`: a full-integer .tflite that TFLite Micro runs, as checked op by op and loaded in its interpreter
+  (`micro.check`, recorded as each TFLite variant's `micro`). The best is the smallest flash within the budget:
+  the raw file, or its LUT-compressed copy when there is one (a microcontroller stores the file uncompressed),
+  then the smallest measured arena, then the higher top-1 (pruning leaves the raw file's size as it was), then
+  latency.
+
+`refusal` says in one line why a target cannot take a variant; the bundle step uses it to refuse one.
+Records only: nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..config import Format
+from ..errors import ConfigError
+from ..types import Status, Variant
+
+MOBILE = "mobile"
+MCU = "mcu"
+TARGETS = (MOBILE, MCU)
+DESCRIPTIONS = {
+    MOBILE: "LiteRT or ONNX Runtime",
+    MCU: "TFLite Micro, full integer",
+}
+
+
+def check_target(target: str) -> str:
+    """`target`, or a ConfigError that lists the known ones."""
+    if target not in TARGETS:
+        raise ConfigError(f"unknown target {target!r}; known: {', '.join(TARGETS)}")
+    return target
+
+
+def refusal(variant: Variant, target: str) -> str | None:
+    """Why `target` cannot take `variant`, in one line; None when it can."""
+    check_target(target)
+    if variant.status != Status.OK:
+        why = f": {variant.error}" if variant.error else ""
+        return f"{variant.name} is {variant.status}{why}"
+    if target == MOBILE:
+        if variant.format not in (Format.TFLITE, Format.ONNX):
+            return (
+                f"{variant.name} is a {variant.format} model; mobile takes a .tflite (LiteRT) or .onnx (ONNX Runtime)"
+            )
+        return None
+    if variant.format != Format.TFLITE:
+        return f"{variant.name} is a {variant.format} model; TFLite Micro runs .tflite files only"
+    if not variant.micro:
+        return f"{variant.name} has no TFLite Micro check in its report (made before effkit checked one)"
+    if not variant.micro.get("runs"):
+        return f"{variant.name} does not run on TFLite Micro: {variant.micro.get('reason') or 'no reason recorded'}"
+    if not variant.micro.get("full_integer"):
+        return (
+            f"{variant.name} is not full-integer ({variant.quantization}): a microcontroller build takes int8 "
+            "(or int16x8) weights and activations"
+        )
+    return None
+
+
+def flash_bytes(variant: Variant) -> int | None:
+    """What a microcontroller stores: the LUT-compressed file when there is one that runs, else the raw file."""
+    lut = (variant.micro or {}).get("lut")
+    if lut and lut.get("runs") and lut.get("flash_bytes"):
+        return int(lut["flash_bytes"])
+    return variant.size_bytes
+
+
+def arena_bytes(variant: Variant) -> int | None:
+    """The measured tensor arena of what `flash_bytes` counts (the LUT copy decodes its weights into the arena)."""
+    micro = variant.micro or {}
+    lut = micro.get("lut")
+    if lut and lut.get("runs") and lut.get("flash_bytes"):
+        return lut.get("arena_bytes")
+    return micro.get("arena_bytes")
+
+
+def recommend_for(variants: Iterable[Variant], target: str, *, max_accuracy_drop: float) -> str | None:
+    """The name of the best variant `target` can take within `max_accuracy_drop` pp of the baseline, or None."""
+    check_target(target)
+    candidates = [
+        v
+        for v in variants
+        if refusal(v, target) is None
+        and v.top1_delta_pp is not None
+        and -v.top1_delta_pp <= max_accuracy_drop + 1e-9
+        and (v.gzip_bytes if target == MOBILE else flash_bytes(v)) is not None
+    ]
+    if not candidates:
+        return None
+
+    def latency(v: Variant) -> float:
+        return v.latency_ms.p50 if v.latency_ms else float("inf")
+
+    if target == MOBILE:
+        best = min(candidates, key=lambda v: (v.gzip_bytes, latency(v)))
+    else:
+        best = min(candidates, key=lambda v: (flash_bytes(v), arena_bytes(v) or 0, -(v.top1 or 0.0), latency(v)))
+    return best.name
+
+
+def recommend_by_target(variants: Iterable[Variant], *, max_accuracy_drop: float) -> dict[str, str | None]:
+    variants = list(variants)
+    return {target: recommend_for(variants, target, max_accuracy_drop=max_accuracy_drop) for target in TARGETS}

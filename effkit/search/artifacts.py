@@ -1,0 +1,254 @@
+"""The artifact moves: a source's quantized .tflite files, made from its float .tflite alone (the LiteRT
+quantizer's per-layer plans from `plans`, selective int8), and the one measurer of an artifact on validation.
+`ArtifactMaker` holds only what that needs, so it is what an artifact task is sent (`make_artifacts`): no Keras
+model, no training data, nothing of the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import interrupt
+from ..config import Format, LatencyConfig
+from ..errors import one_line_reason
+from ..runtime.measure import batch_of, file_sizes, time_latency
+from ..types import Step
+from .judge import Judge
+from .plans import quantization_plans, selective_int8_plans
+from .records import Artifact, Candidate, Deadline, Decision, Source, Trace, since
+from .sensitivity import Sensitivity
+
+# Candidates are timed under a short protocol; the chosen ones get the full one when measured on test.
+QUICK_LATENCY = LatencyConfig(warmup_runs=3, warmup_seconds=0.02, min_runs=30, min_seconds=0.05, max_seconds=1.0)
+
+
+@dataclass
+class ArtifactMaker:
+    """Makes a source's quantized artifacts and measures each on validation, recording them in `trace`."""
+
+    judge: Judge
+    trace: Trace
+    calibration: np.ndarray
+    sensitivity: Sensitivity | None
+    int4_max_drop: float
+    threads: int  # the headline thread count and batch: what the quick latency is timed at
+    batch: int
+    scratch: Path
+    deadline: Deadline
+    timed_here: bool = True  # False in an artifact task: its quick latency is timed by the driver
+    floats_needed: int = 0  # float ops the last selective int8 plan needed: the next source starts there
+    budget_spent: bool = False
+    on_check: Callable[[], None] | None = field(default=None, repr=False)  # the driver's: merge finished tasks
+
+    def for_task(self) -> ArtifactMaker:
+        """What an artifact task is sent: the same settings and budget state, an empty trace, nothing timed and
+        nothing to merge. The task gives it its own scratch folder and deadline (`make_artifacts`)."""
+        return replace(self, trace=Trace(), timed_here=False, on_check=None)
+
+    def out_of_time(self) -> bool:
+        """The budget is spent, and there is something to show for it: the first artifact within budget is always
+        made, however short the budget."""
+        interrupt.check()
+        if self.on_check is not None:
+            self.on_check()
+        if self.deadline.passed() and self.trace.any_kept():
+            self.budget_spent = True
+        return self.budget_spent
+
+    def quantized_artifacts(self, source: Source) -> None:
+        """The source's quantized .tflite candidates, each plan chosen from the sensitivity table: what needs only
+        the float .tflite, not the Keras model."""
+        plans = quantization_plans(self.sensitivity, budget_pp=self.judge.budget_pp, int4_max_drop=self.int4_max_drop)
+        for label, plan in plans:
+            if self.out_of_time():
+                return
+            self.quantized(source, label, plan)
+        a8 = self.trace.artifacts.get(f"{source.name}-a8")
+        if a8 is not None and a8.candidate.decision == Decision.DROPPED:
+            self.selective_int8(source, a8)
+
+    def selective_int8(self, source: Source, uniform: Artifact) -> None:
+        """Full-integer int8 that misses the budget: leave the ops that add the most error in float, 1, 2, 4...
+        of them, until a plan is within budget. The ranking comes from the LiteRT quantizer's validator (each op's
+        input SNR over its output SNR) on validation inputs, with ops measured fragile alone first."""
+        from ..quantize.litert import noise_ranking
+
+        try:
+            ranking = noise_ranking(source.float_tflite, uniform.path, self.judge.x_val[:64],
+                                    keras_layers=list(source.layers))  # fmt: skip
+        except Exception as error:
+            self.trace.notes.append(f"could not rank {source.name}'s int8 ops by error: {one_line_reason(error)}")
+            return
+        plans = selective_int8_plans(
+            ranking, self.sensitivity, budget_pp=self.judge.budget_pp, floats_needed=self.floats_needed
+        )
+        for count, plan in plans:
+            if self.out_of_time():
+                return
+            label = f"a8-f{count}"
+            why = f"uniform int8 {uniform.candidate.reason}; the {count} op(s) adding the most error stay float"
+            self.quantized(source, label, plan, why=why)
+            made = self.trace.artifacts.get(f"{source.name}-{label}")
+            if made is not None and made.candidate.decision == Decision.KEPT:
+                self.floats_needed = count
+                return
+
+    def quantized(self, source: Source, label: str, plan, *, why: str | None = None) -> None:
+        from ..quantize.litert import quantize_litert_plan
+        from ..runtime.delegation import xnnpack_summary
+
+        name = f"{source.name}-{label}"
+        started = time.perf_counter()
+        path = self.scratch / f"{name}.tflite"
+        settings = {
+            "weights": str(plan.weights),
+            "activations": plan.activations,
+            "layers": {layer: str(precision) for layer, precision in plan.layers},
+            **({"why": why} if why else {}),
+        }
+        try:
+            params = quantize_litert_plan(
+                source.float_tflite,
+                path,
+                plan=plan,
+                calibration=self.calibration,
+                keras_layers=list(source.layers),
+            )
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            self.trace.failed(name, "artifact", source.name, settings, error, started)
+            return
+        quantization = "int8" if plan.activations == "int8" else ("int4" if label == "w4" else "dynamic")
+        steps = (
+            *source.steps,
+            Step("export", {"format": "tflite", "backend": "converter"}),
+            Step(
+                "quantize",
+                {
+                    "mode": quantization,
+                    "format": "tflite",
+                    "backend": "litert",
+                    **params,
+                    "xnnpack": xnnpack_summary(path),
+                },
+            ),
+        )
+        structured = next((step.params for step in source.steps if step.params.get("m_by_n")), None)
+        if structured is not None:  # the m-of-n pattern, checked on the artifact itself
+            from ..export.tflite import m_by_n_check
+
+            m, n = (int(part) for part in structured["m_by_n"].split(":"))
+            check = m_by_n_check(path, m=m, n=n, layers=tuple(structured["m_by_n_layers"]))
+            steps += (Step("check", check),)
+            settings["m_by_n_held"] = check["pattern_held"]
+        self.measure(name, source, path, Format.TFLITE, quantization, steps, settings, started)
+
+    def measure(
+        self,
+        name: str,
+        source: Source,
+        path: Path,
+        fmt: Format,
+        quantization: str,
+        steps: tuple[Step, ...],
+        settings: dict[str, Any],
+        started: float,
+        *,
+        backend: str = "litert",
+    ) -> None:
+        """An artifact on validation (top-1, agreement with its Keras model, sizes, and its quick latency where it
+        was made in line), judged and recorded."""
+        from ..runtime import open_runner
+
+        try:
+            runner = open_runner(path, fmt, threads=self.threads, outputs=self.judge.info.output_names)
+            outputs = runner.predict(self.judge.x_val)
+            top1 = self.judge.top1(outputs)
+            agreement = self.judge.agreement(self.judge.primary(outputs), source.val_outputs)
+            size, gzip = file_sizes(path)
+            p50 = self.quick_p50(path, fmt, runner) if self.timed_here else None
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            self.trace.failed(name, "artifact", source.name, settings, error, started)
+            return
+        drop = self.judge.drop(top1)
+        decision, reason = self.judge.artifact_decision(drop, agreement)
+        candidate = Candidate(
+            name,
+            "artifact",
+            source.name,
+            settings,
+            decision,
+            reason,
+            top1,
+            drop,
+            agreement,
+            size,
+            gzip,
+            p50,
+            round(source.sparsity, 4),
+            since(started),
+        )
+        self.trace.record(candidate)
+        self.trace.artifacts[name] = Artifact(candidate, path, source, fmt, quantization, steps, backend)
+
+    def quick_p50(self, path: Path, fmt: Format, runner: Any = None) -> float:
+        """The candidate's median latency under the short protocol, at the headline batch and thread count."""
+        from ..runtime import open_runner
+
+        if runner is None:
+            runner = open_runner(path, fmt, threads=self.threads, outputs=self.judge.info.output_names)
+        x = batch_of(self.judge.x_val, self.batch)
+        return round(time_latency(runner.bind(x), config=QUICK_LATENCY, batch=len(x), threads=runner.threads).p50, 5)
+
+
+@dataclass(frozen=True)
+class ArtifactBatch:
+    """What an artifact task returns: the candidates it tried, in order, and the files of those it made."""
+
+    candidates: list[Candidate]
+    made: dict[str, tuple[str, str, tuple[Step, ...], str]]  # name: (format, quantization, steps, backend)
+    files: dict[str, bytes]
+    notes: list[str]
+    floats_needed: int
+    budget_spent: bool
+    worker: str  # host:pid of the process that made them
+
+
+def make_artifacts(
+    maker: ArtifactMaker, source: Source, float_tflite: bytes, remaining: float | None, previous: ArtifactBatch | None
+) -> ArtifactBatch:
+    """An artifact task: the source's quantized candidates, made and measured on validation where the task runs
+    (`maker` is `ArtifactMaker.for_task()`). `previous` is the previous source's batch: its selective int8 ended
+    where this one starts. Nothing is timed here: the driver times the candidates once all are in."""
+    scratch = Path(tempfile.mkdtemp(prefix="effkit-search-task-"))
+    try:
+        maker = replace(maker, scratch=scratch, deadline=Deadline(remaining))
+        if previous is not None:
+            maker.floats_needed = previous.floats_needed
+            maker.budget_spent = maker.budget_spent or previous.budget_spent
+        source.float_tflite = scratch / f"{source.name}-float.tflite"
+        source.float_tflite.write_bytes(float_tflite)
+        maker.quantized_artifacts(source)
+        artifacts = maker.trace.artifacts
+        made = {name: (str(a.fmt), a.quantization, a.steps, a.backend) for name, a in artifacts.items()}
+        files = {name: a.path.read_bytes() for name, a in artifacts.items()}
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        trace = maker.trace
+        return ArtifactBatch(
+            trace.candidates, made, files, trace.notes, maker.floats_needed, maker.budget_spent, worker
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,388 @@
+"""The accuracy-aware search: the smallest (or fastest) artifact within the accuracy budget.
+
+A driver, not a technique. It orders technique steps, each of which makes a model or an artifact from another one:
+
+- `prune.prune` / `prune_native.prune_keras3` with per-layer targets from the sensitivity table (non-uniform
+  sparsity), level after level, each continuing from the previous level's model;
+- `cluster.cluster`: sparsity-preserving weight clustering of the sparsest models within budget;
+- `quantize.litert.quantize_litert_plan`: per-layer int8 / int4 / float weights, chosen from sensitivity;
+- `qat.quantization_aware`: the QAT fallback when full-integer PTQ of the chosen model misses the budget.
+
+It reads only the validation split to decide: every candidate's figure that a decision uses is measured on
+validation, and the Dataset it is given has no test split (`Dataset.without_test`). The pipeline then measures
+the chosen candidates on the test split (`Search.confirm`), taking the next one on the Pareto front when one
+misses the budget there. Candidates are ordered so that a short `--budget` still returns the best found so far;
+the trace of everything tried survives an interruption.
+
+Given a task pool (`compress --search ... --ray`), the driver makes each model's quantized artifacts as a task of
+their own (`make_artifacts`: the float .tflite in, the quantized files and their validation figures out) while it
+goes on to fine-tune the next model; the tasks of successive models form a chain, so every decision is the one the
+search makes in one process. Their quick latency is timed here, once every task is in and nothing of the search
+runs beside it, before the steps that read it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import CompressConfig, Format, SearchGoal
+from ..errors import one_line_reason
+from ..load.classifier import ModelInfo
+from ..load.data import Dataset
+from ..tasks import Task, TaskPool
+from .artifacts import ArtifactBatch, ArtifactMaker, make_artifacts
+from .judge import Judge
+from .moves import Workshop
+from .plans import layer_targets
+from .records import Artifact, Candidate, Deadline, Decision, Source, Trace
+from .sensitivity import Sensitivity, prunable_layers, table_for
+
+log = logging.getLogger("effkit")
+
+SENSITIVITY_SHARE = 0.3  # at most this share of the budget goes to the sensitivity table
+
+
+class Search:
+    """One search over one model. `run()` decides on validation; `confirm()` measures the front on test.
+
+    The trace (`candidates`) grows as the search goes, so a caller that is interrupted still has it.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        dataset: Dataset,
+        *,
+        info: ModelInfo,
+        config: CompressConfig,
+        calibration: np.ndarray,
+        scratch: Path | None = None,
+        cache_dirs: tuple[Path, ...] = (),
+        prune_blocker: str | None = None,
+        tasks: TaskPool | None = None,
+    ):
+        if config.search is None:
+            raise ValueError("Search needs config.search")
+        self.model = model
+        self.dataset = dataset.without_test()  # decisions can not read what they must not
+        self.config = config
+        self.settings = config.search
+        self._own_scratch = scratch is None
+        self.scratch = Path(tempfile.mkdtemp(prefix="effkit-search-")) if scratch is None else Path(scratch)
+        self.cache_dirs = cache_dirs
+        self.deadline = Deadline(self.settings.budget_seconds)
+        self.sensitivity: Sensitivity | None = None
+        self.stopped = "running"
+        self.tasks = tasks  # None: artifacts made here, in line
+        self._pending: list[tuple[Source, Task]] = []  # artifact tasks not merged yet, in the order submitted
+        self.task_workers: list[str] = []  # host:pid of each artifact task merged, in order
+        self.tried = Trace()  # every candidate tried, the artifacts' files, the notes
+        self.judge = Judge(
+            info=info,
+            x_val=self.dataset.x_val,
+            labels=self.dataset.labels("val", info.output_names),
+            budget_pp=config.max_accuracy_drop,
+            goal=self.settings.goal,
+            quantized_agreement=config.parity.quantized_agreement,
+        )
+        self.maker = ArtifactMaker(
+            judge=self.judge,
+            trace=self.tried,
+            calibration=calibration,
+            sensitivity=None,
+            int4_max_drop=self.settings.int4_max_drop,
+            threads=config.latency.threads[0],
+            batch=config.latency.batch,
+            scratch=self.scratch,
+            deadline=self.deadline,
+            on_check=self._merge_ready,
+        )
+        self.workshop = Workshop(
+            self.dataset, info, config, self.judge, self.tried, self.maker, prune_blocker=prune_blocker
+        )
+
+    # ------------------------------------------------------------------ what the pipeline and the report read
+    @property
+    def candidates(self) -> list[Candidate]:
+        return self.tried.candidates
+
+    @property
+    def artifacts(self) -> dict[str, Artifact]:
+        return self.tried.artifacts
+
+    @property
+    def notes(self) -> list[str]:
+        return self.tried.notes
+
+    @property
+    def baseline_val_top1(self) -> float | None:
+        return self.judge.baseline_val_top1
+
+    def front(self, *, without: Collection[str] = ()) -> list[Candidate]:
+        return self.judge.front(self.artifacts.values(), without=without)
+
+    def agreement_needed(self) -> float:
+        return self.judge.agreement_needed()
+
+    def confirm(self, measure: Callable[[Artifact], Any]) -> Any:
+        """Measure the front on the test split until one is within budget there (`Judge.confirm`)."""
+        return self.judge.confirm(self.tried, measure)
+
+    def confirm_integer(self, measure: Callable[[Artifact], Any]) -> Any:
+        """The best full-integer candidate, measured on test too (`Judge.confirm_integer`)."""
+        return self.judge.confirm_integer(self.tried, measure)
+
+    def close(self) -> None:
+        """Remove the candidates' files (the chosen ones were copied out by then)."""
+        if self._own_scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def chosen_variant(self) -> str | None:
+        """The report variant of the candidate chosen on test, if any."""
+        chosen = self.tried.chosen()
+        return chosen.variant if chosen is not None else None
+
+    # ------------------------------------------------------------------ the driver
+    def run(self) -> None:
+        """Try candidates in order until done or out of budget. Never reads the test split."""
+        try:
+            baseline = self.workshop.baseline(self.model)
+            self.sensitivity = self.maker.sensitivity = self._sensitivity(baseline)
+            self._artifacts(baseline)
+            within = [baseline]
+            for source in self._progressive(baseline):
+                within.append(source)
+            for source in self._clustered(within):
+                within.append(source)
+            if self.settings.goal == SearchGoal.LATENCY:
+                within.extend(self._structured(baseline))
+            self._collect()
+            self._qat_fallback(within)
+            self._onnx_of_best_integer()
+            self.stopped = "budget" if self.maker.budget_spent else "done"
+        except KeyboardInterrupt:
+            self.stopped = "interrupted"
+            for _, task in self._pending:
+                task.cancel()
+            self._pending.clear()
+            raise
+        finally:
+            self.judge.mark_front(self.tried)
+
+    def _out_of_time(self) -> bool:
+        return self.maker.out_of_time()
+
+    def _progressive(self, baseline: Source) -> Iterator[Source]:
+        """Prune level after level, each from the previous level's model, until a level misses the budget."""
+        previous = baseline
+        for level in self.settings.levels:
+            if level <= previous.sparsity + 1e-3:
+                continue
+            if self._out_of_time():
+                return
+            targets = layer_targets(
+                level, self.sensitivity, prunable_layers(self.model), budget_pp=self.judge.budget_pp
+            )
+            name = f"s{round(level * 100):d}"
+            source = None
+            # A level that misses gets one more try with twice the fine-tune, from the same model: on a few hundred
+            # validation samples one miss can be a few samples of noise, or a fine-tune cut short.
+            for epochs, suffix in ((self.settings.level_epochs, ""), (2 * self.settings.level_epochs, "-long")):
+                source = self.workshop.source(
+                    name + suffix,
+                    previous,
+                    lambda prev=previous, level=level, targets=targets, epochs=epochs: self.workshop.prune(
+                        prev, level, targets, epochs=epochs
+                    ),
+                    settings={"sparsity": level, "layer_targets": targets, "epochs": epochs},
+                )
+                if source is not None or self.candidates[-1].decision != Decision.DROPPED or self._out_of_time():
+                    break
+            if source is None:
+                return
+            yield source
+            self._artifacts(source)
+            previous = source
+
+    def _clustered(self, within: list[Source]) -> Iterator[Source]:
+        """Cluster the two sparsest models within budget, at decreasing cluster counts while within budget."""
+        epochs = self.settings.cluster_epochs
+        for parent in sorted(within[1:], key=lambda s: -s.sparsity)[:2] or within[:1]:
+            for clusters in sorted(self.settings.clusters, reverse=True):
+                if self._out_of_time():
+                    return
+                source = self.workshop.source(
+                    f"{parent.name}-c{clusters}",
+                    parent,
+                    lambda parent=parent, clusters=clusters: self.workshop.cluster(parent, clusters, epochs=epochs),
+                    settings={"clusters": clusters, "preserve_sparsity": True},
+                )
+                if source is None:
+                    break  # fewer clusters only costs more
+                source.clusters = clusters
+                yield source
+                self._artifacts(source)
+
+    def _structured(self, baseline: Source) -> Iterator[Source]:
+        """For the latency goal: 2:4 structured sparsity (at most 2 nonzero in every 4 input channels), the pattern
+        checked on the artifact by the export step. XNNPACK on CPUs does not skip the zeros, so this is measured,
+        not assumed to be faster."""
+        if self._out_of_time():
+            return
+        source = self.workshop.source(
+            "s2of4",
+            baseline,
+            lambda: self.workshop.prune_m_by_n(baseline, (2, 4), epochs=self.settings.level_epochs),
+            settings={"m_by_n": "2:4"},
+        )
+        if source is not None:
+            yield source
+            self._artifacts(source)
+
+    def _qat_fallback(self, within: list[Source]) -> None:
+        """Full-integer artifacts: when PTQ of the best model within budget misses it, train with QAT (keeping
+        its sparsity or clusters) and convert. `force_qat` runs it regardless."""
+        if not self.settings.qat and not self.settings.force_qat:
+            return
+        integer = [a for a in self.artifacts.values() if a.candidate.settings.get("activations") == "int8"]
+        if not within or self._out_of_time():
+            return
+        best = min(within, key=lambda s: self.judge.best_objective(self.artifacts.values(), s))
+        ptq = [a for a in integer if a.source is best]
+        if not self.settings.force_qat and any(a.candidate.decision == Decision.KEPT for a in ptq):
+            return
+        reason = "forced" if self.settings.force_qat else "post-training int8 of the chosen model misses the budget"
+        self.workshop.qat(best, reason=reason, epochs=self.settings.cluster_epochs)
+
+    def _onnx_of_best_integer(self) -> None:
+        """The best full-integer TFLite candidate's per-layer decisions in ONNX Runtime (`Workshop.onnx_of`)."""
+        integer = [
+            a
+            for a in self.artifacts.values()
+            if a.fmt == Format.TFLITE
+            and a.candidate.decision == Decision.KEPT
+            and a.candidate.settings.get("activations") == "int8"
+            and "layers" in a.candidate.settings
+        ]
+        if Format.ONNX not in self.config.formats or not integer or self._out_of_time():
+            return
+        best = min(integer, key=lambda a: (self.judge.objective(a.candidate), a.candidate.val_drop_pp))
+        self.workshop.onnx_of(best)
+
+    def _sensitivity(self, baseline: Source) -> Sensitivity | None:
+        float_tflite = self.scratch / "baseline-float.tflite"
+        table = table_for(
+            self.model,
+            self.dataset,
+            info=self.judge.info,
+            float_tflite=float_tflite,
+            calibration=self.maker.calibration,
+            probe_sparsities=self.settings.probe_sparsities,
+            cache_dirs=self.cache_dirs,
+            out_of_time=lambda: self.deadline.passed(SENSITIVITY_SHARE),
+            notes=self.notes,
+        )
+        if float_tflite.exists():  # measured here: the float .tflite the baseline's plans quantize
+            baseline.float_tflite = float_tflite
+        return table
+
+    # ------------------------------------------------------------------ artifacts, here or in tasks
+    def _artifacts(self, source: Source) -> None:
+        """The source's quantized .tflite candidates: made here, or submitted as a task (`make_artifacts`) that
+        starts once the previous source's task is done, since its selective int8 starts where that one ended."""
+        if self._out_of_time() or not self.workshop.float_tflite(source):
+            return
+        if self.tasks is None:
+            self.maker.quantized_artifacts(source)
+            self.workshop.converter_if_needed(source)
+            return
+        state = replace(source, model=None, float_tflite=None)  # no Keras model travels
+        previous = self._pending[-1][1] if self._pending else None
+        budget = self.deadline.budget_seconds
+        remaining = None if budget is None else budget - self.deadline.elapsed
+        float_tflite = source.float_tflite.read_bytes()
+        task = self.tasks.submit(make_artifacts, self.maker.for_task(), state, float_tflite, remaining, previous)
+        self._pending.append((source, task))
+        log.info("search: %s's artifacts submitted", source.name)
+
+    def _merge(self, source: Source, task: Task) -> None:
+        """A finished artifact task's candidates into the trace, in the order it made them, and its files into the
+        scratch folder; then what needs the Keras model (the converter's int8 weights)."""
+        try:
+            batch: ArtifactBatch = task.result()
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # the task failed outright (its worker died past its retries): its plans did
+            self.tried.failed(f"{source.name}-artifacts", "artifact", source.name, {}, error, time.perf_counter())
+            return
+        for candidate in batch.candidates:
+            self.tried.record(candidate)
+            made = batch.made.get(candidate.name)
+            if made is None:
+                continue
+            fmt, quantization, steps, backend = made
+            path = self.scratch / f"{candidate.name}.{Format(fmt).value}"
+            path.write_bytes(batch.files[candidate.name])
+            self.artifacts[candidate.name] = Artifact(
+                candidate, path, source, Format(fmt), quantization, steps, backend
+            )
+        self.notes.extend(batch.notes)
+        self.task_workers.append(batch.worker)
+        self.maker.floats_needed = batch.floats_needed
+        self.maker.budget_spent = self.maker.budget_spent or batch.budget_spent
+        self.workshop.converter_if_needed(source)
+
+    def _merge_ready(self) -> None:
+        """Merge the tasks that are done, oldest first, up to the first still running (the trace keeps its order)."""
+        while self._pending and self._pending[0][1].done():
+            self._merge(*self._pending.pop(0))
+
+    def _collect(self) -> None:
+        """Wait for every artifact task, merge them, and time the candidates they made with nothing else running."""
+        while self._pending:
+            self._merge(*self._pending.pop(0))
+        for name, artifact in list(self.artifacts.items()):
+            if artifact.candidate.p50_ms is not None or artifact.candidate.decision == Decision.FAILED:
+                continue
+            try:
+                p50 = self.maker.quick_p50(artifact.path, artifact.fmt)
+            except KeyboardInterrupt:
+                raise
+            except Exception as error:
+                self.notes.append(f"search: could not time {name}: {one_line_reason(error)}")
+                continue
+            self.tried.update(self.tried.index(name), p50_ms=p50)
+
+    def trace(self) -> dict[str, Any]:
+        """The report's `search` section."""
+        chosen = self.tried.chosen()
+        return {
+            "goal": str(self.settings.goal),
+            "max_accuracy_drop": self.judge.budget_pp,
+            "budget_seconds": self.settings.budget_seconds,
+            "seconds": round(self.deadline.elapsed, 2),
+            "stopped": self.stopped,
+            "baseline_val_top1": self.judge.baseline_val_top1,
+            "decided_on": "validation",
+            "front": [c.name for c in self.front()],
+            "chosen": chosen.name if chosen is not None else None,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+
+def copy_artifact(source: Path, destination: Path) -> Path:
+    """A chosen candidate's file into the output folder, atomically."""
+    from ..files import atomic_output
+
+    with atomic_output(destination) as temporary:
+        shutil.copyfile(source, temporary)
+    return destination

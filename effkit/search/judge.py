@@ -1,0 +1,155 @@
+"""The search's judge: the one part that reads accuracy. It scores candidates on the validation split (top-1, the
+drop from the user's model, agreement with their Keras model), keeps or drops them against the budget, ranks what
+is within it (objective, Pareto front) and confirms the front on the test split, which only it is shown, through
+the pipeline's measurer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import SearchGoal
+from ..load.classifier import ModelInfo
+from ..runtime.measure import parity, primary_top1
+from .records import Artifact, Candidate, Decision, Source, Trace
+
+MAX_CONFIRMED = 6  # front candidates measured on test before giving up
+WITHIN = (Decision.KEPT, Decision.FRONT, Decision.DOMINATED)
+
+
+@dataclass
+class Judge:
+    """Validation figures and decisions for one search. `baseline_val_top1` is set once the user's model is scored."""
+
+    info: ModelInfo
+    x_val: np.ndarray
+    labels: Any  # the validation labels, per output (`Dataset.labels`)
+    budget_pp: float  # the accuracy drop allowed, in percentage points
+    goal: SearchGoal
+    quantized_agreement: float  # % top-1 agreement a quantized artifact needs on test (`ParityConfig`)
+    baseline_val_top1: float | None = None
+
+    # ------------------------------------------------------------------ validation figures
+    def top1(self, outputs: list[np.ndarray]) -> float:
+        return primary_top1(self.info, outputs, self.labels)
+
+    def primary(self, outputs: list[np.ndarray]) -> np.ndarray:
+        return outputs[self.info.heads.index(self.info.primary)]
+
+    def drop(self, top1: float) -> float:
+        return round((self.baseline_val_top1 - top1) * 100, 4) if self.baseline_val_top1 is not None else 0.0
+
+    def agreement(self, outputs: np.ndarray, reference: np.ndarray) -> float | None:
+        """% of samples with the same top-1 as the reference (`measure.parity`); None for a regression head."""
+        agreement = parity(reference, outputs, self.info.primary.kind).top1_agreement
+        return None if agreement is None else round(agreement, 3)
+
+    def agreement_needed(self) -> float:
+        """The top-1 agreement with its Keras model a candidate needs on validation: the parity bar the test split
+        will hold it to, plus one standard error of a proportion at that bar over the validation samples, so that
+        a candidate passing by a sample or two on validation does not turn out a mismatch on test."""
+        bar = self.quantized_agreement / 100
+        samples = max(1, len(self.x_val))
+        return round(100 * min(1.0, bar + (bar * (1 - bar) / samples) ** 0.5), 2)
+
+    # ------------------------------------------------------------------ decisions on validation
+    def model_decision(self, drop: float) -> tuple[Decision, str]:
+        if drop > self.budget_pp + 1e-9:
+            return Decision.DROPPED, f"the Keras model already loses {drop:.2f} pp on validation"
+        return Decision.KEPT, ""
+
+    def artifact_decision(self, drop: float, agreement: float | None) -> tuple[Decision, str]:
+        needed = self.agreement_needed()
+        if drop > self.budget_pp + 1e-9:
+            return Decision.DROPPED, f"loses {drop:.2f} pp on validation"
+        if agreement is not None and agreement < needed:
+            return Decision.DROPPED, f"agrees with its Keras model on {agreement:.1f}% < {needed:.1f}% on validation"
+        return Decision.KEPT, ""
+
+    # ------------------------------------------------------------------ ranking
+    def objective(self, candidate: Candidate) -> float:
+        if self.goal == SearchGoal.LATENCY:
+            return candidate.p50_ms if candidate.p50_ms is not None else float("inf")
+        return candidate.gzip_bytes if candidate.gzip_bytes is not None else float("inf")
+
+    def best_objective(self, artifacts: Iterable[Artifact], source: Source) -> float:
+        kept = [a.candidate for a in artifacts if a.source is source and a.candidate.decision == Decision.KEPT]
+        values = [self.objective(candidate) for candidate in kept]
+        return min(values, default=float("inf"))
+
+    def front(self, artifacts: Iterable[Artifact], *, without: Collection[str] = ()) -> list[Candidate]:
+        """Artifacts within budget that no other beats on both the objective and the validation drop, best
+        objective first; `without` leaves out candidates (those already rejected on test)."""
+        kept = [a.candidate for a in artifacts if a.candidate.decision in WITHIN and a.candidate.name not in without]
+        front = [
+            c
+            for c in kept
+            if not any(
+                (self.objective(o) <= self.objective(c) and o.val_drop_pp <= c.val_drop_pp)
+                and (self.objective(o) < self.objective(c) or o.val_drop_pp < c.val_drop_pp)
+                for o in kept
+            )
+        ]
+        return sorted(front, key=lambda c: (self.objective(c), c.val_drop_pp))
+
+    def mark_front(self, trace: Trace) -> None:
+        on_front = {c.name for c in self.front(trace.artifacts.values())}
+        for index, candidate in enumerate(trace.candidates):
+            if candidate.kind != "artifact" or candidate.decision != Decision.KEPT:
+                continue
+            decision = Decision.FRONT if candidate.name in on_front else Decision.DOMINATED
+            trace.update(index, decision=decision)
+
+    # ------------------------------------------------------------------ confirmation on test
+    def confirm(self, trace: Trace, measure: Callable[[Artifact], Any]) -> Any:
+        """Measure front candidates on the test split in order, until one is within budget there.
+
+        `measure(artifact)` returns the report Variant (from the pipeline); the first ok one within budget is
+        chosen. When the whole front misses, the front of what is left is next, up to `MAX_CONFIRMED` measurements.
+        Returns the chosen Variant, or None (each rejection is in the trace and in its notes).
+        """
+        rejected: list[str] = []
+        while len(rejected) < MAX_CONFIRMED and (front := self.front(trace.artifacts.values(), without=rejected)):
+            candidate = front[0]
+            variant = measure(trace.artifacts[candidate.name])
+            index = trace.index(candidate.name)
+            test_drop = self._test_drop(variant)
+            if variant.ok and test_drop is not None and test_drop <= self.budget_pp + 1e-9:
+                trace.update(
+                    index, decision=Decision.CHOSEN, variant=variant.name, reason=f"test drop {test_drop:.2f} pp"
+                )
+                return variant
+            why = variant.error if not variant.ok else f"loses {test_drop:.2f} pp on the test split"
+            trace.update(index, decision=Decision.REJECTED, variant=variant.name, reason=why)
+            rejected.append(candidate.name)
+            trace.notes.append(f"search: {candidate.name} was best on validation but {why}; took the next on the front")
+        return None
+
+    def confirm_integer(self, trace: Trace, measure: Callable[[Artifact], Any]) -> Any:
+        """The best full-integer candidate within budget (what a microcontroller or an int8-only NPU runs), measured
+        on test too when the choice was not one, the next one when it misses on test. Returns its Variant, or
+        None."""
+        measured = (Decision.FRONT, Decision.DOMINATED, Decision.CHOSEN, Decision.REJECTED)
+        integer = [
+            a
+            for a in trace.artifacts.values()
+            if a.candidate.settings.get("activations") == "int8" and a.candidate.decision in measured
+        ]
+        if not integer or any(a.candidate.variant for a in integer):
+            return None
+        for artifact in sorted(integer, key=lambda a: (self.objective(a.candidate), a.candidate.val_drop_pp)):
+            variant = measure(artifact)
+            trace.update(trace.index(artifact.candidate.name), variant=variant.name)
+            test_drop = self._test_drop(variant)
+            if variant.ok and test_drop is not None and test_drop <= self.budget_pp + 1e-9:
+                return variant
+            why = variant.error if not variant.ok else f"loses {test_drop:.2f} pp on the test split"
+            trace.notes.append(f"search: full-integer {artifact.candidate.name} {why}; measured the next")
+        return None
+
+    @staticmethod
+    def _test_drop(variant: Any) -> float | None:
+        return -variant.top1_delta_pp if variant.top1_delta_pp is not None else None

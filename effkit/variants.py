@@ -1,0 +1,388 @@
+"""The variants of one source model: each made by its recipe (export, quantize) from the Keras model, then measured
+on the test split in the runtime a device uses (`VariantMaker.measure_variant`, the one measurer of an artifact on
+test); pruned, clustered and QAT sources are made here by calling the techniques.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import interrupt
+from .config import Backend, CompressConfig, Format, Quant
+from .errors import ModelError, one_line_reason
+from .load import keras_compat
+from .load.classifier import Head, ModelInfo
+from .load.data import Dataset
+from .recipes import Recipe, RecipeInputs
+from .report.outdir import (
+    shown_path,
+)
+from .runtime import Runner, open_runner
+from .runtime.measure import (
+    file_sizes,
+    latency_grid,
+    mae,
+    parity,
+    parity_problems,
+    primary_correct,
+    primary_top1,
+    top1,
+    weight_sparsity,
+)
+from .runtime.probe import peak_memory
+from .stats import pack_correct
+from .types import Latency, Status, Step, Variant, variant_name
+
+log = logging.getLogger("effkit")
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A Keras model variants are made from: the baseline, or a pruned copy of it."""
+
+    name: str
+    model: Any
+    steps: tuple[Step, ...]
+    sparsity: float  # measured share of zeros in its prunable kernels
+    outputs: np.ndarray  # its Keras outputs on the test split: what its artifacts must reproduce
+    m_by_n: tuple[int, int] | None = None  # pruned to m-of-n structured sparsity in `m_by_n_layers`
+    m_by_n_layers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class VariantMaker:
+    """What every variant of one compress run is made and measured with."""
+
+    config: CompressConfig
+    info: ModelInfo
+    dataset: Dataset
+    test_labels: dict[str, np.ndarray]
+    recipes: list[Recipe]
+    artifacts: Path
+    calibration: np.ndarray
+    baseline_top1: float
+    time_latency: bool = True  # False: latency is left to a separate timing task (`compress(time_latency=False)`)
+
+    def pruned_variants(
+        self,
+        model: Any,
+        sparsity: float | None,
+        *,
+        blocked: str | None = None,
+        m_by_n: tuple[int, int] | None = None,
+    ) -> Iterator[Variant]:
+        """Prune `model` to `sparsity` (or to the m-of-n pattern `m_by_n` instead) and make its variants, then those
+        of its clustered copies (`pruned80-c16`) and, with `config.qat`, a quantization-aware-trained int8 TFLite
+        variant of each (`pruned80-qat`).
+
+        A failed prune fails all of them, a failed clustering its own source's variants, a failed QAT its one
+        variant; never the run. `blocked` says why tfmot cannot prune the model (no faithful tf_keras rebuild of a
+        Keras 3 model): `model` is then the Keras 3 model, pruned in Keras 3 itself (to a sparsity; m-of-n pruning
+        needs tfmot), and not clustered or QAT-trained.
+        """
+        from .techniques.prune import prune
+        from .techniques.prune_native import prune_keras3
+
+        source_name = f"pruned{m_by_n[0]}of{m_by_n[1]}" if m_by_n else pruned_source_name(sparsity)
+        try:
+            if m_by_n is not None:
+                if blocked is not None:
+                    raise ModelError(f"m-of-n pruning needs tfmot, which cannot prune this model: {blocked}")
+                target = {"m_by_n": m_by_n}
+            else:
+                target = {"sparsity": sparsity}
+            pruner = prune
+            if blocked is not None:
+                log.info("%s: pruning the Keras 3 model itself, as tfmot cannot: %s", source_name, blocked)
+                pruner = prune_keras3
+            result = pruner(
+                model, self.dataset, info=self.info, config=self.config.prune, seed=self.config.seed, **target
+            )
+            outputs = self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+        except Exception as error:
+            reason = one_line_reason(error)
+            log.warning("%s: pruning failed: %s", source_name, reason)
+            for name in [source_name, *(clustered_source_name(source_name, k) for k in self.config.clusters)]:
+                yield from self.failed_source(name, reason)
+            return
+        steps = (Step("prune", result.step_params()),)
+        structured = {"m_by_n": m_by_n, "m_by_n_layers": result.pruned_layers} if m_by_n else {}
+        pruned = SourceModel(source_name, result.model, steps, result.sparsity, outputs, **structured)
+        yield from self.variants_of(pruned)
+        if self.config.qat:
+            yield self.qat_variant(pruned, preserve="sparsity", blocked=blocked)
+        for clusters in self.config.clusters:
+            yield from self.clustered_variants(pruned, clusters, blocked=blocked)
+
+    def clustered_variants(self, pruned: SourceModel, clusters: int, *, blocked: str | None) -> Iterator[Variant]:
+        """Cluster a pruned source to `clusters` values per kernel and make its variants (and its QAT variant)."""
+        from .techniques.cluster import cluster
+
+        source_name = clustered_source_name(pruned.name, clusters)
+        try:
+            if blocked is not None:
+                raise ModelError(f"tfmot cannot cluster a model it cannot prune: {blocked}")
+            result = cluster(
+                pruned.model,
+                self.dataset,
+                info=self.info,
+                clusters=clusters,
+                config=self.config.prune,
+                seed=self.config.seed,
+            )
+            outputs = self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+        except Exception as error:
+            reason = one_line_reason(error)
+            log.warning("%s: clustering failed: %s", source_name, reason)
+            yield from self.failed_source(source_name, reason)
+            return
+        steps = (*pruned.steps, Step("cluster", result.step_params()))
+        source = SourceModel(source_name, result.model, steps, result.sparsity, outputs)
+        yield from self.variants_of(source)
+        if self.config.qat:
+            yield self.qat_variant(source, preserve="clusters", blocked=blocked)
+
+    def qat_variant(self, source: SourceModel, *, preserve: str, blocked: str | None = None) -> Variant:
+        """Quantization-aware training of a source that keeps its zeros (or clusters), converted to int8 TFLite and
+        measured like any artifact; parity is judged against the QAT Keras model, which the file must reproduce."""
+        from .techniques.qat import convert_qat, quantization_aware
+
+        name = qat_variant_name(source.name)
+        path = self.artifacts / f"{name}.tflite"
+        variant = Variant(
+            name=name,
+            format=Format.TFLITE,
+            quantization=Quant.INT8,
+            backend=Backend.CONVERTER,
+            path=shown_path(path, self.artifacts.parent),
+            steps=source.steps,
+        )
+        try:
+            if blocked is not None:
+                raise ModelError(f"tfmot cannot train a model it cannot prune: {blocked}")
+            result = quantization_aware(
+                source.model,
+                self.dataset,
+                info=self.info,
+                preserve=preserve,
+                config=self.config.prune,
+                seed=self.config.seed,
+            )
+            params = convert_qat(result, path, calibration=self.calibration)
+            own = {"mode": str(Quant.INT8), "format": str(Format.TFLITE), "backend": str(Backend.CONVERTER)}
+            steps = (*source.steps, Step("qat", result.step_params()), Step("quantize", {**own, **params}))
+            variant = replace(variant, steps=steps)
+            outputs = self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+            started = time.perf_counter()
+            runner = self.runner(path, Format.TFLITE)
+            load_ms = (time.perf_counter() - started) * 1e3
+        except Exception as error:
+            return failed_variant(variant, error)
+        trained = SourceModel(f"{source.name}-qat", result.model, steps, weight_sparsity(result.model)[0], outputs)
+        return self.measure_variant(variant, runner, path, trained, load_ms=load_ms)
+
+    def failed_source(self, source_name: str, reason: str) -> Iterator[Variant]:
+        """Every variant a source would have had (its Keras model, each recipe, and its QAT variant), failed."""
+        planned = [(variant_name(source_name, Format.KERAS), Format.KERAS, Quant.NONE, Backend.KERAS)]
+        planned += [(r.variant_name(source_name), r.format, r.quantization, r.backend) for r in self.recipes]
+        if self.config.qat:
+            planned.append((qat_variant_name(source_name), Format.TFLITE, Quant.INT8, Backend.CONVERTER))
+        for n, f, q, b in planned:
+            yield Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
+
+    def variants_of(self, source: SourceModel, *, keras_path: Path | None = None) -> Iterator[Variant]:
+        """The source's Keras variant, then one per recipe, float32 first in each format."""
+        with tempfile.TemporaryDirectory(prefix="effkit-") as scratch:
+            inputs = RecipeInputs(
+                source.model,
+                self.calibration,
+                self.config,
+                workdir=Path(scratch),
+                sparse_float=source.m_by_n is not None,
+            )
+            yield self.keras_variant(source, keras_path)
+            for recipe in self.recipes:
+                yield self.artifact_variant(source, recipe, inputs)
+
+    def keras_variant(self, source: SourceModel, path: Path | None) -> Variant:
+        """The source model itself, run by Keras; a model without a file (a pruned one) is saved as a deliverable."""
+        name = variant_name(source.name, Format.KERAS)
+        variant = Variant(
+            name=name, format=Format.KERAS, quantization=Quant.NONE, backend=Backend.KERAS, steps=source.steps
+        )
+        try:
+            if path is None:
+                path = keras_compat.save_model(source.model, self.artifacts / f"{name}.keras")
+            variant = replace(variant, path=shown_path(path, self.artifacts.parent))
+            runner = self.runner(source.model, Format.KERAS)
+        except Exception as error:
+            return failed_variant(variant, error)
+        return self.measure_variant(variant, runner, Path(path), source, load_ms=None)
+
+    def artifact_variant(self, source: SourceModel, recipe: Recipe, inputs: RecipeInputs) -> Variant:
+        path = self.artifacts / recipe.file_name(source.name)
+        variant = Variant(
+            name=recipe.variant_name(source.name),
+            format=recipe.format,
+            quantization=recipe.quantization,
+            backend=recipe.backend,
+            path=shown_path(path, self.artifacts.parent),
+            steps=source.steps,
+        )
+        try:
+            steps = (*source.steps, recipe.make(inputs, path))
+            if source.m_by_n is not None and recipe.format == Format.TFLITE:
+                from .export.tflite import m_by_n_check
+
+                m, n = source.m_by_n
+                check = m_by_n_check(path, m=m, n=n, layers=source.m_by_n_layers)
+                if not check["pattern_held"]:
+                    log.warning("%s: the %d:%d pattern does not hold in the artifact: %s", variant.name, m, n, check)
+                steps += (Step("check", check),)
+            variant = replace(variant, steps=steps)
+            started = time.perf_counter()
+            runner = self.runner(path, recipe.format)
+            load_ms = (time.perf_counter() - started) * 1e3
+        except Exception as error:
+            return failed_variant(variant, error)
+        return self.measure_variant(variant, runner, path, source, load_ms=load_ms)
+
+    def measure_variant(
+        self, variant: Variant, runner: Runner, path: Path, source: SourceModel, *, load_ms: float | None
+    ) -> Variant:
+        """Accuracy and parity on the whole test split (every head), sizes, latency under the one protocol at every
+        batch size and thread count, and (when asked) the runtime's peak memory in a process of its own."""
+        interrupt.check()
+        x_test = self.dataset.x_test
+        try:
+            outputs = runner.predict(x_test)
+            accuracy = primary_top1(self.info, outputs, self.test_labels)
+            heads = {
+                head.name: _head_figures(head, output, reference, self.test_labels[head.name])
+                for head, output, reference in zip(self.info.heads, outputs, source.outputs, strict=True)
+            }
+            size_bytes, gzip_bytes = file_sizes(path)
+            grid = self.latency_grid_of(runner, path, Format(variant.format)) if self.time_latency else []
+            latency = grid[0] if grid else None
+            memory = None
+            if self.config.latency.memory and variant.format != Format.KERAS:
+                memory = peak_memory(
+                    path,
+                    Format(variant.format),
+                    batch=self.config.latency.batches[0],
+                    threads=self.config.latency.threads[0],
+                )
+            variant = replace(
+                variant,
+                sparsity=round(source.sparsity, 4),
+                size_bytes=size_bytes,
+                gzip_bytes=gzip_bytes,
+                top1=accuracy,
+                correct=pack_correct(primary_correct(self.info, outputs, self.test_labels)),
+                top1_delta_pp=round((accuracy - self.baseline_top1) * 100, 4),
+                latency_ms=latency,
+                latency_grid=tuple(grid) if len(grid) > 1 else None,
+                load_ms=None if load_ms is None else round(load_ms, 3),
+                memory_mb=memory,
+                parity=heads[self.info.primary.name]["parity"],
+                heads=(
+                    {name: {**f, "parity": f["parity"].to_dict()} for name, f in heads.items()}
+                    if len(heads) > 1
+                    else None
+                ),
+            )
+        except Exception as error:
+            return failed_variant(variant, error)
+        if variant.format == Format.TFLITE:
+            variant = replace(variant, micro=self.micro_record(variant, path))
+        problems = parity_problems(
+            self.info.heads,
+            {name: figures["parity"] for name, figures in heads.items()},
+            source.outputs,
+            quantization=variant.quantization,
+            config=self.config.parity,
+        )
+        if problems:
+            problems += [step.params["note"] for step in variant.steps if step.params.get("clipped_biases")]
+            log.warning("%-30s MISMATCH: %s", variant.name, "; ".join(problems))
+            return replace(variant, status=Status.MISMATCH, error="; ".join(problems))
+        log.info(
+            "%-30s ok  top-1 %.2f%%  %7.1f KiB  gzip %7.1f KiB  p50 %s",
+            variant.name,
+            accuracy * 100,
+            size_bytes / 1024,
+            gzip_bytes / 1024,
+            f"{latency.p50:.4f} ms" if latency else "(timed apart)",
+        )
+        return variant
+
+    def micro_record(self, variant: Variant, path: Path) -> dict[str, Any]:
+        """Whether TFLite Micro runs the file, its resolver entries and measured arena (`micro.check`), and for a
+        clustered full-integer file its LUT-compressed copy beside it. Information only: it never fails a variant."""
+        from .ship import micro
+
+        try:
+            record = micro.check(path).to_dict()
+            if record["runs"] and record["full_integer"] and any(step.stage == "cluster" for step in variant.steps):
+                lut = micro.lut_compress(path, path.with_name(f"{path.stem}-lut{path.suffix}"))
+                if lut is not None:
+                    record["lut"] = {**lut, "path": shown_path(Path(lut["path"]), self.artifacts.parent)}
+        except Exception as error:
+            reason = f"the TFLite Micro check failed: {one_line_reason(error)}"
+            log.warning("%-30s %s", variant.name, reason)
+            return {"runs": False, "reason": reason, "full_integer": False, "ops": [], "arena_bytes": None}
+        log.debug("%s: TFLite Micro %s", variant.name, record)
+        return record
+
+    def latency_grid_of(self, runner: Runner, path: Path, fmt: Format) -> list[Latency]:
+        """One latency per (thread count, batch size); the first is the runner's own (first thread count)."""
+        return latency_grid(
+            runner, lambda threads: self.runner(path, fmt, threads=threads), self.dataset.x_test, self.config, fmt
+        )
+
+    def runner(self, artifact: Any, fmt: Format, *, threads: int | None = None) -> Runner:
+        latency = self.config.latency
+        names = [head.name for head in self.info.heads]
+        return open_runner(
+            artifact,
+            fmt,
+            threads=threads or latency.threads[0],
+            ort_optimization=latency.ort_optimization,
+            outputs=names,
+        )
+
+
+def pruned_source_name(sparsity: float) -> str:
+    """`pruned80`: the source a sparsity makes."""
+    return f"pruned{round(sparsity * 100):d}"
+
+
+def clustered_source_name(pruned: str, clusters: int) -> str:
+    """`pruned80-c16`: a pruned source clustered to 16 values per kernel."""
+    return f"{pruned}-c{clusters}"
+
+
+def qat_variant_name(source: str) -> str:
+    """`pruned80-qat-tflite-int8`: the int8 TFLite file of a source's quantization-aware training."""
+    return variant_name(f"{source}-qat", Format.TFLITE, Quant.INT8)
+
+
+def _head_figures(head: Head, outputs: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """A head's metric (top-1 for a classification head, MAE for a regression head) and its parity."""
+    metric = {"top1": top1(outputs, labels, head.kind)} if head.classifies else {"mae": mae(outputs, labels)}
+    return {**metric, "parity": parity(reference, outputs, head.kind)}
+
+
+def failed_variant(variant: Variant, error: BaseException) -> Variant:
+    reason = one_line_reason(error)
+    log.warning("%-30s FAILED: %s", variant.name, reason)
+    log.debug("%s failed", variant.name, exc_info=error)
+    return replace(variant, status=Status.FAILED, error=reason)
