@@ -87,8 +87,10 @@ def test_the_arena_with_margin_is_enough_and_much_less_is_not(tflite_files):
     measured = micro.check(tflite_files["int8"]).arena_bytes
     reserved = micro.arena_with_margin(measured)
     assert reserved == math.ceil(measured * 1.25 / 16) * 16  # the README's 1.25 margin, TFLite Micro's alignment
-    interpreter = micro._interpreter(tflite_files["int8"], reserved)
-    micro._invoke_on_zeros(interpreter, 1)
+    from effkit.ship.micro import interpreter as micro_interpreter
+
+    interpreter = micro_interpreter._interpreter(tflite_files["int8"], reserved)
+    micro_interpreter._invoke_on_zeros(interpreter, 1)
     assert np.asarray(interpreter.get_output(0)).shape == (1, 10)
     with silenced(), pytest.raises(RuntimeError):
         runtime.Interpreter.from_file(str(tflite_files["int8"]), arena_size=measured // 2)

@@ -1,17 +1,6 @@
-"""TFLite Micro: whether a .tflite runs on a microcontroller, how much tensor arena it needs, and its C build.
-
-Everything here is measured with TFLite Micro's own Python interpreter (the `tflite-micro` package), never assumed:
-`check` reads the flatbuffer op by op, then loads the file in that interpreter, invokes it once and reads the arena
-the interpreter's recording allocator used. `micro_predict` runs a batch through it, `c_sources` writes the
-`alignas(16) const unsigned char g_<name>_model_data[]` source and header a firmware build compiles, and
-`lut_compress` turns clustered weights into TFLite Micro's look-up-table encoding, which only TFLite Micro reads.
-
-The arena figure is the reference kernels' on a 64-bit host. Optimized kernels (CMSIS-NN, ESP-NN) may ask for
-scratch buffers of their own, and a 32-bit target's pointers are smaller: `arena_with_margin` adds room for the
-first. Nothing in this figure depends on the host CPU's speed or instruction set.
-
-tflite_micro and numpy are imported inside the functions; importing this module loads neither TensorFlow nor them.
-"""
+"""What TFLite Micro's own interpreter says of a .tflite: whether it runs (op by op, then loaded and invoked), the
+tensor arena it needs, and its predictions. The arena figure is the reference kernels' on a 64-bit host:
+`arena_with_margin` adds room for optimized kernels' scratch buffers. Nothing here depends on the host CPU."""
 
 from __future__ import annotations
 
@@ -21,8 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..console import captured as capture_output
-from ..errors import ConfigError, InputError, first_line
+from ...console import captured as capture_output
+from ...errors import InputError, first_line
 
 # TFLite Micro's MicroMutableOpResolver: builtin operator -> the method that registers its kernel. Read from
 # tensorflow/lite/micro/micro_mutable_op_resolver.h (2026-08). An op missing here has no TFLite Micro kernel.
@@ -209,7 +198,7 @@ def check(path: Path) -> MicroCheck:
     Raises:
         InputError: `path` is not a readable .tflite file.
     """
-    from ..export.tflite_graph import read_graph
+    from ...export.tflite_graph import read_graph
 
     path = Path(path)
     if not path.is_file():
@@ -238,7 +227,7 @@ def measure_arena(path: Path, *, arena_size: int = ARENA_PROBE_BYTES) -> int:
     Raises:
         StageError: TFLite Micro cannot load or run the file (its message, in one line).
     """
-    from ..errors import StageError
+    from ...errors import StageError
 
     try:
         interpreter = _interpreter(Path(path), arena_size)
@@ -265,8 +254,8 @@ def micro_predict(path: Path, x: Any, *, output: int = 0) -> Any:
     """
     import numpy as np
 
-    from ..edge.tensors import dequantize, quantize
-    from ..errors import StageError
+    from ...edge.tensors import dequantize, quantize
+    from ...errors import StageError
 
     path = Path(path)
     try:
@@ -305,208 +294,6 @@ def quantization_of(path: Path) -> tuple[tuple[float, int] | None, tuple[float, 
         scale, zero = _quantization(details)
         pairs.append((scale, zero) if scale else None)
     return pairs[0], pairs[1]
-
-
-def c_sources(
-    model: bytes,
-    *,
-    symbol: str,
-    input_quant: tuple[float, int] | None,
-    output_quant: tuple[float, int] | None,
-    labels: list[str] | None,
-    arena_bytes: int,
-    ops: tuple[str, ...],
-) -> tuple[str, str]:
-    """A C11 header and source that hold the model for a TFLite Micro firmware build.
-
-    C, not C++: every microcontroller toolchain compiles it, and the header's `extern "C"` lets TFLite Micro's C++
-    application include it. (A `const` at file scope has external linkage in C, internal in C++.) The source
-    compiles with `cc -std=c11 -c -Wall -Wextra -Werror -pedantic`.
-
-    Args:
-        model: the .tflite bytes.
-        symbol: a C identifier; the data is `g_<symbol>_model_data`.
-        input_quant, output_quant: (scale, zero point) of the input and output tensors, None when float (written
-            as scale 0, TFLite's "not quantized").
-        labels: class names, in output order; None for none.
-        arena_bytes: the tensor arena to reserve (use `arena_with_margin` of the measured one).
-        ops: the MicroMutableOpResolver methods the model needs (`MicroCheck.ops`).
-
-    Returns:
-        (header text, source text); the source includes the header as `<symbol>_model_data.h`.
-
-    Raises:
-        ConfigError: `symbol` is not a C identifier, or `arena_bytes` is not positive.
-    """
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", symbol or ""):
-        raise ConfigError(
-            f"C symbol {symbol!r} is not a C identifier (letters, digits, '_'; not starting with a digit)"
-        )
-    if arena_bytes <= 0:
-        raise ConfigError(f"arena size must be positive, got {arena_bytes}")
-    labels = list(labels or [])
-    camel = "".join(part[:1].upper() + part[1:] for part in symbol.split("_") if part) or "Model"
-    guard = f"EFFKIT_{symbol.upper()}_MODEL_DATA_H_"
-    prefix = f"g_{symbol}"
-    resolver = [f"//   tflite::MicroMutableOpResolver<{len(ops)}> resolver;"]
-    resolver += [f"//   resolver.{op}();" for op in ops]
-    add_ops = " ".join(f"(resolver).{op}();" for op in ops)
-    header = "\n".join(
-        [
-            f"// The {symbol} model for TFLite Micro, written by effkit. Do not edit.",
-            "//",
-            f"// Its ops ({len(ops)}), registered with:",
-            *resolver,
-            f"// or {symbol.upper()}_ADD_OPS(resolver). Reserve k{camel}TensorArenaSize bytes of tensor arena,",
-            "// aligned to 16: the arena TFLite Micro's interpreter measured, with effkit's margin.",
-            "// A scale of 0 means the tensor is float, not quantized: real = scale * (q - zero_point).",
-            f"#ifndef {guard}",
-            f"#define {guard}",
-            "",
-            "#ifdef __cplusplus",
-            'extern "C" {',
-            "#endif",
-            "",
-            "enum {",
-            f"  k{camel}TensorArenaSize = {int(arena_bytes)},",
-            f"  k{camel}OpCount = {len(ops)},",
-            f"  k{camel}LabelCount = {len(labels)}",
-            "};",
-            "",
-            f"#define {symbol.upper()}_ADD_OPS(resolver) \\",
-            f"  do {{ {add_ops} }} while (0)",
-            "",
-            f"extern const unsigned char {prefix}_model_data[];",
-            f"extern const unsigned int {prefix}_model_data_len;",
-            f"extern const float {prefix}_input_scale;",
-            f"extern const int {prefix}_input_zero_point;",
-            f"extern const float {prefix}_output_scale;",
-            f"extern const int {prefix}_output_zero_point;",
-            f"extern const char *const {prefix}_labels[];  // k{camel}LabelCount names, then NULL",
-            f"extern const unsigned int {prefix}_label_count;",
-            "",
-            "#ifdef __cplusplus",
-            "}",
-            "#endif",
-            "",
-            f"#endif  // {guard}",
-            "",
-        ]
-    )
-    in_scale, in_zero = input_quant or (0.0, 0)
-    out_scale, out_zero = output_quant or (0.0, 0)
-    data_lines = [
-        "  " + " ".join(f"0x{byte:02x}," for byte in model[start : start + 12]) for start in range(0, len(model), 12)
-    ]
-    source = "\n".join(
-        [
-            f"// The {symbol} model for TFLite Micro, written by effkit. Do not edit.",
-            f'#include "{symbol}_model_data.h"',
-            "",
-            "#include <stdalign.h>",
-            "#include <stddef.h>",
-            "",
-            f"alignas(16) const unsigned char {prefix}_model_data[] = {{",
-            *data_lines,
-            "};",
-            f"const unsigned int {prefix}_model_data_len = {len(model)};",
-            "",
-            f"const float {prefix}_input_scale = {_c_float(in_scale)};",
-            f"const int {prefix}_input_zero_point = {int(in_zero)};",
-            f"const float {prefix}_output_scale = {_c_float(out_scale)};",
-            f"const int {prefix}_output_zero_point = {int(out_zero)};",
-            "",
-            f"const char *const {prefix}_labels[] = {{",
-            *(f"  {_c_string(label)}," for label in labels),
-            "  NULL,",
-            "};",
-            f"const unsigned int {prefix}_label_count = {len(labels)};",
-            "",
-        ]
-    )
-    return header, source
-
-
-def lut_compress(path: Path, out: Path) -> dict[str, Any] | None:
-    """TFLite Micro's look-up-table compression of the clustered weights of a full-integer .tflite.
-
-    Every weight tensor (an op's constant input of two or more dimensions) with at most 2**MAX_LUT_BITS distinct
-    values in each quantization channel, whose indices and tables take fewer bytes than it does, is rewritten as
-    bit-packed indices into per-channel value tables; TFLite Micro decodes them at run time (a DECODE op before
-    each, decoded into the arena). The file is then loaded and invoked in TFLite Micro.
-
-    Returns:
-        None when no tensor qualifies; else {"path", "flash_bytes" (the compressed file), "raw_bytes" (the input
-        file), "tensors" (names), "index_bits" (the widest), "runs", "reason", "arena_bytes" (decoded weights
-        included)}.
-
-    Raises:
-        InputError: `path` is not a readable .tflite file.
-    """
-    import numpy as np
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    path, out = Path(path), Path(out)
-    try:
-        model = flatbuffer_utils.read_model(str(path))
-    except Exception as error:
-        raise InputError(f"{path.name} is not a readable .tflite file: {first_line(error)}") from error
-    subgraph = model.subgraphs[0]
-    weights = sorted(
-        {index for op in subgraph.operators or () for index in (op.inputs if op.inputs is not None else ())}
-    )
-    chosen: list[tuple[int, int, int | None]] = []  # tensor, index bits, channel axis (None: per tensor)
-    names: list[str] = []
-    for index in weights:
-        if index < 0:
-            continue
-        tensor = subgraph.tensors[index]
-        data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
-        shape = tuple(int(d) for d in tensor.shape) if tensor.shape is not None else ()
-        if data is None or len(data) == 0 or len(shape) < 2 or tensor.type != _INT8:
-            continue
-        values = np.frombuffer(bytes(data), dtype=np.int8).reshape(shape)
-        quantization = tensor.quantization
-        scales = quantization.scale if quantization is not None and quantization.scale is not None else ()
-        axis = int(quantization.quantizedDimension) if len(scales) > 1 else None
-        if axis is not None and axis not in (0, len(shape) - 1):
-            continue  # the kernels decode per-channel tables along the first or last axis only
-        slices = [values] if axis is None else list(np.moveaxis(values, axis, 0))
-        distinct = max(len(np.unique(part)) for part in slices)
-        bits = max(1, math.ceil(math.log2(distinct))) if distinct > 1 else 1
-        encoded = math.ceil(values.size * bits / 8) + len(slices) * 2**bits
-        if bits > MAX_LUT_BITS or encoded >= values.size:
-            continue
-        chosen.append((index, bits, axis))
-        names.append(_text(tensor.name))
-    if not chosen:
-        return None
-    from tflite_micro import compression
-    from tflite_micro.tensorflow.lite.micro.compression import spec
-
-    builder = compression.SpecBuilder()
-    for index, bits, axis in chosen:
-        mode = spec.PerTensor() if axis is None else spec.PerChannel(axis=axis)
-        builder.add_tensor(subgraph=0, tensor=index).with_lut(index_bitwidth=bits, mode=mode)
-    with capture_output():
-        compressed = bytes(compression.compress(path.read_bytes(), builder.build()))
-    from ..files import write_bytes
-
-    write_bytes(out, compressed)
-    result = check(out)
-    return {
-        "path": str(out),
-        "flash_bytes": len(compressed),
-        "raw_bytes": path.stat().st_size,
-        "tensors": names,
-        "index_bits": max(bits for _, bits, _ in chosen),
-        "runs": result.runs,
-        "reason": result.reason,
-        "arena_bytes": result.arena_bytes,
-    }
-
-
-_INT8 = 9  # schema TensorType.INT8
 
 
 class _Refused(Exception):
@@ -549,7 +336,7 @@ def _one_line(printed: str, error: BaseException) -> str:
 
 
 def _graph_inputs(path: Path) -> tuple[int, ...]:
-    from ..export.tflite_graph import read_graph
+    from ...export.tflite_graph import read_graph
 
     return read_graph(path).inputs
 
@@ -601,27 +388,3 @@ def _full_integer(graph) -> bool:
         if any(t.type in FLOAT_TYPES for t in touched):
             return False
     return bool(graph.ops)
-
-
-def _c_float(value: float) -> str:
-    """A float literal that reads back to the same float32 (9 significant digits)."""
-    return f"{float(value):.9e}f"
-
-
-def _c_string(text: str) -> str:
-    """A C string literal of `text` in UTF-8: quotes, backslashes, '?' (trigraphs) and every byte outside
-    printable ASCII escaped in octal, which never runs into the next character as hex escapes can."""
-    out = []
-    for byte in str(text).encode("utf-8"):
-        char = chr(byte)
-        if char in '"\\?':
-            out.append("\\" + char)
-        elif 0x20 <= byte < 0x7F:
-            out.append(char)
-        else:
-            out.append(f"\\{byte:03o}")
-    return '"' + "".join(out) + '"'
-
-
-def _text(value: bytes | str | None) -> str:
-    return value.decode() if isinstance(value, bytes) else (value or "")
