@@ -80,7 +80,6 @@ class Search:
         self.scratch = Path(tempfile.mkdtemp(prefix="effkit-search-")) if scratch is None else Path(scratch)
         self.cache_dirs = cache_dirs
         self.deadline = Deadline(self.settings.budget_seconds)
-        self.sensitivity: Sensitivity | None = None
         self.stopped = "running"
         self.tasks = tasks  # None: artifacts made here, in line
         self._pending: list[tuple[Source, Task]] = []  # artifact tasks not merged yet, in the order submitted
@@ -124,6 +123,11 @@ class Search:
         return self.tried.notes
 
     @property
+    def sensitivity(self) -> Sensitivity | None:
+        """The per-layer table the plans read (None until measured, or when it could not be)."""
+        return self.maker.sensitivity
+
+    @property
     def baseline_val_top1(self) -> float | None:
         return self.judge.baseline_val_top1
 
@@ -156,7 +160,7 @@ class Search:
         """Try candidates in order until done or out of budget. Never reads the test split."""
         try:
             baseline = self.workshop.baseline(self.model)
-            self.sensitivity = self.maker.sensitivity = self._sensitivity(baseline)
+            self.maker.sensitivity = self._sensitivity(baseline)
             self._artifacts(baseline)
             within = [baseline]
             for source in self._progressive(baseline):
