@@ -193,6 +193,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     compress.add_argument("--prune-epochs", type=int, default=PruneConfig.epochs, help="fine-tune epochs per sparsity")
     compress.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run fine-tunes in this process instead of a child process (a native crash then ends the run)",
+    )
+    compress.add_argument(
         "--calibration-samples",
         type=int,
         default=defaults.calibration_samples,
@@ -440,7 +445,7 @@ def _compress_config(args: argparse.Namespace) -> CompressConfig:
         calibration_samples=args.calibration_samples,
         seed=args.seed,
         tflite_backends=_tflite_backends(args.tflite_backend),
-        prune=PruneConfig(epochs=args.prune_epochs, m_by_n=args.sparsity_m_by_n),
+        prune=PruneConfig(epochs=args.prune_epochs, m_by_n=args.sparsity_m_by_n, isolate=not args.in_process),
         latency=LatencyConfig(
             batches=parse_counts(args.batch, what="--batch"),
             threads=parse_counts(args.threads, what="--threads"),

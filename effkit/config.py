@@ -147,6 +147,7 @@ class PruneConfig:
     ramp_fraction: float = 0.5  # share of the fine-tune over which sparsity rises to its target
     patience: int = 3  # early stopping on validation loss, counted after the target sparsity is reached
     m_by_n: str | None = None  # "2:4": also prune to structured m-of-n sparsity (a source next to the sparsities)
+    isolate: bool = True  # each fine-tune in a child process, so that a native crash costs one step (isolation.py)
 
     @property
     def m_by_n_pair(self) -> tuple[int, int] | None:

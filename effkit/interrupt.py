@@ -46,6 +46,8 @@ def install() -> Callable[[], None]:
     sys.unraisablehook = unraisable
 
     def restore() -> None:
+        global _requested
+        _requested = False  # the request ended the command that installed the handler; it must not stop the next
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         sys.unraisablehook = previous_hook

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from .config import CompressConfig, Format
 from .cpu import fingerprint
 from .edge.manifest import sha256_file
 from .errors import one_line_reason
+from .isolation import Isolation
 from .load import keras_compat
 from .load.classifier import describe, model_input
 from .load.data import Dataset, check_fits, check_labels, check_sizes, check_tokens, fit_sequences, load_dataset
@@ -148,6 +150,7 @@ def compress(
         calibration=calibration_samples(dataset, config),
         baseline_top1=primary_top1(info, baseline_outputs, test_labels),
         time_latency=time_latency,
+        isolation=Isolation(enabled=config.prune.isolate),
     )
     log.info("baseline keras top-1 %.2f%%", run.baseline_top1 * 100)
     model_record = {
@@ -165,27 +168,36 @@ def compress(
     complete = False
     search = None
     m_by_n = config.prune.m_by_n_pair
+
+    def finished(variant: Variant) -> None:
+        """Keep a measured variant, and write the report so far (`complete: false`): a crash that kills this
+        process, which no `finally` survives, still leaves every variant finished before it on disk."""
+        variants.append(variant)
+        partial = _report(variants, config, model_record, dataset, run.baseline_top1, complete=False, search=search)
+        write_report(partial, out_dir)
+
     try:
         with progress_bar(f"{name}: variants", planned_variants(config)) as advance:
             baseline = SourceModel(BASELINE_SOURCE, working, (), weight_sparsity(working)[0], baseline_outputs)
             # One at a time, so that an interruption keeps every variant finished before it.
             for variant in run.variants_of(baseline, keras_path=model_path):
-                variants.append(variant)
+                finished(variant)
                 advance(1)
             for sparsity in () if config.search else config.sparsities:
                 for variant in run.pruned_variants(working, sparsity, blocked=prune_blocker):
-                    variants.append(variant)
+                    finished(variant)
                     advance(1)
             if m_by_n is not None and not config.search:
                 for variant in run.pruned_variants(working, None, blocked=prune_blocker, m_by_n=m_by_n):
-                    variants.append(variant)
+                    finished(variant)
                     advance(1)
         if config.search is not None:
             search = _new_search(run, working, out_dir, name=name, prune_blocker=prune_blocker, tasks=tasks)
-            _run_search(search, run, out_dir, variants)
+            _run_search(search, run, out_dir, finished)
         interrupt.check()
         complete = True
     finally:
+        run.isolation.close()
         # Also on Ctrl-C or an internal error: what was measured is written, marked incomplete.
         report = _report(variants, config, model_record, dataset, run.baseline_top1, complete=complete, search=search)
         write_report(report, out_dir)
@@ -288,14 +300,15 @@ def _new_search(
         cache_dirs=(out_dir, *siblings),
         prune_blocker=prune_blocker,
         tasks=tasks,
+        isolation=run.isolation,
     )
 
 
-def _run_search(search, run: VariantMaker, out_dir: Path, variants: list[Variant]) -> None:
+def _run_search(search, run: VariantMaker, out_dir: Path, finished: Callable[[Variant], None]) -> None:
     """Decide on validation, then measure the front on test until one is within budget.
 
     The trace lives on `search` as it grows, so an interruption still reports it; each variant measured on test
-    is appended to `variants` as soon as it is measured.
+    is handed to `finished` as soon as it is measured.
     """
     from .search import copy_artifact
 
@@ -323,7 +336,7 @@ def _run_search(search, run: VariantMaker, out_dir: Path, variants: list[Variant
             measured = failed_variant(variant, error)
         else:
             measured = run.measure_variant(variant, runner, path, source, load_ms=None)
-        variants.append(measured)
+        finished(measured)
         return measured
 
     try:

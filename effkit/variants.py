@@ -9,7 +9,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from . import interrupt
 from .config import Backend, CompressConfig, Format, Quant
 from .errors import ModelError, one_line_reason
+from .isolation import Isolation
 from .load import keras_compat
 from .load.classifier import Head, ModelInfo
 from .load.data import Dataset
@@ -35,7 +36,6 @@ from .runtime.measure import (
     primary_correct,
     primary_top1,
     top1,
-    weight_sparsity,
 )
 from .runtime.probe import peak_memory
 from .stats import pack_correct
@@ -70,6 +70,7 @@ class VariantMaker:
     calibration: np.ndarray
     baseline_top1: float
     time_latency: bool = True  # False: latency is left to a separate timing task (`compress(time_latency=False)`)
+    isolation: Isolation = field(default_factory=lambda: Isolation(enabled=False))  # where fine-tunes run
 
     def pruned_variants(
         self,
@@ -103,8 +104,15 @@ class VariantMaker:
             if blocked is not None:
                 log.info("%s: pruning the Keras 3 model itself, as tfmot cannot: %s", source_name, blocked)
                 pruner = prune_keras3
-            result = pruner(
-                model, self.dataset, info=self.info, config=self.config.prune, seed=self.config.seed, **target
+            result, isolation = self.isolation.run(
+                f"{source_name} fine-tune",
+                pruner,
+                model,
+                self.dataset,
+                info=self.info,
+                config=self.config.prune,
+                seed=self.config.seed,
+                **target,
             )
             outputs = self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
         except Exception as error:
@@ -113,7 +121,7 @@ class VariantMaker:
             for name in [source_name, *(clustered_source_name(source_name, k) for k in self.config.clusters)]:
                 yield from self.failed_source(name, reason)
             return
-        steps = (Step("prune", result.step_params()),)
+        steps = (Step("prune", {**result.step_params(), **isolation}),)
         structured = {"m_by_n": m_by_n, "m_by_n_layers": result.pruned_layers} if m_by_n else {}
         pruned = SourceModel(source_name, result.model, steps, result.sparsity, outputs, **structured)
         yield from self.variants_of(pruned)
@@ -130,7 +138,9 @@ class VariantMaker:
         try:
             if blocked is not None:
                 raise ModelError(f"tfmot cannot cluster a model it cannot prune: {blocked}")
-            result = cluster(
+            result, isolation = self.isolation.run(
+                f"{source_name} fine-tune",
+                cluster,
                 pruned.model,
                 self.dataset,
                 info=self.info,
@@ -144,7 +154,7 @@ class VariantMaker:
             log.warning("%s: clustering failed: %s", source_name, reason)
             yield from self.failed_source(source_name, reason)
             return
-        steps = (*pruned.steps, Step("cluster", result.step_params()))
+        steps = (*pruned.steps, Step("cluster", {**result.step_params(), **isolation}))
         source = SourceModel(source_name, result.model, steps, result.sparsity, outputs)
         yield from self.variants_of(source)
         if self.config.qat:
@@ -153,7 +163,7 @@ class VariantMaker:
     def qat_variant(self, source: SourceModel, *, preserve: str, blocked: str | None = None) -> Variant:
         """Quantization-aware training of a source that keeps its zeros (or clusters), converted to int8 TFLite and
         measured like any artifact; parity is judged against the QAT Keras model, which the file must reproduce."""
-        from .techniques.qat import convert_qat, quantization_aware
+        from .techniques.qat import qat_int8
 
         name = qat_variant_name(source.name)
         path = self.artifacts / f"{name}.tflite"
@@ -168,26 +178,30 @@ class VariantMaker:
         try:
             if blocked is not None:
                 raise ModelError(f"tfmot cannot train a model it cannot prune: {blocked}")
-            result = quantization_aware(
+            trained, isolation = self.isolation.run(
+                f"{name} fine-tune",
+                qat_int8,
                 source.model,
                 self.dataset,
+                path,
                 info=self.info,
                 preserve=preserve,
                 config=self.config.prune,
                 seed=self.config.seed,
+                calibration=self.calibration,
+                predict_on=self.dataset.x_test,
             )
-            params = convert_qat(result, path, calibration=self.calibration)
             own = {"mode": str(Quant.INT8), "format": str(Format.TFLITE), "backend": str(Backend.CONVERTER)}
-            steps = (*source.steps, Step("qat", result.step_params()), Step("quantize", {**own, **params}))
+            qat_step = Step("qat", {**trained.qat_params, **isolation})
+            steps = (*source.steps, qat_step, Step("quantize", {**own, **trained.file_params}))
             variant = replace(variant, steps=steps)
-            outputs = self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
             started = time.perf_counter()
             runner = self.runner(path, Format.TFLITE)
             load_ms = (time.perf_counter() - started) * 1e3
         except Exception as error:
             return failed_variant(variant, error)
-        trained = SourceModel(f"{source.name}-qat", result.model, steps, weight_sparsity(result.model)[0], outputs)
-        return self.measure_variant(variant, runner, path, trained, load_ms=load_ms)
+        qat_model = SourceModel(f"{source.name}-qat", None, steps, trained.sparsity, trained.outputs)
+        return self.measure_variant(variant, runner, path, qat_model, load_ms=load_ms)
 
     def failed_source(self, source_name: str, reason: str) -> Iterator[Variant]:
         """Every variant a source would have had (its Keras model, each recipe, and its QAT variant), failed."""

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..config import CompressConfig, Format, SearchGoal
 from ..errors import one_line_reason
+from ..isolation import Isolation
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..tasks import Task, TaskPool
@@ -69,6 +70,7 @@ class Search:
         cache_dirs: tuple[Path, ...] = (),
         prune_blocker: str | None = None,
         tasks: TaskPool | None = None,
+        isolation: Isolation | None = None,
     ):
         if config.search is None:
             raise ValueError("Search needs config.search")
@@ -106,7 +108,14 @@ class Search:
             on_check=self._merge_ready,
         )
         self.workshop = Workshop(
-            self.dataset, info, config, self.judge, self.tried, self.maker, prune_blocker=prune_blocker
+            self.dataset,
+            info,
+            config,
+            self.judge,
+            self.tried,
+            self.maker,
+            prune_blocker=prune_blocker,
+            isolation=isolation or Isolation(enabled=False),
         )
 
     # ------------------------------------------------------------------ what the pipeline and the report read

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..config import CompressConfig, Format, Quant
 from ..errors import ModelError
+from ..isolation import Isolation
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..runtime.measure import weight_sparsity
@@ -41,6 +42,7 @@ class Workshop:
     trace: Trace
     maker: ArtifactMaker  # measures what the moves make, in line
     prune_blocker: str | None = None  # why tfmot cannot prune the model (Keras 3 prunes it natively then)
+    isolation: Isolation = field(default_factory=lambda: Isolation(enabled=False))  # where fine-tunes run
 
     def keras_val(self, model: Any) -> list[np.ndarray]:
         from ..runtime import open_runner
@@ -126,7 +128,9 @@ class Workshop:
         from ..techniques.prune_native import prune_keras3
 
         pruner = prune_keras3 if self.prune_blocker is not None else prune
-        result = pruner(
+        result, isolation = self.isolation.run(
+            f"prune {level:.0%} fine-tune",
+            pruner,
             parent.model,
             self.dataset,
             info=self.info,
@@ -136,21 +140,31 @@ class Workshop:
             layer_targets=targets,
             start=parent.layer_sparsity,
         )
-        return Made("prune", result.model, result.step_params)
+        return Made("prune", result.model, _with(result.step_params, isolation))
 
     def prune_m_by_n(self, parent: Source, m_by_n: tuple[int, int], *, epochs: int) -> Made:
         from ..techniques.prune import prune
 
         if self.prune_blocker is not None:
             raise ModelError(f"m-of-n pruning needs tfmot, which cannot prune this model: {self.prune_blocker}")
-        result = prune(parent.model, self.dataset, info=self.info, config=self.fine_tune_config(epochs),
-                       seed=self.config.seed, m_by_n=m_by_n)  # fmt: skip
-        return Made("prune", result.model, result.step_params)
+        result, isolation = self.isolation.run(
+            f"prune {m_by_n[0]}:{m_by_n[1]} fine-tune",
+            prune,
+            parent.model,
+            self.dataset,
+            info=self.info,
+            config=self.fine_tune_config(epochs),
+            seed=self.config.seed,
+            m_by_n=m_by_n,
+        )
+        return Made("prune", result.model, _with(result.step_params, isolation))
 
     def cluster(self, parent: Source, clusters: int, *, epochs: int) -> Made:
         from ..techniques.cluster import cluster
 
-        result = cluster(
+        result, isolation = self.isolation.run(
+            f"cluster {clusters} fine-tune",
+            cluster,
             parent.model,
             self.dataset,
             info=self.info,
@@ -159,7 +173,7 @@ class Workshop:
             seed=self.config.seed,
             preserve_sparsity=True,
         )
-        return Made("cluster", result.model, result.step_params)
+        return Made("cluster", result.model, _with(result.step_params, isolation))
 
     def fine_tune_config(self, epochs: int):
         return replace(self.config.prune, epochs=epochs, patience=max(2, epochs // 3))
@@ -218,26 +232,29 @@ class Workshop:
         started = time.perf_counter()
         name = f"{best.name}-qat"
         try:
-            from ..techniques.qat import convert_qat, quantization_aware
+            from ..techniques.qat import qat_int8
 
             preserve = "clusters" if best.clusters else ("sparsity" if best.sparsity > 0.05 else "none")
-            result = quantization_aware(
+            path = self.maker.scratch / f"{name}.tflite"
+            trained, isolation = self.isolation.run(
+                f"{name} fine-tune",
+                qat_int8,
                 best.model,
                 self.dataset,
+                path,
                 info=self.info,
                 preserve=preserve,
                 config=self.fine_tune_config(epochs),
                 seed=self.config.seed,
+                calibration=self.maker.calibration,
             )
-            path = self.maker.scratch / f"{name}.tflite"
-            params = convert_qat(result, path, calibration=self.maker.calibration)
         except Exception as error:
             self.trace.failed(name, "artifact", best.name, {"qat": True, "why": reason}, error, started)
             return
         steps = (
             *best.steps,
-            Step("qat", {**result.step_params(), "why": reason}),
-            Step("export", {"format": "tflite", "backend": "converter", "mode": "int8", **params}),
+            Step("qat", {**trained.qat_params, "why": reason, **isolation}),
+            Step("export", {"format": "tflite", "backend": "converter", "mode": "int8", **trained.file_params}),
         )
         settings = {"qat": True, "preserve": preserve, "activations": "int8", "weights": "int8", "why": reason}
         self.maker.measure(name, best, path, Format.TFLITE, "int8", steps, settings, started, backend="converter")
@@ -268,3 +285,8 @@ class Workshop:
                  Step("quantize", {"mode": "int8", "format": "onnx", "backend": "onnxruntime", **params}))  # fmt: skip
         self.maker.measure(name, source, path, Format.ONNX, "int8", steps, settings, started,
                            backend="onnxruntime")  # fmt: skip
+
+
+def _with(step_params: Callable[[], dict], extra: dict[str, str]) -> Callable[[], dict]:
+    """A step's parameters with what its isolation adds (nothing unless its child crashed)."""
+    return step_params if not extra else lambda: {**step_params(), **extra}

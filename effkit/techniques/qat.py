@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import PruneConfig, Quant, parse_enum
+from ..config import Format, PruneConfig, Quant, parse_enum
 from ..console import silenced
 from ..errors import ModelError, first_line
 from ..load import keras_compat
@@ -185,6 +185,43 @@ def quantization_aware(
         float_layers=tuple(float_layers),
         output_names=tuple(output_names(model)),
     )
+
+
+@dataclass(frozen=True)
+class QatInt8:
+    """A QAT fine-tune and its int8 file, as `qat_int8` returns them across a process boundary (a QAT model does
+    not pickle): the fine-tune's and the file's step parameters, and the QAT model's figures."""
+
+    qat_params: dict[str, Any]
+    file_params: dict[str, Any]
+    sparsity: float  # the QAT model's share of zeros in its prunable kernels
+    outputs: list[np.ndarray] | None  # the QAT Keras model's outputs on `predict_on`, per head
+
+
+def qat_int8(
+    model: Any,
+    dataset: Dataset,
+    path: Path,
+    *,
+    info: ModelInfo,
+    preserve: str,
+    config: PruneConfig,
+    seed: int = 0,
+    epochs: int | None = None,
+    calibration: np.ndarray | None = None,
+    predict_on: np.ndarray | None = None,
+) -> QatInt8:
+    """`quantization_aware`, then `convert_qat` to `path`, in one call that a child process can run; with
+    `predict_on`, also the QAT Keras model's outputs on it (what the int8 file must reproduce)."""
+    from ..runtime import open_runner
+    from ..runtime.measure import weight_sparsity
+
+    result = quantization_aware(model, dataset, info=info, preserve=preserve, config=config, seed=seed, epochs=epochs)
+    params = convert_qat(result, path, calibration=calibration)
+    outputs = None
+    if predict_on is not None:
+        outputs = open_runner(result.model, Format.KERAS, outputs=info.output_names).predict(predict_on)
+    return QatInt8(result.step_params(), params, weight_sparsity(result.model)[0], outputs)
 
 
 def convert_qat(
