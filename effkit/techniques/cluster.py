@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..runtime.measure import weight_name, weight_sparsity
 from .prune import validation_top1
-from .train import fit
+from .train import fit, teacher_of
 
 log = logging.getLogger("effkit")
 
@@ -46,6 +46,7 @@ class ClusterResult:
     seconds: float
     input_sparsity: float = 0.0
     preserve_sparsity: bool = True
+    fine_tune: dict[str, Any] = field(default_factory=dict)  # the fine-tune's agreement with its teacher
 
     def step_params(self) -> dict[str, Any]:
         """What the variant's `cluster` step records."""
@@ -58,6 +59,7 @@ class ClusterResult:
             "sparsity": round(self.sparsity, 4),
             "epochs": self.epochs_run,
             "val_top1": round(self.val_top1, 4),
+            **self.fine_tune,
         }
 
 
@@ -169,7 +171,7 @@ def cluster(
         len(per_channel),
         epochs,
     )
-    epochs_run, seconds = 0, 0.0
+    epochs_run, seconds, fine_tune = 0, 0.0, {}
     if epochs > 0:
         result = fit(
             wrapped,
@@ -182,8 +184,10 @@ def cluster(
             decay_rate=config.lr_decay_rate,
             patience=config.patience,
             label=label,
+            teacher=teacher_of(model, dataset, info.heads),
+            include_start=True,  # k-means clustering alone is already a clustered model: never end below it
         )
-        epochs_run, seconds = result.epochs_run, result.seconds
+        epochs_run, seconds, fine_tune = result.epochs_run, result.seconds, result.record()
     started = time.perf_counter()
     stripped = tfmot.clustering.keras.strip_clustering(wrapped)
     sparsity = weight_sparsity(stripped)[0]
@@ -209,6 +213,7 @@ def cluster(
         seconds=seconds,
         input_sparsity=input_sparsity,
         preserve_sparsity=preserve_sparsity,
+        fine_tune=fine_tune,
     )
 
 

@@ -22,7 +22,7 @@ from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..runtime.keras import KerasRunner
 from ..runtime.measure import top1, weight_sparsity
-from .train import fit
+from .train import Teacher, fit, teacher_of
 
 log = logging.getLogger("effkit")
 
@@ -40,6 +40,7 @@ class PruneResult:
     path: str = "tfmot"  # who pruned: tfmot on a tf_keras model (or a Keras 3 model's bridge), or "keras3"
     m_by_n: str | None = None  # "2:4" when pruned to structured sparsity; `pruned_layers` then hold the pattern
     left_dense: dict[str, str] = field(default_factory=dict)  # layer -> why m-of-n pruning left it dense
+    fine_tune: dict[str, Any] = field(default_factory=dict)  # the fine-tune's agreement with its teacher
 
     def step_params(self) -> dict[str, Any]:
         """What the variant's `prune` step records."""
@@ -55,6 +56,7 @@ class PruneResult:
             "layers": {name: round(value, 4) for name, value in self.layer_sparsity.items()},
             "epochs": self.epochs_run,
             "val_top1": round(self.val_top1, 4),
+            **self.fine_tune,
         }
 
 
@@ -168,6 +170,7 @@ def prune(
         pruned_layers.append(layer.name)
         return sparsity_api.prune_low_magnitude(layer, **arguments)
 
+    teacher = teacher_of(model, dataset, info.heads)  # before any change: what the fine-tune learns from
     # clone_model rebuilds every layer with fresh weights: copy them, then wrap the copies.
     working = tfk.models.clone_model(model)
     working.set_weights(model.get_weights())
@@ -182,6 +185,7 @@ def prune(
     result = fine_tune(
         wrapped,
         dataset,
+        teacher=teacher,
         keras=tfk,
         info=info,
         sparsity=sparsity,
@@ -231,6 +235,7 @@ def fine_tune(
     callbacks: tuple,
     finish: Callable[[Any], Any],
     path: str = "tfmot",
+    teacher: Teacher | None = None,
 ) -> PruneResult:
     """The fine-tune every pruner shares: `train.fit` with the ramp's callbacks and early stopping from the end of
     the ramp, then `finish` (strip the wrappers, apply the masks a last time) and the measured result.
@@ -240,6 +245,7 @@ def fine_tune(
         callbacks: what advances the sparsity ramp and applies the masks during training.
         finish: turns the trained model into the pruned deliverable with exact zeros.
         path: which pruner this is, recorded in the step.
+        teacher: the unpruned model's outputs, distilled from (`train.fit`); the best epoch after the ramp is kept.
     """
     steps_per_epoch, _, end_step = ramp_steps(len(dataset.x_train), config)
     label = f"prune {sparsity:.0%}"
@@ -264,6 +270,7 @@ def fine_tune(
         start_from_epoch=math.ceil(end_step / steps_per_epoch),
         callbacks=callbacks,
         label=label,
+        teacher=teacher,
     )
     pruned = finish(model)
     overall, per_layer = weight_sparsity(pruned)
@@ -286,4 +293,5 @@ def fine_tune(
         val_top1=val_top1,
         seconds=result.seconds,
         path=path,
+        fine_tune=result.record(),
     )

@@ -26,6 +26,7 @@ from ..load import keras_compat
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from .prune import PruneResult, fine_tune, layer_schedule, ramp_steps
+from .train import teacher_of
 
 log = logging.getLogger("effkit")
 
@@ -100,6 +101,7 @@ def prune_keras3(
         initial, final = layer_schedule(name, sparsity, targets=layer_targets, start=start)
         return PolynomialRamp(final, end_step=end_step, frequency=frequency, initial=initial)
 
+    teacher = teacher_of(model, dataset, info.heads)
     working = _clone(model, keras)
     targets = [(name, variable) for name, variable in prunable_weights(working, keras) if ramp(name).target > 0]
     if not targets:
@@ -122,6 +124,7 @@ def prune_keras3(
         callbacks=(masks.callback(),),
         finish=finish,
         path=PATH,
+        teacher=teacher,
     )
 
 

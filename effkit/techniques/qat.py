@@ -17,7 +17,7 @@ import itertools
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from ..load import keras_compat
 from ..load.classifier import ModelInfo, output_names
 from ..load.data import Dataset
 from .prune import validation_top1
-from .train import fit
+from .train import fit, teacher_of
 
 log = logging.getLogger("effkit")
 
@@ -55,6 +55,7 @@ class QatResult:
     quantized_layers: tuple[str, ...] = ()  # layers whose weights are fake-quantized
     float_layers: tuple[str, ...] = ()  # layers with weights tfmot's QAT does not support: left in float
     output_names: tuple[str, ...] = ()  # the source model's output names (the wrappers rename output layers)
+    fine_tune: dict[str, Any] = field(default_factory=dict)  # the fine-tune's agreement with its teacher
 
     def step_params(self) -> dict[str, Any]:
         """What the variant's `qat` step records."""
@@ -64,6 +65,7 @@ class QatResult:
             "float_layers": list(self.float_layers),
             "epochs": self.epochs_run,
             "val_top1": round(self.val_top1, 4),
+            **self.fine_tune,
         }
 
 
@@ -169,6 +171,7 @@ def quantization_aware(
         decay_rate=config.lr_decay_rate,
         patience=config.patience,
         label=label,
+        teacher=teacher_of(model, dataset, info.heads),
     )
     started = time.perf_counter()
     val_top1 = validation_top1(qat_model, dataset, info)
@@ -184,6 +187,7 @@ def quantization_aware(
         quantized_layers=tuple(quantized),
         float_layers=tuple(float_layers),
         output_names=tuple(output_names(model)),
+        fine_tune=result.record(),
     )
 
 
