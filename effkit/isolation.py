@@ -18,6 +18,7 @@ also with it off.
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import logging.handlers
@@ -25,7 +26,9 @@ import multiprocessing
 import os
 import pickle
 import re
+import sys
 import tempfile
+import types
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -98,7 +101,9 @@ class Isolation:
             return fn(*args, **kwargs)
         pool = self._ensure_pool()
         try:
-            return pool.submit(_in_child, payload).result()
+            with _main_unseen():
+                future = pool.submit(_in_child, payload)  # starts the child when the pool has none
+            return future.result()
         except NotPortable as error:  # a custom layer registered only in this process, say
             log.info("%s: runs in this process, as a child cannot load it (%s)", label, error)
             return fn(*args, **kwargs)
@@ -205,6 +210,20 @@ def _child_start(fault_path: str, env: dict[str, str], queue: Any, level: int) -
     from .load import keras_compat
 
     keras_compat.tf_keras()  # imported now, with the environment above and TensorFlow's start-up noise silenced
+
+
+@contextlib.contextmanager
+def _main_unseen():
+    """Start children without re-running the caller's script: spawn would import `__main__` in the child, which
+    re-runs a script that calls `effkit.compress` without an `if __name__ == "__main__":` guard. A step never needs
+    it: what it runs is effkit's and comes pickled by reference."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 class NotPortable(Exception):

@@ -145,6 +145,9 @@ def fit(
             verbose=0,
             callbacks=[*callbacks, _progress_callback(keras, label=label, epochs=epochs, advance=advance)],
         )
+    if teacher is not None:  # leave a plain compile config behind: the distillation loss neither saves nor pickles
+        plain = [loss_for(head.kind, keras) for head in heads]
+        model.compile(loss=plain[0] if len(plain) == 1 else plain)
     accuracy_keys = [key for key in history.history if key.startswith("val_") and key.endswith("accuracy")]
     val_accuracy = history.history[accuracy_keys[0]] if accuracy_keys else None
     return FitResult(
