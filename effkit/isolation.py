@@ -127,7 +127,9 @@ class Isolation:
             self._queue = context.Queue()
             self._listener = logging.handlers.QueueListener(self._queue, _Relog())
             self._listener.start()
-        self._fault_path = Path(self._scratch.name) / f"fault-{os.getpid()}-{id(self)}-{_count()}.txt"
+        handle, name = tempfile.mkstemp(prefix="fault-", suffix=".txt", dir=self._scratch.name)  # one per child
+        os.close(handle)
+        self._fault_path = Path(name)
         env = {ONEDNN: "0"} if self.onednn_off is not None else {}
         self._pool = ProcessPoolExecutor(
             max_workers=1,
@@ -174,15 +176,6 @@ class Isolation:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-_counter = 0
-
-
-def _count() -> int:
-    global _counter
-    _counter += 1
-    return _counter
 
 
 class _Relog(logging.Handler):

@@ -41,7 +41,7 @@ class FitResult:
             return {}
         start, best = self.agreement.get("start"), self.agreement.get("best")
         return {
-            "distilled": {"temperature": DISTILL_TEMPERATURE, "label_weight": DISTILL_LABEL_WEIGHT},
+            "distilled": self.agreement.get("distilled"),
             "val_agreement_start": None if start is None else round(start, 4),
             "val_agreement": None if best is None else round(best, 4),
             "best_epoch": self.agreement.get("best_epoch"),
@@ -105,6 +105,7 @@ def fit(
         from ..load import keras_compat
 
         tf = keras_compat.tensorflow()
+        agreement["distilled"] = {"temperature": teacher.temperature, "label_weight": teacher.label_weight}
         agreement["frozen"] = freeze_batch_norm(model, keras)
         losses = [_distillation_loss(h.kind, teacher, tf) if h.classifies else loss_for(h.kind, keras) for h in heads]
         metrics = [[_packed_metric(h.kind, tf) if h.classifies else metric_for(h.kind)] for h in heads]
