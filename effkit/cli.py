@@ -94,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--data",
         default="digits",
-        help="'digits' (embedded) or an .npz with x_train, y_train, x_test, y_test (x_val, y_val optional)",
+        help="'digits' (embedded), an .npz with x_train, y_train, x_test, y_test (x_val, y_val optional), an image "
+        "folder, or inputs without labels (an .npz of x arrays only; images without class folders): your model's "
+        "own top-1 is then the labels",
     )
     compress.add_argument("--out", help="output folder (default: effkit-out/<model name>, numbered if it exists)")
     compress.add_argument(

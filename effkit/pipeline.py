@@ -21,8 +21,20 @@ from .edge.manifest import sha256_file
 from .errors import one_line_reason
 from .isolation import Isolation
 from .load import keras_compat
-from .load.classifier import describe, model_input
-from .load.data import Dataset, check_fits, check_labels, check_sizes, check_tokens, fit_sequences, load_dataset
+from .load.classifier import describe, model_input, own_labels
+from .load.data import (
+    Dataset,
+    Labeller,
+    check_fits,
+    check_labels,
+    check_shape,
+    check_sizes,
+    check_token_ids,
+    check_tokens,
+    fit_sequences,
+    fitted_sequences,
+    load_dataset,
+)
 from .progress import bar as progress_bar
 from .recipes import plan
 from .report.outdir import (
@@ -234,14 +246,38 @@ def _load(model, data, *, name: str, config: CompressConfig, safe_mode: bool):
         loaded = keras_compat.load_model(model, safe_mode=safe_mode)
     else:
         loaded = keras_compat.adopt(model)
-    dataset = _dataset(data, config, input_shape=tuple(loaded.model.inputs[0].shape[1:]))
+    label = _own_top1(loaded.original, name=name)
+    dataset = _dataset(data, config, input_shape=tuple(loaded.model.inputs[0].shape[1:]), label=label)
     return loaded, loaded.path, dataset
 
 
-def _dataset(data, config: CompressConfig, *, input_shape: tuple | None) -> Dataset:
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, seed=config.seed, input_shape=input_shape)
+def _dataset(data, config: CompressConfig, *, input_shape: tuple | None, label: Labeller | None = None) -> Dataset:
+    if isinstance(data, Dataset):
+        dataset = data
+    else:
+        dataset = load_dataset(data, seed=config.seed, input_shape=input_shape, label=label)
     check_sizes(dataset)
     return dataset
+
+
+def _own_top1(model: Any, *, name: str) -> Labeller:
+    """Labels for data that came without any: the user's own model's predictions (its top-1 class per head), on
+    the inputs as every variant will see them. Every top-1 measured on such data is agreement with this model."""
+    facts = model_input(model, name=name)
+
+    def label(x: np.ndarray):
+        if facts.sequence_length:
+            x = fitted_sequences(x, facts.sequence_length)
+        check_shape(x.shape[1:], facts.shape)
+        if facts.vocabulary is not None:
+            check_token_ids(x, facts.vocabulary, where="the data's")
+        x = x.astype(facts.dtype)
+        heads = describe(model, x[:32], name=name).heads
+        outputs = open_runner(model, Format.KERAS, outputs=list(facts.output_names)).predict(x)
+        log.info("%d samples without labels: labelled with %s's own top-1", len(x), name)
+        return own_labels(heads, outputs)
+
+    return label
 
 
 def _verify_bridge(loaded: keras_compat.LoadedModel, dataset: Dataset) -> tuple[float | None, str | None]:

@@ -248,6 +248,29 @@ def predicted_classes(outputs: np.ndarray, kind: OutputKind) -> np.ndarray:
     return outputs.argmax(axis=1)
 
 
+def own_labels(heads: tuple[Head, ...], outputs: list[np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+    """A model's own predictions as labels, for data that came without any (`heads` from `describe` without
+    labels, `outputs` in their order): each classification head's top-1 class, and each regression head's values.
+
+    Without labels nothing says whether a one-unit linear output is a binary logit or a value to regress. Alone,
+    it is the classifier's logit; beside other heads (an age beside a class), it is taken as a value. Its values are
+    then not whole numbers, so `describe` given these labels decides the same.
+    """
+    labels = {}
+    for head, values in zip(heads, outputs, strict=True):
+        as_value = head.kind == OutputKind.REGRESSION or (head.kind == OutputKind.BINARY_LOGIT and len(heads) > 1)
+        if as_value:
+            labels[head.name] = values[:, 0].astype(np.float32) if values.shape[1] == 1 else values.astype(np.float32)
+        else:
+            labels[head.name] = predicted_classes(values, head.kind)
+    if all(labels[head.name].dtype.kind == "f" for head in heads):
+        raise ModelError(
+            "without labels, none of the model's outputs can be read as classes (one-unit linear outputs beside "
+            "each other are taken as values): give labels"
+        )
+    return labels if len(heads) > 1 else labels[heads[0].name]
+
+
 def loss_for(kind: OutputKind, keras: Any) -> Any:
     """The training loss that matches an output, in the given Keras module."""
     losses = keras.losses

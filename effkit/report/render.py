@@ -302,6 +302,11 @@ def sensitivity_section(table: dict[str, Any]) -> str:
 def summary(report: Report) -> str:
     baseline = report.baseline
     text = f"Baseline Keras top-1 **{_percent(baseline.get('top1'))}** on {report.data.get('test', '?')} test samples."
+    if report.data.get("labels_from") == "model":
+        text = (
+            "The data came without labels, so its labels are the model's own top-1: every top-1 here is agreement "
+            "with the model you gave. " + text
+        )
     if report.recommended is None:
         drop = report.config.get("max_accuracy_drop")
         return text + f" No artifact is within {drop} pp of it: nothing recommended."

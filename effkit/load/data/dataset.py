@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -13,6 +14,10 @@ Labels = np.ndarray | dict[str, np.ndarray]
 
 MIN_TRAIN = 10  # fewer cannot fine-tune a pruned model nor calibrate int8 meaningfully
 SPLITS = ("train", "val", "test")
+LABELS_FROM_MODEL = "model"
+
+# Labels for inputs that came without any: the user's model's own predictions (`pipeline` makes one from the model).
+Labeller = Callable[[np.ndarray], Labels]
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,6 +31,11 @@ class Dataset:
     y_val: Labels
     x_test: np.ndarray
     y_test: Labels
+    labels_from: str = "data"  # LABELS_FROM_MODEL: the data had none, and the labels are the model's own top-1
+
+    @property
+    def labelled_by_model(self) -> bool:
+        return self.labels_from == LABELS_FROM_MODEL
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -73,6 +83,8 @@ class Dataset:
             "input_shape": list(self.input_shape),
             "test_digest": self.test_digest(),
         }
+        if self.labelled_by_model:
+            data["labels_from"] = LABELS_FROM_MODEL
         if self.heads:
             data["heads"] = list(self.heads)
         else:
@@ -160,8 +172,13 @@ def check_sizes(dataset: Dataset) -> None:
 
 def check_fits(dataset: Dataset, *, input_shape: tuple) -> None:
     """Raise a DataError when the data's samples cannot feed a model with this input shape (None: any size)."""
+    check_shape(dataset.input_shape, input_shape)
+
+
+def check_shape(actual: tuple, input_shape: tuple) -> None:
+    """Raise a DataError when samples of shape `actual` cannot feed a model with this input shape."""
     expected = tuple(input_shape)
-    actual = dataset.input_shape
+    actual = tuple(actual)
     if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual, strict=False)):
         shown = tuple("?" if e is None else e for e in expected)
         raise DataError(f"data samples have shape {actual} but the model expects {shown}")
@@ -194,25 +211,29 @@ def check_labels(dataset: Dataset, heads: tuple) -> None:
 def check_tokens(dataset: Dataset, vocabulary: int) -> None:
     """Raise a DataError when token ids fall outside an Embedding's vocabulary (0..vocabulary-1)."""
     for split_name in SPLITS:
-        x = getattr(dataset, f"x_{split_name}")
-        if x.min() < 0 or x.max() >= vocabulary:
-            bad = int(x.max()) if x.max() >= vocabulary else int(x.min())
-            raise DataError(
-                f"{split_name} token id {bad} is outside the model's vocabulary (Embedding input_dim {vocabulary})"
-            )
+        check_token_ids(getattr(dataset, f"x_{split_name}"), vocabulary, where=split_name)
+
+
+def check_token_ids(x: np.ndarray, vocabulary: int, *, where: str) -> None:
+    if len(x) and (x.min() < 0 or x.max() >= vocabulary):
+        bad = int(x.max()) if x.max() >= vocabulary else int(x.min())
+        raise DataError(f"{where} token id {bad} is outside the model's vocabulary (Embedding input_dim {vocabulary})")
 
 
 def fit_sequences(dataset: Dataset, length: int) -> Dataset:
     """Pad (with 0 at the end) or truncate integer token sequences to the model's length."""
     if dataset.x_train.ndim != 2 or dataset.x_train.shape[1] == length:
         return dataset
+    return dataset.map_inputs(lambda x: fitted_sequences(x, length))
 
-    def fitted(x: np.ndarray) -> np.ndarray:
-        if x.shape[1] >= length:
-            return x[:, :length]
-        return np.pad(x, ((0, 0), (0, length - x.shape[1])))
 
-    return dataset.map_inputs(fitted)
+def fitted_sequences(x: np.ndarray, length: int) -> np.ndarray:
+    """Token sequences (n, any length) padded with 0 at the end or cut to `length`; other inputs unchanged."""
+    if x.ndim != 2 or x.shape[1] == length:
+        return x
+    if x.shape[1] >= length:
+        return x[:, :length]
+    return np.pad(x, ((0, 0), (0, length - x.shape[1])))
 
 
 def _empty(y: Labels) -> Labels:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DataError, InputError
-from .dataset import Dataset, Labels, split
+from .dataset import LABELS_FROM_MODEL, Dataset, Labeller, Labels, split
 
 log = logging.getLogger("effkit")
 
@@ -23,7 +23,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 _SHAPE = re.compile(r"^(\d+)x(\d+)x([13])$")
 
 
-def load(source: str, *, seed: int, val_fraction: float, input_shape: tuple | None) -> Dataset:
+def load(
+    source: str, *, seed: int, val_fraction: float, input_shape: tuple | None, label: Labeller | None = None
+) -> Dataset:
     name, _, shape_text = source.partition(":")
     if name in ("digits", "digits_multihead"):
         shape = _parse_shape(shape_text) if shape_text else _image_shape(input_shape)
@@ -35,9 +37,9 @@ def load(source: str, *, seed: int, val_fraction: float, input_shape: tuple | No
         return _synthetic_text(seed=seed, val_fraction=val_fraction, length=length)
     path = Path(source)
     if path.is_dir():
-        return _image_folder(path, seed=seed, val_fraction=val_fraction, shape=_image_shape(input_shape))
+        return _image_folder(path, seed=seed, val_fraction=val_fraction, shape=_image_shape(input_shape), label=label)
     if path.suffix == ".npz" or path.exists():
-        return load_npz(path, seed=seed, val_fraction=val_fraction)
+        return load_npz(path, seed=seed, val_fraction=val_fraction, label=label)
     known = ", ".join(("digits[:HxWxC]", *KERAS_DATASETS, *DERIVED))
     raise DataError(f"unknown dataset {source!r}; known: {known}, or an .npz file or image folder")
 
@@ -163,10 +165,11 @@ def _padded(sequences, length: int = IMDB_LENGTH) -> np.ndarray:
 # Files
 
 
-def load_npz(path: Path, *, seed: int = 0, val_fraction: float = 0.2) -> Dataset:
+def load_npz(path: Path, *, seed: int = 0, val_fraction: float = 0.2, label: Labeller | None = None) -> Dataset:
     """An `.npz` with `x_train, y_train, x_test, y_test` (optionally `x_val, y_val`), read without pickle.
 
-    A multi-output dataset replaces each `y_<split>` with one `y_<split>_<head>` array per model output.
+    A multi-output dataset replaces each `y_<split>` with one `y_<split>_<head>` array per model output. Inputs
+    without any labels (`x_train, x_test`, optionally `x_val`; or one `x`, split 6:2:2) are labelled by `label`.
     """
     if not path.exists():
         raise InputError(f"data file not found: {path}")
@@ -186,6 +189,8 @@ def load_npz(path: Path, *, seed: int = 0, val_fraction: float = 0.2) -> Dataset
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
         reason = "it holds pickled objects, which effkit never loads" if "pickle" in str(error) else str(error)
         raise DataError(f"cannot read {path} as .npz: {reason}") from None
+    if not any(key.startswith("y_") for key in arrays) and any(key == "x" or key.startswith("x_") for key in arrays):
+        return _unlabelled_npz(path, arrays, seed=seed, val_fraction=val_fraction, label=label)
     splits = {}
     for split_name in ("train", "val", "test"):
         labels = _npz_labels(arrays, split_name)
@@ -206,6 +211,13 @@ def load_npz(path: Path, *, seed: int = 0, val_fraction: float = 0.2) -> Dataset
                 f"{path} lacks x_{required}, y_{required}; an .npz needs x_train, y_train, x_test, y_test "
                 f"(and may add x_val, y_val); it has: {', '.join(sorted(arrays)) or 'nothing'}"
             )
+    return _from_splits(path.stem, splits, seed=seed, val_fraction=val_fraction)
+
+
+def _from_splits(
+    name: str, splits: dict[str, tuple], *, seed: int, val_fraction: float, labels_from: str = "data"
+) -> Dataset:
+    """A Dataset from checked (x, y) splits: train and test, and validation held out of train when not given."""
     x_train, y_train = splits["train"]
     if "val" in splits:
         x_val, y_val = splits["val"]
@@ -214,11 +226,49 @@ def load_npz(path: Path, *, seed: int = 0, val_fraction: float = 0.2) -> Dataset
     x_test, y_test = splits["test"]
     shapes = {x_train.shape[1:], x_val.shape[1:], x_test.shape[1:]}
     if len(shapes) != 1:
-        raise DataError(f"{path.name}: splits have different sample shapes {sorted(shapes)}")
+        raise DataError(f"{name}: splits have different sample shapes {sorted(shapes)}")
     heads = {tuple(y) if isinstance(y, dict) else None for y in (y_train, y_val, y_test)}
     if len(heads) != 1:
-        raise DataError(f"{path.name}: splits have different label heads")
-    return Dataset(path.stem, x_train, y_train, x_val, y_val, x_test, y_test)
+        raise DataError(f"{name}: splits have different label heads")
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, labels_from=labels_from)
+
+
+def _unlabelled_npz(
+    path: Path, arrays: dict[str, np.ndarray], *, seed: int, val_fraction: float, label: Labeller | None
+) -> Dataset:
+    """Inputs only: `x_train` and `x_test` (and `x_val`), or one `x` split 6:2:2, labelled by the model."""
+    inputs = {key: value for key, value in arrays.items() if key == "x" or key.startswith("x_")}
+    if set(inputs) == {"x"}:
+        x, y = _labelled(_checked_inputs(inputs["x"], where=f"{path.name} x"), label, where=path.name)
+        return _split_three(path.stem, x, y, seed=seed)
+    known = {"x_train", "x_val", "x_test"}
+    if not {"x_train", "x_test"} <= set(inputs) or not set(inputs) <= known:
+        raise DataError(
+            f"{path} has inputs but no labels; an unlabelled .npz holds x_train and x_test (and may add x_val), or "
+            f"one x; it has: {', '.join(sorted(arrays))}"
+        )
+    splits = {}
+    for key in sorted(inputs):
+        where = f"{path.name} {key[2:]}"
+        splits[key[2:]] = _labelled(_checked_inputs(inputs[key], where=where), label, where=where)
+    return _from_splits(path.stem, splits, seed=seed, val_fraction=val_fraction, labels_from=LABELS_FROM_MODEL)
+
+
+def _labelled(x: np.ndarray, label: Labeller | None, *, where: str) -> tuple[np.ndarray, Labels]:
+    """Inputs with the model's own predictions as labels."""
+    if label is None:
+        raise DataError(
+            f"{where} has inputs but no labels; without labels effkit takes a model's own top-1 as the labels, "
+            "so give it your model (the reference models are trained on labelled data)"
+        )
+    return _checked(x, label(x), where=where)
+
+
+def _split_three(name: str, x: np.ndarray, y: Labels, *, seed: int) -> Dataset:
+    """One pool of model-labelled samples split 6:2:2 into train, validation and test."""
+    x_rest, y_rest, x_test, y_test = split(x, y, fraction=0.2, seed=seed)
+    x_train, y_train, x_val, y_val = split(x_rest, y_rest, fraction=0.25, seed=seed)
+    return Dataset(name, x_train, y_train, x_val, y_val, x_test, y_test, labels_from=LABELS_FROM_MODEL)
 
 
 def _npz_labels(arrays: dict[str, np.ndarray], split_name: str) -> Labels | None:
@@ -231,14 +281,27 @@ def _npz_labels(arrays: dict[str, np.ndarray], split_name: str) -> Labels | None
     return heads or None
 
 
-def _image_folder(root: Path, *, seed: int, val_fraction: float, shape: tuple | None) -> Dataset:
+def _image_folder(
+    root: Path, *, seed: int, val_fraction: float, shape: tuple | None, label: Labeller | None = None
+) -> Dataset:
     """One sub-folder per class (`root/cat/*.png`); or `train/` and `test/` folders laid out that way.
 
     Without a test folder, the images are split 6:2:2 into train, validation and test. Images are resized to the
     model's input when it is known, else to the first image's size; channels follow the model (or the images).
+    Images that lie in the folder itself (or in `train/` and `test/`) with no class sub-folders have no labels:
+    they are labelled by `label`, the model's own top-1.
     """
     if (root / "train").is_dir() and (root / "test").is_dir():
         classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+        if not classes and _images_in(root / "train"):
+            x_train = _read_unlabelled(root / "train", shape)
+            x_test = _read_unlabelled(root / "test", shape or x_train.shape[1:])
+            splits = {
+                "train": _labelled(x_train, label, where=str(root / "train")),
+                "test": _labelled(x_test, label, where=str(root / "test")),
+            }
+            log.info("image folder %s: %d unlabelled images", root, len(x_train) + len(x_test))
+            return _from_splits(root.name, splits, seed=seed, val_fraction=val_fraction, labels_from=LABELS_FROM_MODEL)
         unknown = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
         if unknown:
             raise DataError(f"{root / 'test'} has classes with no training images: {', '.join(unknown)}")
@@ -247,6 +310,10 @@ def _image_folder(root: Path, *, seed: int, val_fraction: float, shape: tuple | 
         x_train, y_train, x_val, y_val = split(x_train, y_train, fraction=val_fraction, seed=seed)
     else:
         classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not classes and _images_in(root):
+            x, y = _labelled(_read_unlabelled(root, shape), label, where=str(root))
+            log.info("image folder %s: %d unlabelled images", root, len(x))
+            return _split_three(root.name, x, y, seed=seed)
         x, y = _read_images(root, classes, shape)
         x_rest, y_rest, x_test, y_test = split(x, y, fraction=0.2, seed=seed)
         x_train, y_train, x_val, y_val = split(x_rest, y_rest, fraction=0.25, seed=seed)  # 6:2:2 overall
@@ -254,12 +321,25 @@ def _image_folder(root: Path, *, seed: int, val_fraction: float, shape: tuple | 
     return Dataset(root.name, x_train, y_train, x_val, y_val, x_test, y_test)
 
 
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _read_unlabelled(folder: Path, shape: tuple | None) -> np.ndarray:
+    files = _images_in(folder)
+    if not files:
+        raise DataError(f"{folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    images = []
+    for file in files:
+        array, shape = _read_image(file, shape)
+        images.append(array)
+    return np.stack(images)
+
+
 def _read_images(
     root: Path, classes: list[str], shape: tuple | None, *, every_class: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images of each class folder, labelled by the class's index; a test folder may lack some classes."""
-    from PIL import Image, UnidentifiedImageError
-
     if len(classes) < 2:
         raise DataError(f"{root} needs one sub-folder per class (at least two); found {len(classes)}")
     images, labels = [], []
@@ -269,19 +349,27 @@ def _read_images(
         if not files and every_class:
             raise DataError(f"class folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         for file in files:
-            try:
-                with Image.open(file) as image:
-                    if shape is None:
-                        shape = (image.height, image.width, 3 if image.mode in ("RGB", "RGBA", "P") else 1)
-                    image = image.convert("RGB" if shape[2] == 3 else "L").resize((shape[1], shape[0]))
-                    array = np.asarray(image, dtype=np.float32)
-            except (UnidentifiedImageError, OSError) as error:
-                raise DataError(f"cannot read image {file}: {error}") from None
-            images.append(array.reshape(shape))
+            array, shape = _read_image(file, shape)
+            images.append(array)
             labels.append(index)
     if not images:
         raise DataError(f"{root} holds no images")
     return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+def _read_image(file: Path, shape: tuple | None) -> tuple[np.ndarray, tuple]:
+    """One image as float32 (H, W, C), resized to `shape`; the first image's own size and mode when None."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as image:
+            if shape is None:
+                shape = (image.height, image.width, 3 if image.mode in ("RGB", "RGBA", "P") else 1)
+            image = image.convert("RGB" if shape[2] == 3 else "L").resize((shape[1], shape[0]))
+            array = np.asarray(image, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as error:
+        raise DataError(f"cannot read image {file}: {error}") from None
+    return array.reshape(shape), tuple(shape)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -290,6 +378,13 @@ def _read_images(
 
 def _checked(x: np.ndarray, y: Labels, *, where: str) -> tuple[np.ndarray, Labels]:
     """Validate one split: numbers, same length, finite inputs, labels one per sample (class indices or values)."""
+    x = _checked_inputs(x, where=where)
+    if isinstance(y, dict):
+        return x, {head: _head_labels(values, len(x), where=f"{where} {head}") for head, values in y.items()}
+    return x, class_indices(_one_per_sample(y, len(x), where=where), where=where)
+
+
+def _checked_inputs(x: np.ndarray, *, where: str) -> np.ndarray:
     if x.dtype.kind not in "biuf":
         raise DataError(f"{where}: expected numeric inputs, got {x.dtype}")
     if x.ndim < 2 or 0 in x.shape[1:]:
@@ -298,9 +393,7 @@ def _checked(x: np.ndarray, y: Labels, *, where: str) -> tuple[np.ndarray, Label
         raise DataError(f"{where}: no samples")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         raise DataError(f"{where}: x holds {int((~np.isfinite(x)).sum())} NaN or Inf values")
-    if isinstance(y, dict):
-        return x, {head: _head_labels(values, len(x), where=f"{where} {head}") for head, values in y.items()}
-    return x, class_indices(_one_per_sample(y, len(x), where=where), where=where)
+    return x
 
 
 def _one_per_sample(y: np.ndarray, samples: int, *, where: str) -> np.ndarray:
