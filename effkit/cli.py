@@ -200,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run fine-tunes in this process instead of a child process (a native crash then ends the run)",
     )
     compress.add_argument(
+        "--no-distill",
+        action="store_true",
+        help="fine-tune on the labels alone, not also on the model's own outputs (soft targets at T=2)",
+    )
+    compress.add_argument(
         "--calibration-samples",
         type=int,
         default=defaults.calibration_samples,
@@ -447,7 +452,12 @@ def _compress_config(args: argparse.Namespace) -> CompressConfig:
         calibration_samples=args.calibration_samples,
         seed=args.seed,
         tflite_backends=_tflite_backends(args.tflite_backend),
-        prune=PruneConfig(epochs=args.prune_epochs, m_by_n=args.sparsity_m_by_n, isolate=not args.in_process),
+        prune=PruneConfig(
+            epochs=args.prune_epochs,
+            m_by_n=args.sparsity_m_by_n,
+            isolate=not args.in_process,
+            distill=not args.no_distill,
+        ),
         latency=LatencyConfig(
             batches=parse_counts(args.batch, what="--batch"),
             threads=parse_counts(args.threads, what="--threads"),

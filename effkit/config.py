@@ -148,6 +148,7 @@ class PruneConfig:
     patience: int = 3  # early stopping on validation loss, counted after the target sparsity is reached
     m_by_n: str | None = None  # "2:4": also prune to structured m-of-n sparsity (a source next to the sparsities)
     isolate: bool = True  # each fine-tune in a child process, so that a native crash costs one step (isolation.py)
+    distill: bool = True  # learn from the starting model's outputs as well as the labels; False: labels only
 
     @property
     def m_by_n_pair(self) -> tuple[int, int] | None:

@@ -73,3 +73,14 @@ def test_the_teacher_holds_the_models_outputs_on_train_and_validation(tiny_model
     teacher = teacher_of(tiny_model, digits, tiny_info.heads)
     assert teacher.train[0].shape == (len(digits.x_train), 10) and teacher.val[0].shape == (len(digits.x_val), 10)
     np.testing.assert_allclose(teacher.val[0], tiny_model.predict(digits.x_val, verbose=0), atol=1e-5)
+
+
+def test_labels_only_fine_tunes_the_same_way_with_the_labels_loss_alone(tiny_model, digits, tiny_info):
+    """`distill=False` (`--no-distill`): the teacher is kept for agreement and the best epoch, its soft targets get
+    no weight, and the step says it was not distilled."""
+    assert teacher_of(tiny_model, digits, tiny_info.heads, distill=False).label_weight == 1.0
+    config = replace(FAST_PRUNE, distill=False)
+    result = prune(tiny_model, digits, info=tiny_info, sparsity=0.5, config=config)
+    record = result.step_params()
+    assert record["distilled"] is False
+    assert record["val_agreement_start"] == 1.0 and 0.9 < record["val_agreement"] <= 1.0

@@ -184,7 +184,7 @@ def cluster(
             decay_rate=config.lr_decay_rate,
             patience=config.patience,
             label=label,
-            teacher=teacher_of(model, dataset, info.heads),
+            teacher=teacher_of(model, dataset, info.heads, distill=config.distill),
             include_start=True,  # k-means clustering alone is already a clustered model: never end below it
         )
         epochs_run, seconds, fine_tune = result.epochs_run, result.seconds, result.record()

@@ -170,7 +170,9 @@ def prune(
         pruned_layers.append(layer.name)
         return sparsity_api.prune_low_magnitude(layer, **arguments)
 
-    teacher = teacher_of(model, dataset, info.heads)  # before any change: what the fine-tune learns from
+    teacher = teacher_of(
+        model, dataset, info.heads, distill=config.distill
+    )  # before any change: what the fine-tune learns from
     # clone_model rebuilds every layer with fresh weights: copy them, then wrap the copies.
     working = tfk.models.clone_model(model)
     working.set_weights(model.get_weights())

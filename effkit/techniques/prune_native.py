@@ -101,7 +101,7 @@ def prune_keras3(
         initial, final = layer_schedule(name, sparsity, targets=layer_targets, start=start)
         return PolynomialRamp(final, end_step=end_step, frequency=frequency, initial=initial)
 
-    teacher = teacher_of(model, dataset, info.heads)
+    teacher = teacher_of(model, dataset, info.heads, distill=config.distill)
     working = _clone(model, keras)
     targets = [(name, variable) for name, variable in prunable_weights(working, keras) if ramp(name).target > 0]
     if not targets:

@@ -171,7 +171,7 @@ def quantization_aware(
         decay_rate=config.lr_decay_rate,
         patience=config.patience,
         label=label,
-        teacher=teacher_of(model, dataset, info.heads),
+        teacher=teacher_of(model, dataset, info.heads, distill=config.distill),
     )
     started = time.perf_counter()
     val_top1 = validation_top1(qat_model, dataset, info)

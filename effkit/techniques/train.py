@@ -105,7 +105,10 @@ def fit(
         from ..load import keras_compat
 
         tf = keras_compat.tensorflow()
-        agreement["distilled"] = {"temperature": teacher.temperature, "label_weight": teacher.label_weight}
+        distilled = teacher.label_weight < 1.0
+        agreement["distilled"] = (
+            {"temperature": teacher.temperature, "label_weight": teacher.label_weight} if distilled else False
+        )
         agreement["frozen"] = freeze_batch_norm(model, keras)
         losses = [_distillation_loss(h.kind, teacher, tf) if h.classifies else loss_for(h.kind, keras) for h in heads]
         metrics = [[_packed_metric(h.kind, tf) if h.classifies else metric_for(h.kind)] for h in heads]
@@ -198,8 +201,12 @@ class Teacher:
     label_weight: float = DISTILL_LABEL_WEIGHT
 
 
-def teacher_of(model: Any, dataset: Dataset, heads: tuple[Head, ...]) -> Teacher:
-    """The model's own outputs on the train and validation splits, before a fine-tune changes it."""
+def teacher_of(model: Any, dataset: Dataset, heads: tuple[Head, ...], *, distill: bool = True) -> Teacher:
+    """The model's own outputs on the train and validation splits, before a fine-tune changes it.
+
+    With `distill` off, the loss is the labels' alone (label weight 1): the fine-tune still stops on agreement with
+    the model, keeps its best epoch and freezes BatchNormalization, so that only the loss differs.
+    """
     from ..runtime.keras import KerasRunner
 
     runner = KerasRunner(model)
@@ -207,7 +214,11 @@ def teacher_of(model: Any, dataset: Dataset, heads: tuple[Head, ...]) -> Teacher
     val = runner.predict(dataset.x_val)
     if len(train) != len(heads):
         raise ValueError(f"the teacher has {len(train)} outputs for {len(heads)} heads")
-    return Teacher(tuple(np.asarray(a, np.float32) for a in train), tuple(np.asarray(a, np.float32) for a in val))
+    return Teacher(
+        tuple(np.asarray(a, np.float32) for a in train),
+        tuple(np.asarray(a, np.float32) for a in val),
+        label_weight=DISTILL_LABEL_WEIGHT if distill else 1.0,
+    )
 
 
 def freeze_batch_norm(model: Any, keras: Any) -> list[str]:
