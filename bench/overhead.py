@@ -10,6 +10,7 @@ Usage: python bench/overhead.py        Exit code 0 when both are within the targ
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import tempfile
@@ -36,6 +37,7 @@ def _p50(call) -> float:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     from ai_edge_litert.interpreter import Interpreter
 
     from effkit import models as effkit_models

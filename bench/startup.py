@@ -6,6 +6,7 @@ Usage: python bench/startup.py        Exit code 0 when the target is met, 1 othe
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -17,6 +18,7 @@ RUNS = 10
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     script = Path(sys.executable).with_name("effkit")
     command = [str(script), "--help"] if script.exists() else [sys.executable, "-m", "effkit", "--help"]
     timings = []
