@@ -12,6 +12,7 @@ from effkit.config import CompressConfig, LatencyConfig, PruneConfig, SearchConf
 from effkit.load import keras_compat
 from effkit.load.classifier import describe
 from effkit.search import Decision, Search, layer_targets
+from effkit.search.plans import FloatLadder
 from effkit.search.sensitivity import LayerSensitivity, Sensitivity
 
 QUICK = LatencyConfig(warmup_runs=1, warmup_seconds=0.0, min_runs=5, min_seconds=0.0)
@@ -31,6 +32,56 @@ def test_layer_targets_meet_the_level_and_spare_the_sensitive_layer():
     assert mean == pytest.approx(0.8, abs=1e-3)
     assert targets["fragile"] < targets["head"] < targets["big"] <= 0.98
     assert targets["fragile"] < 0.2  # 20 pp alone when pruned hard: it is barely touched
+
+
+def _walk(ladder, top1_of) -> list[tuple[tuple[str, ...], str]]:
+    """Every rung the ladder proposes, judged by `top1_of(float set)`: (float ops, ranking), in order."""
+    rungs = []
+    while (rung := ladder.next()) is not None:
+        _, ranked_by, plan = rung
+        floats = tuple(layer for layer, _ in plan.layers)
+        rungs.append((floats, ranked_by))
+        ladder.record(floats, top1_of(floats))
+    return rungs
+
+
+def test_the_float_ladder_turns_to_measured_costs_when_the_error_ranking_misleads_and_never_grows_a_worse_rung():
+    """The validator ranks `b` noisiest, but leaving it float loses top-1 (as when a float op between int8 ones adds
+    a requantization); the sensitivity table measured `a` and `c` costing the most alone."""
+    rows = tuple(
+        LayerSensitivity(layer=name, weights=100, int8_drop_pp=drop)
+        for name, drop in {"a": 0.45, "b": 0.05, "c": 0.3, "d": 0.1}.items()
+    )
+    table = Sensitivity(model_hash="x", val_top1=0.9, probe_sparsities=(0.9,), layers=rows, seconds=0.0)
+    ranking = [("b", 9.0), ("a", 3.0), ("c", 2.0), ("d", 1.0)]
+    gains = {"a": 0.03, "b": -0.02, "c": 0.02, "d": 0.0}
+
+    def top1_of(floats):
+        return 0.90 + sum(gains[layer] for layer in floats)
+
+    ladder = FloatLadder(ranking, table, budget_pp=1.0, floats_needed=0, start_top1=0.90)
+    rungs = _walk(ladder, top1_of)
+    assert rungs == [
+        (("b",), "snr"),
+        (("a",), "measured"),
+        (("a", "c"), "measured"),
+        (("a", "c", "d", "b"), "measured"),
+    ]
+    assert ladder.best == ("a", "c") and ladder.best_top1 == pytest.approx(0.95)
+    best = ()
+    for floats, _ in rungs:  # each rung grows the best set found before it, never one that did worse
+        assert set(best) <= set(floats)
+        if top1_of(floats) > top1_of(best):
+            best = floats
+
+
+def test_the_float_ladder_follows_the_error_ranking_while_it_predicts_and_starts_where_the_last_source_ended():
+    ranking = [("a", 3.0), ("b", 2.0), ("c", 1.0)]
+    ladder = FloatLadder(ranking, None, budget_pp=1.0, floats_needed=2, start_top1=0.5)
+    rungs = _walk(ladder, lambda floats: 0.5 + 0.1 * len(floats))
+    assert rungs == [(("a", "b"), "snr")]  # 4 > the 3 ops there are: the ladder ends
+    failing = FloatLadder(ranking, None, budget_pp=1.0, floats_needed=0, start_top1=0.5)
+    assert _walk(failing, lambda floats: None) == [(("a",), "snr"), (("a", "b"), "snr")]
 
 
 def test_layer_targets_are_uniform_without_a_table():

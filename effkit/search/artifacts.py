@@ -24,7 +24,7 @@ from ..errors import one_line_reason
 from ..runtime.measure import batch_of, file_sizes, time_latency
 from ..types import Step
 from .judge import Judge
-from .plans import quantization_plans, selective_int8_plans
+from .plans import FloatLadder, quantization_plans
 from .records import Artifact, Candidate, Deadline, Decision, Source, Trace, since
 from .sensitivity import Sensitivity
 
@@ -89,16 +89,28 @@ class ArtifactMaker:
         except Exception as error:
             self.trace.notes.append(f"could not rank {source.name}'s int8 ops by error: {one_line_reason(error)}")
             return
-        plans = selective_int8_plans(
-            ranking, self.sensitivity, budget_pp=self.judge.budget_pp, floats_needed=self.floats_needed
+        ladder = FloatLadder(
+            ranking,
+            self.sensitivity,
+            budget_pp=self.judge.budget_pp,
+            floats_needed=self.floats_needed,
+            start_top1=uniform.candidate.val_top1,
         )
-        for count, plan in plans:
+        while (rung := ladder.next()) is not None:
             if self.out_of_time():
                 return
-            label = f"a8-f{count}"
-            why = f"uniform int8 {uniform.candidate.reason}; the {count} op(s) adding the most error stay float"
+            count, ranked_by, plan = rung
+            label = f"a8-f{count}" + ("" if ranked_by == "snr" else "m")
+            if ranked_by == "snr":
+                why = f"uniform int8 {uniform.candidate.reason}; the {count} op(s) adding the most error stay float"
+            else:
+                why = (
+                    f"uniform int8 {uniform.candidate.reason}; the best plan so far and the ops whose int8 alone "
+                    f"cost the most, {count} in all, stay float (the error ranking did not predict the top-1)"
+                )
             self.quantized(source, label, plan, why=why)
             made = self.trace.artifacts.get(f"{source.name}-{label}")
+            ladder.record(tuple(layer for layer, _ in plan.layers), made.candidate.val_top1 if made else None)
             if made is not None and made.candidate.decision == Decision.KEPT:
                 self.floats_needed = count
                 return

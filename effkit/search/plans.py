@@ -1,6 +1,7 @@
 """Per-layer plans from the sensitivity table: how far each layer is pruned at a level (`layer_targets`), and
 which layers stay float or take int4 weights when a source is quantized (`quantization_plans`,
-`selective_int8_order`). Pure functions of the table and the budget: nothing here runs a model."""
+`FloatLadder`). Pure functions of the table and the budget, and a ladder fed the top-1 of each rung: nothing
+here runs a model."""
 
 from __future__ import annotations
 
@@ -103,18 +104,72 @@ def quantization_plans(sensitivity: Sensitivity | None, *, budget_pp: float, int
     yield "a8", LayerPlan(weights=Precision.INT8, activations="int8", layers=float_layers)
 
 
-def selective_int8_plans(
-    ranking: list[tuple[str, float]], sensitivity: Sensitivity | None, *, budget_pp: float, floats_needed: int
-) -> Iterator:
-    """(count, LayerPlan) for full-integer int8 with the `count` ops adding the most error left float: 1, 2, 4...
-    of them, starting where the previous source's plan ended (`floats_needed`). Ops measured fragile alone come
-    first, then the validator's ranking (each op's input SNR over its output SNR)."""
-    from ..quantize.litert import LayerPlan
+class FloatLadder:
+    """Full-integer int8 plans with more and more ops left float, until one is within budget; each rung is judged
+    on validation and reported back (`record`), and no rung builds on one that did worse.
 
-    fragile = fragile_layers(sensitivity, budget_pp=budget_pp)
-    order = list(dict.fromkeys([*fragile, *(layer for layer, _ in ranking)]))
-    count = max(1, len(fragile) + 1, floats_needed)
-    while count <= min(len(order), MAX_FLOAT_LAYERS):
-        layers = tuple((layer, Precision.FLOAT) for layer in order[:count])
-        yield count, LayerPlan(weights=Precision.INT8, activations="int8", layers=layers)
-        count *= 2
+    The first order is the ops measured fragile alone, then the LiteRT validator's ranking (each op's input SNR
+    over its output SNR). The SNR of one tensor need not predict what its op costs the top-1 (a float op between
+    int8 ones adds a dequantize and a requantize of its own), so when a rung does not beat the best so far, the
+    ops still int8 are re-ranked by their measured effect: the top-1 each one cost when it alone was quantized
+    (the sensitivity table's int8 column). The next rung always grows the best set, never the one that did worse:
+    keeping more ops float never ends below a rung already made.
+    """
+
+    def __init__(
+        self,
+        ranking: list[tuple[str, float]],
+        sensitivity: Sensitivity | None,
+        *,
+        budget_pp: float,
+        floats_needed: int,
+        start_top1: float | None,
+    ) -> None:
+        fragile = fragile_layers(sensitivity, budget_pp=budget_pp)
+        self.order = list(dict.fromkeys([*fragile, *(layer for layer, _ in ranking)]))
+        self.measured = _measured_int8_order(sensitivity, self.order)
+        self.ranked_by = "snr"
+        self.count = max(1, len(fragile) + 1, floats_needed)
+        self.best: tuple[str, ...] = ()
+        self.best_top1 = start_top1
+        self.tried: set[frozenset[str]] = set()
+        self.limit = min(len(self.order), MAX_FLOAT_LAYERS)
+
+    def next(self):
+        """(count, ranking name, LayerPlan) of the next rung, or None when the ladder is at its end."""
+        from ..quantize.litert import LayerPlan
+
+        while self.count <= self.limit:
+            grown = list(self.best) + [layer for layer in self.order if layer not in self.best]
+            floats = tuple(grown[: self.count])
+            if frozenset(floats) not in self.tried:
+                self.tried.add(frozenset(floats))
+                layers = tuple((layer, Precision.FLOAT) for layer in floats)
+                return self.count, self.ranked_by, LayerPlan(weights=Precision.INT8, activations="int8", layers=layers)
+            self.count *= 2
+        return None
+
+    def record(self, floats: tuple[str, ...], val_top1: float | None) -> None:
+        """A rung's validation top-1 (None: it failed)."""
+        better = val_top1 is not None and (self.best_top1 is None or val_top1 > self.best_top1)
+        if better:
+            self.best, self.best_top1 = tuple(floats), val_top1
+        elif self.ranked_by == "snr" and self.measured and self.measured != self.order:
+            self.order, self.ranked_by = self.measured, "measured"
+            return  # the same count again, in the measured order, on the best set
+        self.count *= 2
+
+
+def _measured_int8_order(sensitivity: Sensitivity | None, order: list[str]) -> list[str]:
+    """`order`'s ops by the top-1 each cost when it alone was quantized to int8, most first; unmeasured ones keep
+    their place after the measured."""
+    if sensitivity is None:
+        return []
+    cost = {}
+    for layer in order:
+        row = sensitivity.row(layer)
+        if row is not None and row.int8_drop_pp is not None:
+            cost[layer] = row.int8_drop_pp
+    if not cost:
+        return []
+    return sorted(cost, key=lambda layer: -cost[layer]) + [layer for layer in order if layer not in cost]
