@@ -127,6 +127,8 @@ def _tflite_litert(quantization: Quant) -> Producer:
         plan = PLANS[quantization]
         made = quantize_litert_plan(source, path, plan=plan, calibration=inputs.calibration)
         params = {"recipe": LITERT_RECIPES[quantization], "from": source.name, **_calibrated(quantization, inputs)}
+        if made.get("dead_channels_mended"):
+            params["dead_channels_mended"] = made["dead_channels_mended"]
         fallbacks = [op for op in made["ops"] if "requested" in op]
         if fallbacks:
             params["int8_fallback"] = sorted({f"{op['layer']} ({op['op']})" for op in fallbacks})
@@ -159,7 +161,8 @@ STATIC = (Quant.INT8, Quant.INT16X8)  # calibrated modes, with integer biases
 
 
 def _bias_note(path: Path, quantization: Quant) -> dict[str, Any]:
-    """A note when a statically quantized .tflite holds clipped biases (see `export.tflite.clipped_biases`)."""
+    """A note when a statically quantized .tflite holds clipped biases (see `export.tflite.clipped_biases`): what
+    neither the converter nor `quantize.litert.mend_dead_channels` could keep in range."""
     if quantization not in STATIC:  # dynamic modes keep float biases
         return {}
     from .export.tflite import clipped_biases
@@ -169,8 +172,8 @@ def _bias_note(path: Path, quantization: Quant) -> dict[str, Any]:
         return {}
     return {
         "clipped_biases": clipped,
-        "note": f"{clipped} quantized bias value(s) clipped at the integer limit: their channels' weights are all "
-        "zero (e.g. pruned away) and got a weight scale near 0, so those outputs are wrong",
+        "note": f"{clipped} quantized bias value(s) clipped at the integer limit, so those channels' outputs are "
+        "wrong",
     }
 
 

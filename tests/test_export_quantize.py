@@ -128,9 +128,10 @@ def test_int8_without_calibration_is_an_error(tiny_model, tmp_path):
     assert not (tmp_path / "x.tflite").exists()
 
 
-def test_clipped_biases_of_all_zero_channels_are_noted(tiny_model, digits, tmp_path):
+def test_all_zero_channels_keep_their_bias_in_static_int8(tiny_model, digits, tmp_path):
     """Channels pruned to all-zero weights but with a bias: the LiteRT quantizer gives them a weight scale near 0,
-    their int32 bias overflows and is clipped; the converter raises the scale. The recipe notes the clipped ones."""
+    so their int32 bias would overflow and be clipped. effkit gives them their layer's median scale and quantizes
+    the bias again; the converter raises the scale itself. Neither file has a clipped bias."""
     from effkit.load import keras_compat
 
     model = keras_compat.tf_keras().models.clone_model(tiny_model)
@@ -141,15 +142,42 @@ def test_clipped_biases_of_all_zero_channels_are_noted(tiny_model, digits, tmp_p
     bias[:3] = 0.5
     conv.set_weights([kernel, bias])
     inputs = RecipeInputs(model, digits.x_train[:100], CompressConfig())
-    params = {}
+    params, paths = {}, {}
     for recipe in sorted(RECIPES, key=lambda r: r.quantization != Quant.NONE):
         if recipe.format != Format.TFLITE or recipe.quantization not in (Quant.NONE, Quant.INT8):
             continue
-        path = tmp_path / recipe.file_name("zeroed")
-        params[recipe.backend] = recipe.make(inputs, path).params
-    assert params[Backend.LITERT]["clipped_biases"] >= 3
-    assert "weights are all zero" in params[Backend.LITERT]["note"]
-    assert "clipped_biases" not in params[Backend.CONVERTER]
+        paths[recipe.backend, recipe.quantization] = path = tmp_path / recipe.file_name("zeroed")
+        params[recipe.backend, recipe.quantization] = recipe.make(inputs, path).params
+    litert = params[Backend.LITERT, Quant.INT8]
+    assert litert["dead_channels_mended"] == 3
+    assert "clipped_biases" not in litert and "clipped_biases" not in params[Backend.CONVERTER, Quant.INT8]
+    reference = open_runner(paths[Backend.CONVERTER, Quant.NONE], Format.TFLITE).predict(digits.x_test)[0]
+    mended = open_runner(paths[Backend.LITERT, Quant.INT8], Format.TFLITE).predict(digits.x_test)[0]
+    assert np.mean(reference.argmax(1) == mended.argmax(1)) > 0.97
+
+
+def test_a_dead_unit_computes_its_bias_after_static_int8(tmp_path):
+    """A Dense unit whose weights are all zero outputs its bias alone: -0.3 in float, and within a quantization step
+    of it in int8 (clipped, it would be 0)."""
+    from effkit.export.tflite import clipped_biases, export_tflite
+    from effkit.load import keras_compat
+    from effkit.quantize.litert import PLANS, quantize_litert_plan
+
+    keras = keras_compat.tf_keras()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+    kernel, bias = model.layers[-1].get_weights()
+    kernel[:, 2], bias[2] = 0.0, -0.3
+    model.layers[-1].set_weights([kernel, bias])
+    x = np.random.default_rng(0).uniform(0, 1, (64, 6)).astype("float32")
+    export_tflite(model, tmp_path / "float.tflite")
+    params = quantize_litert_plan(tmp_path / "float.tflite", tmp_path / "int8.tflite", plan=PLANS[Quant.INT8],
+                                  calibration=x)  # fmt: skip
+    assert params["dead_channels_mended"] == 1 and clipped_biases(tmp_path / "int8.tflite") == 0
+    outputs = open_runner(tmp_path / "int8.tflite", Format.TFLITE).predict(x)[0]
+    np.testing.assert_allclose(outputs[:, 2], -0.3, atol=0.01)
+    live = open_runner(tmp_path / "float.tflite", Format.TFLITE).predict(x)[0][:, :2]
+    assert np.abs(outputs[:, :2] - live).max() < 0.05  # the live units are as the quantizer made them
 
 
 CPU_SAMPLES = Path(__file__).parent / "data" / "cpuinfo"

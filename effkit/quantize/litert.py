@@ -229,12 +229,82 @@ def quantize_litert_plan(
             result = engine.quantize(calibrated, enable_progress_report=False)
     except Exception as error:  # the quantizer raises ValueError, RuntimeError, KeyError...
         raise StageError(f"LiteRT quantizer failed on plan {plan.to_dict()}: {first_line(error)}") from error
-    write_bytes(path, bytes(result.quantized_model))
+    quantized = bytes(result.quantized_model)
+    mended = 0
+    if activation_bits is not None:
+        quantized, mended = mend_dead_channels(quantized, float_tflite)
+    write_bytes(path, quantized)
     params: dict[str, Any] = {"plan": plan.to_dict(), "recipe_entries": [_entry_summary(e) for e in entries]}
+    if mended:
+        params["dead_channels_mended"] = mended
     params["ops"] = _quantized_ops(path, plan, keras_layers)
     if activation_bits is not None:
         params["calibration_samples"] = len(calibration)
     return params
+
+
+_BIASED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def mend_dead_channels(quantized: bytes, float_tflite: Path) -> tuple[bytes, int]:
+    """Give the output channels whose weights are all zero a usable weight scale, and their bias its true value.
+
+    Such a channel (a unit that died in training, or one pruned away) computes its bias alone. The LiteRT quantizer
+    gives it a weight scale of about 1e-11 (its floor for a zero range), so the bias scale, input scale x weight
+    scale, is near 0 and the bias overflows int32: it is clipped, and the channel's output is wrong wherever it is
+    used. Its int8 weights are all zero, so any scale gives the same products: the channel takes the median scale
+    of its layer's live channels, and its bias is quantized again from the float file's bias at the new scale. The
+    outputs are then what the float model computes, and nothing else in the file changes.
+
+    Returns:
+        The mended file's bytes (the input unchanged when nothing needed it), and how many channels were mended.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+
+    model = fb.read_model_from_bytearray(bytearray(quantized))
+    float_model = fb.read_model(str(float_tflite))
+    float_biases = {}
+    for graph in float_model.subgraphs:
+        for tensor in graph.tensors:
+            data = float_model.buffers[tensor.buffer].data
+            if tensor.type == fb.TensorType.FLOAT32 and data is not None and len(tensor.shape) == 1:
+                float_biases[tensor.name] = np.frombuffer(data.tobytes(), np.float32)
+    codes = {getattr(fb.BuiltinOperator, name) for name in _BIASED_OPS}
+    integer = {fb.TensorType.INT32: np.int32, fb.TensorType.INT64: np.int64}
+    mended = 0
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            if fb.get_builtin_code_from_operator_code(model.operatorCodes[op.opcodeIndex]) not in codes:
+                continue
+            if len(op.inputs) < 3 or min(op.inputs[:3]) < 0:
+                continue
+            source, weight, bias = (graph.tensors[i] for i in op.inputs[:3])
+            if weight.type != fb.TensorType.INT8 or bias.type not in integer or bias.name not in float_biases:
+                continue
+            scales = np.asarray(weight.quantization.scale, np.float32)
+            axis = int(weight.quantization.quantizedDimension)
+            values = model.buffers[weight.buffer].data
+            if values is None or source.quantization is None or scales.size != weight.shape[axis] or scales.size < 2:
+                continue
+            kernel = np.moveaxis(np.frombuffer(values.tobytes(), np.int8).reshape(weight.shape), axis, 0)
+            dead = ~kernel.reshape(len(kernel), -1).any(axis=1)
+            if not dead.any() or dead.all():
+                continue
+            dtype = integer[bias.type]
+            scales[dead] = np.median(scales[~dead])
+            bias_scales = np.asarray(bias.quantization.scale, np.float32).copy()
+            bias_scales[dead] = float(np.asarray(source.quantization.scale)[0]) * scales[dead]
+            quantized_bias = np.frombuffer(model.buffers[bias.buffer].data.tobytes(), dtype).copy()
+            limits = np.iinfo(np.int32)
+            true_bias = float_biases[bias.name][dead].astype(np.float64)
+            quantized_bias[dead] = np.clip(np.round(true_bias / bias_scales[dead]), limits.min + 1, limits.max)
+            weight.quantization.scale = scales
+            bias.quantization.scale = bias_scales
+            model.buffers[bias.buffer].data = np.frombuffer(quantized_bias.tobytes(), np.uint8)
+            mended += int(dead.sum())
+    if not mended:
+        return quantized, 0
+    return bytes(fb.convert_object_to_bytearray(model)), mended
 
 
 def _weighted_ops(graph) -> list[tuple[Any, str]]:

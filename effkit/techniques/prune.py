@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from ..config import PruneConfig
 from ..errors import ConfigError, ModelError, first_line
 from ..load import keras_compat
@@ -22,7 +24,7 @@ from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..runtime.keras import KerasRunner
 from ..runtime.measure import top1, weight_sparsity
-from .train import Teacher, fit, teacher_of
+from .train import Teacher, agreement_with, fit, teacher_of
 
 log = logging.getLogger("effkit")
 
@@ -183,6 +185,10 @@ def prune(
     if not pruned_layers:
         what = f"to {m_by_n[0]}:{m_by_n[1]} (Dense, Conv2D)" if m_by_n else "(Dense, Conv, Embedding, ...)"
         raise ModelError(f"the model has no layer tfmot can prune {what}")
+    one_shot = None
+    if m_by_n is None:
+        finals = {name: layer_schedule(name, sparsity, targets=layer_targets, start=start)[1] for name in pruned_layers}
+        one_shot = _one_shot(working, wrapped, finals, keras=tfk)
 
     result = fine_tune(
         wrapped,
@@ -195,10 +201,44 @@ def prune(
         pruned_layers=tuple(pruned_layers),
         callbacks=(sparsity_api.UpdatePruningStep(),),
         finish=sparsity_api.strip_pruning,
+        one_shot=one_shot,
     )
     if m_by_n is None:
         return result
     return replace(result, m_by_n=f"{m_by_n[0]}:{m_by_n[1]}", left_dense=left_dense)
+
+
+def _one_shot(working: Any, wrapped: Any, finals: Mapping[str, float], *, keras: Any) -> Any | None:
+    """The model pruned at once to each layer's final sparsity by weight magnitude, with no training: where a
+    pruning fine-tune starts from in effect, and what it must beat. Made before the fine-tune trains anything; None
+    when a pruned layer's weights cannot be matched (a base nested inside the model)."""
+    one_shot = keras.models.clone_model(working)
+    one_shot.set_weights(working.get_weights())
+    try:
+        for wrapper in wrapped.layers:
+            inner = getattr(wrapper, "layer", None)
+            if inner is None or inner.name not in finals:
+                continue
+            prunable = inner.get_prunable_weights()
+            target = one_shot.get_layer(inner.name)
+            values = target.get_weights()
+            for index, weight in enumerate(inner.weights):
+                if any(weight is candidate for candidate in prunable):
+                    values[index] = _magnitude_pruned(values[index], finals[inner.name])
+            target.set_weights(values)
+    except (AttributeError, ValueError):
+        return None
+    return one_shot
+
+
+def _magnitude_pruned(weights: np.ndarray, sparsity: float) -> np.ndarray:
+    """The tensor with its `sparsity` share of smallest-magnitude values set to zero."""
+    zeros = round(sparsity * weights.size)
+    if zeros <= 0:
+        return weights
+    flat = weights.reshape(-1).copy()
+    flat[np.argsort(np.abs(flat), kind="stable")[:zeros]] = 0.0
+    return flat.reshape(weights.shape)
 
 
 def m_by_n_blocker(layer: Any, m: int, *, keras: Any) -> str | None:
@@ -238,6 +278,7 @@ def fine_tune(
     finish: Callable[[Any], Any],
     path: str = "tfmot",
     teacher: Teacher | None = None,
+    one_shot: Any | None = None,
 ) -> PruneResult:
     """The fine-tune every pruner shares: `train.fit` with the ramp's callbacks and early stopping from the end of
     the ramp, then `finish` (strip the wrappers, apply the masks a last time) and the measured result.
@@ -248,6 +289,9 @@ def fine_tune(
         finish: turns the trained model into the pruned deliverable with exact zeros.
         path: which pruner this is, recorded in the step.
         teacher: the unpruned model's outputs, distilled from (`train.fit`); the best epoch after the ramp is kept.
+        one_shot: the model magnitude-pruned at once to the same sparsity (`_one_shot`): the start the fine-tune is
+            judged against. Its validation agreement is the step's `val_agreement_start`, and a fine-tune that ends
+            no better than it returns it instead (`best_epoch` 0).
     """
     steps_per_epoch, _, end_step = ramp_steps(len(dataset.x_train), config)
     label = f"prune {sparsity:.0%}"
@@ -275,6 +319,14 @@ def fine_tune(
         teacher=teacher,
     )
     pruned = finish(model)
+    record = result.record()
+    if one_shot is not None and teacher is not None and record.get("val_agreement") is not None:
+        start = agreement_with(one_shot, dataset.x_val, teacher, info.heads)
+        record["val_agreement_start"] = round(start, 4)
+        if start >= record["val_agreement"]:
+            log.info("%s: the fine-tune ended at %.2f%% agreement, the one-shot start had %.2f%%: keeping the start",
+                     label, record["val_agreement"] * 100, start * 100)  # fmt: skip
+            pruned, record["val_agreement"], record["best_epoch"] = one_shot, round(start, 4), 0
     overall, per_layer = weight_sparsity(pruned)
     val_top1 = validation_top1(pruned, dataset, info)
     log.info(
@@ -295,5 +347,5 @@ def fine_tune(
         val_top1=val_top1,
         seconds=result.seconds,
         path=path,
-        fine_tune=result.record(),
+        fine_tune=record,
     )

@@ -301,6 +301,12 @@ def _packed(labels: np.ndarray, soft: np.ndarray) -> np.ndarray:
     return np.concatenate([labels, np.asarray(soft, np.float32).reshape(len(soft), -1)], axis=1)
 
 
+def agreement_with(model: Any, x_val: np.ndarray, teacher: Teacher, heads: tuple[Head, ...]) -> float:
+    """Share of validation samples whose top-1 on the primary head matches the teacher's, as fine-tunes score it."""
+    primary = next(i for i, head in enumerate(heads) if head.classifies) if any(h.classifies for h in heads) else 0
+    return _agreement(model, x_val, teacher.val[primary], heads[primary].kind, primary)
+
+
 def _agreement(model: Any, x: np.ndarray, reference: np.ndarray, kind: OutputKind, index: int) -> float:
     """Share of validation samples whose top-1 on the primary head matches the teacher's."""
     from ..runtime.measure import top1
