@@ -172,8 +172,7 @@ def _bias_note(path: Path, quantization: Quant) -> dict[str, Any]:
         return {}
     return {
         "clipped_biases": clipped,
-        "note": f"{clipped} quantized bias value(s) clipped at the integer limit, so those channels' outputs are "
-        "wrong",
+        "note": f"{clipped} quantized bias value(s) clipped at the integer limit, so those channels' outputs are wrong",
     }
 
 
