@@ -231,18 +231,17 @@ def compress(model: Path, data: Path, out: Path, *extra: str) -> tuple[dict | No
     return (json.loads(report.read_text()) if report.exists() else None), wall, error
 
 
-def fine_tunes(value) -> list[dict]:
-    """Every recorded fine-tune (a dict with both agreements) anywhere in a report."""
-    found = []
-    if isinstance(value, dict):
-        if "val_agreement_start" in value and "val_agreement" in value:
-            found.append(value)
-        for item in value.values():
-            found += fine_tunes(item)
-    elif isinstance(value, list):
-        for item in value:
-            found += fine_tunes(item)
-    return found
+def fine_tunes(report: dict) -> list[dict]:
+    """Every fine-tune a run made, once each: the search's model candidates (kept or not), else the variants' steps."""
+    search = report.get("search") or {}
+    if search:
+        return [c["fine_tune"] for c in search.get("candidates", []) if c.get("fine_tune")]
+    found: dict[str, dict] = {}
+    for variant in report.get("variants", []):
+        for step in variant.get("steps", []):
+            if "val_agreement_start" in step and "val_agreement" in step:
+                found[json.dumps(step, sort_keys=True)] = step
+    return list(found.values())
 
 
 def judge(report: dict) -> dict:
@@ -290,7 +289,7 @@ def pruned50(report: dict | None) -> dict:
     variant = next((v for v in report["variants"] if v["name"] == "pruned50-tflite-none"), None)
     if variant is None:
         return {}
-    tune = next(iter(fine_tunes(variant)), {})
+    tune = next(iter(fine_tunes({"variants": [variant]})), {})
     return {
         "status": variant["status"],
         "top1": variant.get("top1"),

@@ -213,6 +213,12 @@ def test_search_end_to_end_in_the_report(tiny_model, digits, tmp_path):
     assert recommended.gzip_bytes < grid_int8.gzip_bytes / 2
     kinds = {c["name"]: c for c in trace["candidates"]}
     assert {"s50", "s80"} <= set(kinds) and kinds["s80"]["sparsity"] > 0.7
+    # Every fine-tune the search made, kept or not, records where it started and ended on validation agreement.
+    models = [c for c in trace["candidates"] if c["kind"] == "model" and c["name"] != "baseline"]
+    assert models and all(c["decision"] == Decision.FAILED or c["fine_tune"] for c in models)
+    for tuned in (c["fine_tune"] for c in models if c["fine_tune"]):
+        assert 0.5 < tuned["val_agreement"] <= 1 and tuned["val_agreement_start"] is not None
+        assert tuned["val_agreement"] >= tuned["val_agreement_start"]
     assert any(c["kind"] == "artifact" and "-c16" in c["name"] for c in trace["candidates"])
     assert report.sensitivity and not report.sensitivity["cached"]
     assert (out / "search_front.png").stat().st_size > 0 and (out / "sensitivity.png").stat().st_size > 0

@@ -20,6 +20,7 @@ from ..isolation import Isolation
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..runtime.measure import weight_sparsity
+from ..techniques.train import FINE_TUNE_KEYS
 from ..types import Step
 from .artifacts import ArtifactMaker
 from .judge import Judge
@@ -93,6 +94,8 @@ class Workshop:
         drop = self.judge.drop(top1)
         overall, per_layer = weight_sparsity(result.model)
         decision, reason = self.judge.model_decision(drop)
+        params = result.step_params()
+        tune = {key: params[key] for key in FINE_TUNE_KEYS if key in params}
         self.trace.record(
             Candidate(
                 name,
@@ -105,11 +108,12 @@ class Workshop:
                 drop,
                 sparsity=round(overall, 4),
                 seconds=since(started),
+                fine_tune=tune or None,
             )
         )
         if decision != Decision.KEPT:
             return None
-        step = Step(result.stage, result.step_params())
+        step = Step(result.stage, params)
         return Source(
             name,
             result.model,

@@ -49,6 +49,7 @@ class Candidate:
     sparsity: float | None = None
     seconds: float = 0.0
     variant: str | None = None  # the report variant it became, when measured on test
+    fine_tune: dict[str, Any] | None = None  # models: the fine-tune's validation agreement at its start and end
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
