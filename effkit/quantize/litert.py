@@ -268,7 +268,7 @@ def mend_dead_channels(quantized: bytes, float_tflite: Path) -> tuple[bytes, int
         for tensor in graph.tensors:
             data = float_model.buffers[tensor.buffer].data
             if tensor.type == fb.TensorType.FLOAT32 and data is not None and len(tensor.shape) == 1:
-                float_biases[tensor.name] = np.frombuffer(data.tobytes(), np.float32)
+                float_biases[tensor.name] = np.frombuffer(bytes(data), np.float32)
     codes = {getattr(fb.BuiltinOperator, name) for name in _BIASED_OPS}
     integer = {fb.TensorType.INT32: np.int32, fb.TensorType.INT64: np.int64}
     mended = 0
@@ -286,7 +286,7 @@ def mend_dead_channels(quantized: bytes, float_tflite: Path) -> tuple[bytes, int
             values = model.buffers[weight.buffer].data
             if values is None or source.quantization is None or scales.size != weight.shape[axis] or scales.size < 2:
                 continue
-            kernel = np.moveaxis(np.frombuffer(values.tobytes(), np.int8).reshape(weight.shape), axis, 0)
+            kernel = np.moveaxis(np.frombuffer(bytes(values), np.int8).reshape(weight.shape), axis, 0)
             dead = ~kernel.reshape(len(kernel), -1).any(axis=1)
             if not dead.any() or dead.all():
                 continue
@@ -294,7 +294,7 @@ def mend_dead_channels(quantized: bytes, float_tflite: Path) -> tuple[bytes, int
             scales[dead] = np.median(scales[~dead])
             bias_scales = np.asarray(bias.quantization.scale, np.float32).copy()
             bias_scales[dead] = float(np.asarray(source.quantization.scale)[0]) * scales[dead]
-            quantized_bias = np.frombuffer(model.buffers[bias.buffer].data.tobytes(), dtype).copy()
+            quantized_bias = np.frombuffer(bytes(model.buffers[bias.buffer].data), dtype).copy()
             limits = np.iinfo(np.int32)
             true_bias = float_biases[bias.name][dead].astype(np.float64)
             quantized_bias[dead] = np.clip(np.round(true_bias / bias_scales[dead]), limits.min + 1, limits.max)
