@@ -96,7 +96,7 @@ class Made:
 
     stage: str
     model: Any
-    step_params: Any  # () -> dict: the step's parameters, read once the model is kept
+    step_params: Any  # () -> dict: the step's parameters (its fine-tune figures are recorded on every candidate)
 
 
 @dataclass

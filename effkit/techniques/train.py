@@ -28,6 +28,7 @@ DISTILL_TEMPERATURE = 2.0  # softens the teacher's outputs so that its second ch
 DISTILL_LABEL_WEIGHT = 0.5  # share of a fine-tune's classification loss on the labels; the rest on the teacher
 
 
+# The keys `FitResult.record` writes: what a search candidate keeps of its fine-tune.
 FINE_TUNE_KEYS = ("distilled", "val_agreement_start", "val_agreement", "best_epoch", "frozen_batch_norm")
 
 
