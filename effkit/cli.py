@@ -177,7 +177,11 @@ def _parser() -> argparse.ArgumentParser:
         help="search for the smallest (size) or fastest (latency) artifact within --max-accuracy-drop, deciding "
         "on the validation split, instead of measuring the --sparsity grid",
     )
-    compress.add_argument("--budget", help="wall-time bound for --search, e.g. 300s, 10m, 1h (default: none)")
+    compress.add_argument(
+        "--budget",
+        help="wall-time bound for the whole compress with --search, e.g. 300s, 10m, 1h; fine-tunes are priced, "
+        "shortened and stopped to fit it (default: none)",
+    )
     compress.add_argument(
         "--ray",
         nargs="?",

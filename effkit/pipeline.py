@@ -192,9 +192,11 @@ def compress(
         with progress_bar(f"{name}: variants", planned_variants(config)) as advance:
             baseline = SourceModel(BASELINE_SOURCE, working, (), weight_sparsity(working)[0], baseline_outputs)
             # One at a time, so that an interruption keeps every variant finished before it.
+            grid_started = time.perf_counter()
             for variant in run.variants_of(baseline, keras_path=model_path):
                 finished(variant)
                 advance(1)
+            per_variant = (time.perf_counter() - grid_started) / max(1, len(variants))
             for sparsity in () if config.search else config.sparsities:
                 for variant in run.pruned_variants(working, sparsity, blocked=prune_blocker):
                     finished(variant)
@@ -204,7 +206,8 @@ def compress(
                     finished(variant)
                     advance(1)
         if config.search is not None:
-            search = _new_search(run, working, out_dir, name=name, prune_blocker=prune_blocker, tasks=tasks)
+            search = _new_search(run, working, out_dir, name=name, prune_blocker=prune_blocker, tasks=tasks,
+                                 started=started, per_variant=per_variant)  # fmt: skip
             _run_search(search, run, out_dir, finished)
         interrupt.check()
         complete = True
@@ -321,9 +324,19 @@ def planned_variants(config: CompressConfig) -> int:
 
 
 def _new_search(
-    run: VariantMaker, model: Any, out_dir: Path, *, name: str, prune_blocker: str | None, tasks: TaskPool | None = None
+    run: VariantMaker,
+    model: Any,
+    out_dir: Path,
+    *,
+    name: str,
+    prune_blocker: str | None,
+    tasks: TaskPool | None = None,
+    started: float | None = None,
+    per_variant: float = 0.0,
 ):
-    """The accuracy-aware search for this run; its sensitivity cache is this output folder's or a sibling's."""
+    """The accuracy-aware search for this run; its sensitivity cache is this output folder's or a sibling's. Its
+    budget counts from `started` (the start of `compress`), and it keeps the time of a few variants measured like
+    the grid's (`per_variant` seconds each) for measuring its picks on test."""
     from .search import Search
 
     siblings = sorted(p for p in out_dir.parent.glob(f"{name}*") if p.is_dir() and p != out_dir)
@@ -337,6 +350,8 @@ def _new_search(
         prune_blocker=prune_blocker,
         tasks=tasks,
         isolation=run.isolation,
+        started=started,
+        confirm_seconds=per_variant,
     )
 
 
@@ -350,14 +365,19 @@ def _run_search(search, run: VariantMaker, out_dir: Path, finished: Callable[[Va
 
     test_outputs: dict[int, np.ndarray] = {}
 
+    def model_outputs(artifact) -> np.ndarray:
+        """The test outputs of the Keras model a candidate was made from, computed once per model."""
+        key = id(artifact.source.model)
+        if key not in test_outputs:
+            test_outputs[key] = run.runner(artifact.source.model, Format.KERAS).predict(run.dataset.x_test)
+        return test_outputs[key]
+
     def measure(artifact) -> Variant:
         """A front candidate as a report variant: its file in artifacts/, measured on test like every other."""
         name = f"search-{artifact.candidate.name}"
         path = copy_artifact(artifact.path, run.artifacts / f"{name}{artifact.path.suffix}")
-        key = id(artifact.source.model)
-        if key not in test_outputs:
-            test_outputs[key] = run.runner(artifact.source.model, Format.KERAS).predict(run.dataset.x_test)
-        source = SourceModel(name, artifact.source.model, artifact.steps, artifact.source.sparsity, test_outputs[key])
+        outputs = model_outputs(artifact)
+        source = SourceModel(name, artifact.source.model, artifact.steps, artifact.source.sparsity, outputs)
         variant = Variant(
             name=name,
             format=artifact.fmt,
@@ -375,9 +395,13 @@ def _run_search(search, run: VariantMaker, out_dir: Path, finished: Callable[[Va
         finished(measured)
         return measured
 
+    def model_drop(artifact) -> float:
+        """The test drop (pp) of the Keras model a front candidate was made from."""
+        return (run.baseline_top1 - primary_top1(run.info, model_outputs(artifact), run.test_labels)) * 100
+
     try:
         search.run()
-        chosen = search.confirm(measure)
+        chosen = search.confirm(measure, model_drop)
         if chosen is None:
             log.warning("search: no candidate is within %.2f pp on the test split", run.config.max_accuracy_drop)
             search.notes.append("search: no candidate is within the budget on the test split")

@@ -373,6 +373,45 @@ def test_a_front_candidate_that_misses_on_test_is_rejected_and_the_next_is_taken
     assert trace.notes[len(decided.notes) :] == [said]
 
 
+def test_when_a_candidates_own_model_misses_on_test_its_siblings_are_rejected_unmeasured(latency_search):
+    """A front candidate that misses on test because its Keras model already misses there: no quantization of
+    that model wins it back, so its other candidates are rejected with it, unmeasured, and the next model's
+    candidate is measured; the full-integer confirmation skips them too."""
+    from copy import copy
+
+    from effkit.search.records import Trace
+    from effkit.types import Variant
+
+    judge, decided = latency_search.judge, latency_search.tried
+    trace = Trace(
+        list(decided.candidates), {name: copy(a) for name, a in decided.artifacts.items()}, list(decided.notes)
+    )
+    first = judge.front(trace.artifacts.values())[0]
+    source = trace.artifacts[first.name].source
+    siblings = {n for n, a in trace.artifacts.items() if a.source is source and n != first.name
+                and a.candidate.decision in (Decision.FRONT, Decision.DOMINATED)}  # fmt: skip
+    others = [a for a in trace.artifacts.values() if a.source is not source
+              and a.candidate.decision in (Decision.FRONT, Decision.DOMINATED)]  # fmt: skip
+    assert siblings and others, "the tiny search makes several candidates of each model"
+    measured = []
+
+    def measure(artifact):
+        measured.append(artifact.candidate.name)
+        drop = 4.0 if artifact.source is source else 0.2
+        return Variant(name=f"search-{artifact.candidate.name}", format="tflite", quantization="dynamic",
+                       backend="litert", path="x.tflite", top1=0.9, top1_delta_pp=-drop)  # fmt: skip
+
+    chosen = judge.confirm(trace, measure, lambda artifact: 3.5 if artifact.source is source else 0.1)
+    assert measured[0] == first.name and len(measured) == 2 and chosen.name == f"search-{measured[1]}"
+    assert trace.artifacts[measured[1]].source is not source
+    for name in siblings:
+        candidate = trace.candidates[trace.index(name)]
+        assert candidate.decision == Decision.REJECTED and candidate.variant is None
+        assert candidate.reason == f"its model {source.name} loses 3.50 pp on the test split (not measured)"
+    judge.confirm_integer(trace, measure)
+    assert not set(measured[2:]) & siblings
+
+
 def test_a_quantized_candidate_needs_the_parity_bar_plus_one_standard_error_on_validation(latency_search):
     """97% agreement on test, over 288 validation samples: 97% + sqrt(0.97 x 0.03 / 288) = 98.01% on validation.
     Every artifact below that was dropped for it; every one kept meets it."""

@@ -23,9 +23,10 @@ from ..config import Format, LatencyConfig
 from ..errors import one_line_reason
 from ..runtime.measure import batch_of, file_sizes, time_latency
 from ..types import Step
+from .budget import Deadline
 from .judge import Judge
 from .plans import FloatLadder, quantization_plans
-from .records import Artifact, Candidate, Deadline, Decision, Source, Trace, since
+from .records import Artifact, Candidate, Decision, Source, Trace, since
 from .sensitivity import Sensitivity
 
 # Candidates are timed under a short protocol; the chosen ones get the full one when measured on test.
@@ -69,8 +70,8 @@ class ArtifactMaker:
         """The source's quantized .tflite candidates, each plan chosen from the sensitivity table: what needs only
         the float .tflite, not the Keras model."""
         plans = quantization_plans(self.sensitivity, budget_pp=self.judge.budget_pp, int4_max_drop=self.int4_max_drop)
-        for label, plan in plans:
-            if self.out_of_time():
+        for index, (label, plan) in enumerate(plans):
+            if index and self.out_of_time():  # the first plan is always made: a kept model never goes without one
                 return
             self.quantized(source, label, plan)
         a8 = self.trace.artifacts.get(f"{source.name}-a8")

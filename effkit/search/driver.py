@@ -41,15 +41,17 @@ from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..tasks import Task, TaskPool
 from .artifacts import ArtifactBatch, ArtifactMaker, make_artifacts
+from .budget import CONFIRMS_RESERVED, Costs, Deadline, affordable_epochs
 from .judge import Judge
 from .moves import Workshop
 from .plans import layer_targets
-from .records import Artifact, Candidate, Deadline, Decision, Source, Trace
+from .records import Artifact, Candidate, Decision, Source, Trace
 from .sensitivity import Sensitivity, prunable_layers, table_for
 
 log = logging.getLogger("effkit")
 
 SENSITIVITY_SHARE = 0.3  # at most this share of the budget goes to the sensitivity table
+MIN_PRUNE_EPOCHS = 2  # a pruning fine-tune shorter than this has no epoch after its ramp
 
 
 class Search:
@@ -71,6 +73,8 @@ class Search:
         prune_blocker: str | None = None,
         tasks: TaskPool | None = None,
         isolation: Isolation | None = None,
+        started: float | None = None,
+        confirm_seconds: float = 0.0,
     ):
         if config.search is None:
             raise ValueError("Search needs config.search")
@@ -81,7 +85,14 @@ class Search:
         self._own_scratch = scratch is None
         self.scratch = Path(tempfile.mkdtemp(prefix="effkit-search-")) if scratch is None else Path(scratch)
         self.cache_dirs = cache_dirs
-        self.deadline = Deadline(self.settings.budget_seconds)
+        self.began = time.perf_counter()
+        self.deadline = Deadline(  # from the start of compress, less the time measuring on test will need
+            self.settings.budget_seconds,
+            started=self.began if started is None else started,
+            reserve_seconds=CONFIRMS_RESERVED * confirm_seconds,
+        )
+        self.costs = Costs()
+        self.shortened = False  # a fine-tune ran fewer epochs than asked, to fit the budget
         self.stopped = "running"
         self.tasks = tasks  # None: artifacts made here, in line
         self._pending: list[tuple[Source, Task]] = []  # artifact tasks not merged yet, in the order submitted
@@ -116,6 +127,8 @@ class Search:
             self.maker,
             prune_blocker=prune_blocker,
             isolation=isolation or Isolation(enabled=False),
+            deadline=self.deadline,
+            costs=self.costs,
         )
 
     # ------------------------------------------------------------------ what the pipeline and the report read
@@ -146,9 +159,11 @@ class Search:
     def agreement_needed(self) -> float:
         return self.judge.agreement_needed()
 
-    def confirm(self, measure: Callable[[Artifact], Any]) -> Any:
+    def confirm(
+        self, measure: Callable[[Artifact], Any], model_drop: Callable[[Artifact], float | None] | None = None
+    ) -> Any:
         """Measure the front on the test split until one is within budget there (`Judge.confirm`)."""
-        return self.judge.confirm(self.tried, measure)
+        return self.judge.confirm(self.tried, measure, model_drop)
 
     def confirm_integer(self, measure: Callable[[Artifact], Any]) -> Any:
         """The best full-integer candidate, measured on test too (`Judge.confirm_integer`)."""
@@ -181,7 +196,7 @@ class Search:
             self._collect()
             self._qat_fallback(within)
             self._onnx_of_best_integer()
-            self.stopped = "budget" if self.maker.budget_spent else "done"
+            self.stopped = "budget" if self.maker.budget_spent or self.shortened else "done"
         except KeyboardInterrupt:
             self.stopped = "interrupted"
             for _, task in self._pending:
@@ -193,6 +208,19 @@ class Search:
 
     def _out_of_time(self) -> bool:
         return self.maker.out_of_time()
+
+    def _epochs(self, kind: str, name: str, epochs: int, *, minimum: int) -> int:
+        """The epochs a fine-tune can have in the time left (`budget.affordable_epochs`): fewer when the full
+        count does not fit, 0 when its minimum does not (then the budget counts as spent). Noted either way."""
+        granted, why = affordable_epochs(self.deadline, self.costs, kind, epochs, minimum=minimum)
+        if why:
+            self.notes.append(f"search: {name}: {why}")
+            log.info("search: %s: %s", name, why)
+        if granted == 0:
+            self.maker.budget_spent = True
+        elif granted < epochs:
+            self.shortened = True
+        return granted
 
     def _progressive(self, baseline: Source) -> Iterator[Source]:
         """Prune level after level, each from the previous level's model, until a level misses the budget."""
@@ -210,6 +238,9 @@ class Search:
             # A level that misses gets one more try with twice the fine-tune, from the same model: on a few hundred
             # validation samples one miss can be a few samples of noise, or a fine-tune cut short.
             for epochs, suffix in ((self.settings.level_epochs, ""), (2 * self.settings.level_epochs, "-long")):
+                epochs = self._epochs("prune", name + suffix, epochs, minimum=MIN_PRUNE_EPOCHS)
+                if epochs == 0:
+                    return
                 source = self.workshop.source(
                     name + suffix,
                     previous,
@@ -228,15 +259,20 @@ class Search:
 
     def _clustered(self, within: list[Source]) -> Iterator[Source]:
         """Cluster the two sparsest models within budget, at decreasing cluster counts while within budget."""
-        epochs = self.settings.cluster_epochs
         for parent in sorted(within[1:], key=lambda s: -s.sparsity)[:2] or within[:1]:
             for clusters in sorted(self.settings.clusters, reverse=True):
                 if self._out_of_time():
                     return
+                name = f"{parent.name}-c{clusters}"
+                epochs = self._epochs("cluster", name, self.settings.cluster_epochs, minimum=1)
+                if epochs == 0:
+                    return
                 source = self.workshop.source(
-                    f"{parent.name}-c{clusters}",
+                    name,
                     parent,
-                    lambda parent=parent, clusters=clusters: self.workshop.cluster(parent, clusters, epochs=epochs),
+                    lambda parent=parent, clusters=clusters, epochs=epochs: self.workshop.cluster(
+                        parent, clusters, epochs=epochs
+                    ),
                     settings={"clusters": clusters, "preserve_sparsity": True},
                 )
                 if source is None:
@@ -251,10 +287,13 @@ class Search:
         not assumed to be faster."""
         if self._out_of_time():
             return
+        epochs = self._epochs("prune", "s2of4", self.settings.level_epochs, minimum=MIN_PRUNE_EPOCHS)
+        if epochs == 0:
+            return
         source = self.workshop.source(
             "s2of4",
             baseline,
-            lambda: self.workshop.prune_m_by_n(baseline, (2, 4), epochs=self.settings.level_epochs),
+            lambda: self.workshop.prune_m_by_n(baseline, (2, 4), epochs=epochs),
             settings={"m_by_n": "2:4"},
         )
         if source is not None:
@@ -274,7 +313,9 @@ class Search:
         if not self.settings.force_qat and any(a.candidate.decision == Decision.KEPT for a in ptq):
             return
         reason = "forced" if self.settings.force_qat else "post-training int8 of the chosen model misses the budget"
-        self.workshop.qat(best, reason=reason, epochs=self.settings.cluster_epochs)
+        epochs = self._epochs("qat", f"{best.name}-qat", self.settings.cluster_epochs, minimum=1)
+        if epochs:
+            self.workshop.qat(best, reason=reason, epochs=epochs)
 
     def _onnx_of_best_integer(self) -> None:
         """The best full-integer TFLite candidate's per-layer decisions in ONNX Runtime (`Workshop.onnx_of`)."""
@@ -301,7 +342,7 @@ class Search:
             calibration=self.maker.calibration,
             probe_sparsities=self.settings.probe_sparsities,
             cache_dirs=self.cache_dirs,
-            out_of_time=lambda: self.deadline.passed(SENSITIVITY_SHARE),
+            out_of_time=lambda: self.deadline.share_passed(SENSITIVITY_SHARE),
             notes=self.notes,
         )
         if float_tflite.exists():  # measured here: the float .tflite the baseline's plans quantize
@@ -311,17 +352,19 @@ class Search:
     # ------------------------------------------------------------------ artifacts, here or in tasks
     def _artifacts(self, source: Source) -> None:
         """The source's quantized .tflite candidates: made here, or submitted as a task (`make_artifacts`) that
-        starts once the previous source's task is done, since its selective int8 starts where that one ended."""
-        if self._out_of_time() or not self.workshop.float_tflite(source):
+        starts once the previous source's task is done, since its selective int8 starts where that one ended.
+        Every kept model gets at least its first plan, however late (its time was reserved before its fine-tune)."""
+        started = time.perf_counter()
+        if not self.workshop.float_tflite(source):
             return
         if self.tasks is None:
             self.maker.quantized_artifacts(source)
             self.workshop.converter_if_needed(source)
+            self.costs.learn_artifacts(time.perf_counter() - started)
             return
         state = replace(source, model=None, float_tflite=None)  # no Keras model travels
         previous = self._pending[-1][1] if self._pending else None
-        budget = self.deadline.budget_seconds
-        remaining = None if budget is None else budget - self.deadline.elapsed
+        remaining = None if self.deadline.budget_seconds is None else self.deadline.left()
         float_tflite = source.float_tflite.read_bytes()
         task = self.tasks.submit(make_artifacts, self.maker.for_task(), state, float_tflite, remaining, previous)
         self._pending.append((source, task))
@@ -349,6 +392,7 @@ class Search:
                 candidate, path, source, Format(fmt), quantization, steps, backend
             )
         self.notes.extend(batch.notes)
+        self.costs.learn_artifacts(sum(c.seconds or 0.0 for c in batch.candidates))
         self.task_workers.append(batch.worker)
         self.maker.floats_needed = batch.floats_needed
         self.maker.budget_spent = self.maker.budget_spent or batch.budget_spent
@@ -382,7 +426,7 @@ class Search:
             "goal": str(self.settings.goal),
             "max_accuracy_drop": self.judge.budget_pp,
             "budget_seconds": self.settings.budget_seconds,
-            "seconds": round(self.deadline.elapsed, 2),
+            "seconds": round(time.perf_counter() - self.began, 2),
             "stopped": self.stopped,
             "baseline_val_top1": self.judge.baseline_val_top1,
             "decided_on": "validation",

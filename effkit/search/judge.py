@@ -104,17 +104,28 @@ class Judge:
             trace.update(index, decision=decision)
 
     # ------------------------------------------------------------------ confirmation on test
-    def confirm(self, trace: Trace, measure: Callable[[Artifact], Any]) -> Any:
+    def confirm(
+        self,
+        trace: Trace,
+        measure: Callable[[Artifact], Any],
+        model_drop: Callable[[Artifact], float | None] | None = None,
+    ) -> Any:
         """Measure front candidates on the test split in order, until one is within budget there.
 
         `measure(artifact)` returns the report Variant (from the pipeline); the first ok one within budget is
         chosen. When the whole front misses, the front of what is left is next, up to `MAX_CONFIRMED` measurements.
+        `model_drop(artifact)` is the test drop of the Keras model the artifact was made from: when a candidate
+        misses and its model alone already misses, the other candidates of that model are rejected with it,
+        unmeasured, since no quantization of a model wins back what the model lost.
         Returns the chosen Variant, or None (each rejection is in the trace and in its notes).
         """
         rejected: list[str] = []
-        while len(rejected) < MAX_CONFIRMED and (front := self.front(trace.artifacts.values(), without=rejected)):
+        measured = 0
+        while measured < MAX_CONFIRMED and (front := self.front(trace.artifacts.values(), without=rejected)):
             candidate = front[0]
-            variant = measure(trace.artifacts[candidate.name])
+            artifact = trace.artifacts[candidate.name]
+            variant = measure(artifact)
+            measured += 1
             index = trace.index(candidate.name)
             test_drop = self._test_drop(variant)
             if variant.ok and test_drop is not None and test_drop <= self.budget_pp + 1e-9:
@@ -126,7 +137,24 @@ class Judge:
             trace.update(index, decision=Decision.REJECTED, variant=variant.name, reason=why)
             rejected.append(candidate.name)
             trace.notes.append(f"search: {candidate.name} was best on validation but {why}; took the next on the front")
+            dropped = model_drop(artifact) if model_drop is not None and variant.ok else None
+            if dropped is not None and dropped > self.budget_pp + 1e-9:
+                rejected.extend(self._reject_siblings(trace, artifact, dropped, rejected))
         return None
+
+    @staticmethod
+    def _reject_siblings(trace: Trace, artifact: Artifact, dropped: float, rejected: list[str]) -> list[str]:
+        """The other candidates made from the artifact's model, rejected unmeasured: the model itself misses."""
+        source = artifact.source
+        siblings = [name for name, a in trace.artifacts.items() if a.source is source and name not in rejected]
+        why = f"its model {source.name} loses {dropped:.2f} pp on the test split (not measured)"
+        for name in siblings:
+            if trace.candidates[trace.index(name)].decision in (Decision.FRONT, Decision.DOMINATED):
+                trace.update(trace.index(name), decision=Decision.REJECTED, reason=why)
+        if siblings:
+            trace.notes.append(f"search: {source.name} loses {dropped:.2f} pp on the test split: none of its "
+                               f"{len(siblings)} other candidates is measured")  # fmt: skip
+        return siblings
 
     def confirm_integer(self, trace: Trace, measure: Callable[[Artifact], Any]) -> Any:
         """The best full-integer candidate within budget (what a microcontroller or an int8-only NPU runs), measured
@@ -136,7 +164,9 @@ class Judge:
         integer = [
             a
             for a in trace.artifacts.values()
-            if a.candidate.settings.get("activations") == "int8" and a.candidate.decision in measured
+            if a.candidate.settings.get("activations") == "int8"
+            and a.candidate.decision in measured
+            and not (a.candidate.decision == Decision.REJECTED and a.candidate.variant is None)  # its model missed
         ]
         if not integer or any(a.candidate.variant for a in integer):
             return None

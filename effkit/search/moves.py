@@ -23,6 +23,7 @@ from ..runtime.measure import weight_sparsity
 from ..techniques.train import FINE_TUNE_KEYS
 from ..types import Step
 from .artifacts import ArtifactMaker
+from .budget import Costs, Deadline
 from .judge import Judge
 from .records import Artifact, Candidate, Decision, Made, Source, Trace, since
 from .sensitivity import layer_names
@@ -44,6 +45,8 @@ class Workshop:
     maker: ArtifactMaker  # measures what the moves make, in line
     prune_blocker: str | None = None  # why tfmot cannot prune the model (Keras 3 prunes it natively then)
     isolation: Isolation = field(default_factory=lambda: Isolation(enabled=False))  # where fine-tunes run
+    deadline: Deadline | None = None  # the search's: fine-tunes stop in time for their model's artifacts
+    costs: Costs = field(default_factory=Costs)  # what this run measured: each fine-tune adds its seconds per epoch
 
     def keras_val(self, model: Any) -> list[np.ndarray]:
         from ..runtime import open_runner
@@ -95,6 +98,7 @@ class Workshop:
         overall, per_layer = weight_sparsity(result.model)
         decision, reason = self.judge.model_decision(drop)
         params = result.step_params()
+        self.costs.learn_fine_tune(result.stage, time.perf_counter() - started, params.get("epochs") or 0)
         tune = {key: params[key] for key in FINE_TUNE_KEYS if key in params}
         self.trace.record(
             Candidate(
@@ -143,6 +147,7 @@ class Workshop:
             seed=self.config.seed,
             layer_targets=targets,
             start=parent.layer_sparsity,
+            deadline=self.stop_at(),
         )
         return Made("prune", result.model, _with(result.step_params, isolation))
 
@@ -160,6 +165,7 @@ class Workshop:
             config=self.fine_tune_config(epochs),
             seed=self.config.seed,
             m_by_n=m_by_n,
+            deadline=self.stop_at(),
         )
         return Made("prune", result.model, _with(result.step_params, isolation))
 
@@ -176,8 +182,13 @@ class Workshop:
             config=self.fine_tune_config(epochs),
             seed=self.config.seed,
             preserve_sparsity=True,
+            deadline=self.stop_at(),
         )
         return Made("cluster", result.model, _with(result.step_params, isolation))
+
+    def stop_at(self) -> float | None:
+        """When a fine-tune must stop (wall clock): in time for its model's artifacts before the budget's end."""
+        return None if self.deadline is None else self.deadline.wall_end(keep=self.costs.artifacts_reserve())
 
     def fine_tune_config(self, epochs: int):
         return replace(self.config.prune, epochs=epochs, patience=max(2, epochs // 3))
@@ -251,10 +262,12 @@ class Workshop:
                 config=self.fine_tune_config(epochs),
                 seed=self.config.seed,
                 calibration=self.maker.calibration,
+                deadline=self.stop_at(),
             )
         except Exception as error:
             self.trace.failed(name, "artifact", best.name, {"qat": True, "why": reason}, error, started)
             return
+        self.costs.learn_fine_tune("qat", time.perf_counter() - started, trained.qat_params.get("epochs") or 0)
         steps = (
             *best.steps,
             Step("qat", {**trained.qat_params, "why": reason, **isolation}),

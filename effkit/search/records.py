@@ -1,5 +1,5 @@
 """The search's records: what it tried (`Candidate`, in a `Trace`), the models and files behind them (`Source`,
-`Artifact`), and the time it may take (`Budget`). No framework imports: they travel to artifact tasks as they are."""
+`Artifact`), No framework imports: they travel to artifact tasks as they are."""
 
 from __future__ import annotations
 
@@ -97,19 +97,6 @@ class Made:
     stage: str
     model: Any
     step_params: Any  # () -> dict: the step's parameters (its fine-tune figures are recorded on every candidate)
-
-
-@dataclass
-class Deadline:
-    budget_seconds: float | None
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def passed(self, share: float = 1.0) -> bool:
-        return self.budget_seconds is not None and self.elapsed >= self.budget_seconds * share
 
 
 @dataclass

@@ -74,6 +74,7 @@ def cluster(
     preserve_sparsity: bool = True,
     layers: Collection[str] | None = None,
     epochs: int | None = None,
+    deadline: float | None = None,
 ) -> ClusterResult:
     """Cluster the kernels of a (pruned) tf_keras classifier to `clusters` values each and fine-tune it.
 
@@ -92,6 +93,7 @@ def cluster(
         layers: names of the layers to cluster (inside nested models too); None for every layer with a kernel of
             at least `clusters * MIN_WEIGHTS_PER_CLUSTER` weights.
         epochs: fine-tune epochs; `config.epochs` by default, 0 to cluster without fine-tuning.
+        deadline: a wall-clock time (`time.time()`) at which the fine-tune stops (`train.fit`); None: none.
 
     Returns:
         A ClusterResult whose `model` is a new, stripped tf_keras model.
@@ -186,6 +188,7 @@ def cluster(
             label=label,
             teacher=teacher_of(model, dataset, info.heads, distill=config.distill),
             include_start=True,  # k-means clustering alone is already a clustered model: never end below it
+            deadline=deadline,
         )
         epochs_run, seconds, fine_tune = result.epochs_run, result.seconds, result.record()
     started = time.perf_counter()

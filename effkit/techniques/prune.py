@@ -102,6 +102,7 @@ def prune(
     m_by_n: tuple[int, int] | None = None,
     layer_targets: Mapping[str, float] | None = None,
     start: Mapping[str, float] | None = None,
+    deadline: float | None = None,
 ) -> PruneResult:
     """Prune a tf_keras classifier to `sparsity`, or to m-of-n structured sparsity, and fine-tune it on the dataset's
     train split.
@@ -119,6 +120,7 @@ def prune(
             layer whose target is 0 is left dense.
         start: the sparsity each layer already has (a model pruned to a lower level): its ramp starts there, so
             that pruning continues from that model instead of from scratch.
+        deadline: a wall-clock time (`time.time()`) at which the fine-tune stops (`train.fit`); None: none.
 
     Returns:
         A PruneResult whose `model` is a new, stripped tf_keras model.
@@ -202,6 +204,7 @@ def prune(
         callbacks=(sparsity_api.UpdatePruningStep(),),
         finish=sparsity_api.strip_pruning,
         one_shot=one_shot,
+        deadline=deadline,
     )
     if m_by_n is None:
         return result
@@ -279,6 +282,7 @@ def fine_tune(
     path: str = "tfmot",
     teacher: Teacher | None = None,
     one_shot: Any | None = None,
+    deadline: float | None = None,
 ) -> PruneResult:
     """The fine-tune every pruner shares: `train.fit` with the ramp's callbacks and early stopping from the end of
     the ramp, then `finish` (strip the wrappers, apply the masks a last time) and the measured result.
@@ -291,7 +295,9 @@ def fine_tune(
         teacher: the unpruned model's outputs, distilled from (`train.fit`); the best epoch after the ramp is kept.
         one_shot: the model magnitude-pruned at once to the same sparsity (`_one_shot`): the start the fine-tune is
             judged against. Its validation agreement is the step's `val_agreement_start`, and a fine-tune that ends
-            no better than it returns it instead (`best_epoch` 0).
+            no better than it returns it instead (`best_epoch` 0), as does one that the deadline stops before the
+            end of its ramp.
+        deadline: a wall-clock time (`time.time()`) at which the fine-tune stops (`train.fit`).
     """
     steps_per_epoch, _, end_step = ramp_steps(len(dataset.x_train), config)
     label = f"prune {sparsity:.0%}"
@@ -317,10 +323,17 @@ def fine_tune(
         callbacks=callbacks,
         label=label,
         teacher=teacher,
+        deadline=deadline,
     )
     pruned = finish(model)
     record = result.record()
-    if one_shot is not None and teacher is not None and record.get("val_agreement") is not None:
+    if one_shot is not None and teacher is not None and record.get("val_agreement") is None:
+        # stopped by the deadline before the ramp ended: no epoch at the target sparsity to keep, so the one-shot is
+        log.info("%s: the deadline came before the end of the ramp: keeping the one-shot start", label)
+        start = agreement_with(one_shot, dataset.x_val, teacher, info.heads)
+        pruned, record["val_agreement_start"], record["val_agreement"] = one_shot, round(start, 4), round(start, 4)
+        record["best_epoch"] = 0
+    elif one_shot is not None and teacher is not None:
         start = agreement_with(one_shot, dataset.x_val, teacher, info.heads)
         record["val_agreement_start"] = round(start, 4)
         if start >= record["val_agreement"]:

@@ -73,6 +73,7 @@ def prune_keras3(
     seed: int = 0,
     layer_targets: Mapping[str, float] | None = None,
     start: Mapping[str, float] | None = None,
+    deadline: float | None = None,
 ) -> PruneResult:
     """Prune a Keras 3 classifier to `sparsity` in Keras 3 and fine-tune it on the dataset's train split.
 
@@ -84,6 +85,7 @@ def prune_keras3(
         config: fine-tune length, learning rate and schedule shape, as for `prune.prune`.
         seed: fixes shuffling and dropout.
         layer_targets, start: per-layer targets and starting sparsities, as for `prune.prune`.
+        deadline: a wall-clock time (`time.time()`) at which the fine-tune stops (`train.fit`); None: none.
 
     Returns:
         A PruneResult whose `model` is a new Keras 3 model and whose step records `"path": "keras3"`.
@@ -125,6 +127,7 @@ def prune_keras3(
         finish=finish,
         path=PATH,
         teacher=teacher,
+        deadline=deadline,
     )
 
 

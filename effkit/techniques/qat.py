@@ -78,6 +78,7 @@ def quantization_aware(
     config: PruneConfig,
     seed: int = 0,
     epochs: int | None = None,
+    deadline: float | None = None,
 ) -> QatResult:
     """Fine-tune a tf_keras classifier with fake-quantized int8 weights and activations.
 
@@ -91,6 +92,7 @@ def quantization_aware(
         seed: fixes shuffling and dropout.
         epochs: fine-tune epochs; `config.epochs` by default. The fake quantizers learn their ranges here, so a QAT
             model is only usable after at least one epoch.
+        deadline: a wall-clock time (`time.time()`) at which the fine-tune stops (`train.fit`); None: none.
 
     Returns:
         A QatResult whose `model` holds tfmot's quantize wrappers; convert it with `convert_qat`.
@@ -172,6 +174,7 @@ def quantization_aware(
         patience=config.patience,
         label=label,
         teacher=teacher_of(model, dataset, info.heads, distill=config.distill),
+        deadline=deadline,
     )
     started = time.perf_counter()
     val_top1 = validation_top1(qat_model, dataset, info)
@@ -214,13 +217,16 @@ def qat_int8(
     epochs: int | None = None,
     calibration: np.ndarray | None = None,
     predict_on: np.ndarray | None = None,
+    deadline: float | None = None,
 ) -> QatInt8:
     """`quantization_aware`, then `convert_qat` to `path`, in one call that a child process can run; with
     `predict_on`, also the QAT Keras model's outputs on it (what the int8 file must reproduce)."""
     from ..runtime import open_runner
     from ..runtime.measure import weight_sparsity
 
-    result = quantization_aware(model, dataset, info=info, preserve=preserve, config=config, seed=seed, epochs=epochs)
+    result = quantization_aware(
+        model, dataset, info=info, preserve=preserve, config=config, seed=seed, epochs=epochs, deadline=deadline
+    )
     params = convert_qat(result, path, calibration=calibration)
     outputs = None
     if predict_on is not None:

@@ -29,7 +29,14 @@ DISTILL_LABEL_WEIGHT = 0.5  # share of a fine-tune's classification loss on the 
 
 
 # The keys `FitResult.record` writes: what a search candidate keeps of its fine-tune.
-FINE_TUNE_KEYS = ("distilled", "val_agreement_start", "val_agreement", "best_epoch", "frozen_batch_norm")
+FINE_TUNE_KEYS = (
+    "distilled",
+    "val_agreement_start",
+    "val_agreement",
+    "best_epoch",
+    "frozen_batch_norm",
+    "stopped_by_deadline",
+)
 
 
 @dataclass(frozen=True)
@@ -38,11 +45,13 @@ class FitResult:
     val_accuracy: float | None
     seconds: float
     agreement: dict[str, Any] = field(default_factory=dict)  # with a teacher: start, best, best_epoch, frozen BN
+    stopped_by_deadline: bool = False  # the search's deadline ended it before its epochs or its early stopping did
 
     def record(self) -> dict[str, Any]:
         """What a fine-tune's step records about its teacher: validation agreement at the start and at the end."""
+        cut = {"stopped_by_deadline": True} if self.stopped_by_deadline else {}
         if not self.agreement:
-            return {}
+            return cut
         start, best = self.agreement.get("start"), self.agreement.get("best")
         return {
             "distilled": self.agreement.get("distilled"),
@@ -50,6 +59,7 @@ class FitResult:
             "val_agreement": None if best is None else round(best, 4),
             "best_epoch": self.agreement.get("best_epoch"),
             "frozen_batch_norm": len(self.agreement.get("frozen", ())),
+            **cut,
         }
 
 
@@ -70,6 +80,7 @@ def fit(
     label: str = "train",
     teacher: Teacher | None = None,
     include_start: bool = False,
+    deadline: float | None = None,
 ) -> FitResult:
     """Compile and fit `model` (of the Keras generation `keras`) on the dataset's train split.
 
@@ -92,6 +103,9 @@ def fit(
         include_start: with a teacher, the weights before the first step compete with every epoch's, so that the
             fine-tune never ends below its start (clustering's start is already a clustered model; a pruning ramp's
             or QAT's start is not yet what the fine-tune makes, so they leave this off).
+        deadline: a wall-clock time (`time.time()`) at which training stops, checked after every step; the epoch
+            it stops in is scored like any other, so the best epoch's weights are still what a teacher's fit ends
+            with. None: no deadline.
 
     Returns:
         How many epochs ran, the final validation accuracy, the wall time and, with a teacher, the agreement.
@@ -141,6 +155,9 @@ def fit(
             monitor="val_agreement", mode="max", patience=patience, start_from_epoch=start_from_epoch
         )
         callbacks = (*callbacks, best, stopper)
+    stop = _deadline_callback(keras, deadline, label=label) if deadline is not None else None
+    if stop is not None:
+        callbacks = (stop, *callbacks)
     started = time.perf_counter()
     with bar(f"{label}: epochs", epochs) as advance:
         history = model.fit(
@@ -163,6 +180,7 @@ def fit(
         val_accuracy=float(max(val_accuracy)) if val_accuracy else None,
         seconds=time.perf_counter() - started,
         agreement=agreement,
+        stopped_by_deadline=stop is not None and stop.stopped,
     )
 
 
@@ -175,6 +193,31 @@ def _targets(dataset: Dataset, split: str, names: list[str], *, heads: tuple[Hea
         for i, head in enumerate(heads)
     ]
     return targets[0] if len(targets) == 1 else targets
+
+
+def _deadline_callback(keras: Any, deadline: float, *, label: str) -> Any:
+    """Stops training after the first step that ends past `deadline` (mid-epoch too: Keras ends the epoch there,
+    validates it and calls every callback's `on_epoch_end`)."""
+
+    class Deadline(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.stopped = False
+            self._supports_tf_logs = True  # tf_keras: leave the logs as tensors, so that no step waits on them
+
+        def _check(self):
+            if not self.stopped and time.time() >= deadline:
+                self.stopped = True
+                self.model.stop_training = True
+                log.info("%s: stopped by the search's deadline", label)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._check()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._check()
+
+    return Deadline()
 
 
 def _progress_callback(keras: Any, *, label: str, epochs: int, advance: Callable[[int], None]) -> Any:
