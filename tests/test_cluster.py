@@ -114,6 +114,32 @@ def test_convolutions_are_clustered_per_channel_when_each_channel_can_hold_k(tin
     assert distinct_values(int8_path)["conv2d"] <= 8
 
 
+def test_past_the_per_channel_cap_the_widest_convolutions_are_clustered_per_tensor(digits):
+    """tfmot's set-up grows with the channels clustered per channel: the narrow ones keep it up to
+    PER_CHANNEL_MAX output channels in all, the wider ones are clustered over the whole kernel, which still leaves
+    at most k values in each channel, and the step names them."""
+    from effkit.techniques.cluster import PER_CHANNEL_MAX
+
+    tfk = keras_compat.tf_keras()
+    tfk.utils.set_random_seed(0)
+    wide = PER_CHANNEL_MAX  # with the narrow one, one channel past the cap
+    model = tfk.Sequential([
+        tfk.Input((8, 8, 1)),
+        tfk.layers.Conv2D(16, 3, padding="same", activation="relu", name="narrow"),
+        tfk.layers.Conv2D(wide - 15, 3, padding="same", activation="relu", name="wide"),
+        tfk.layers.GlobalAveragePooling2D(),
+        tfk.layers.Dense(10, activation="softmax", name="head"),
+    ])  # fmt: skip
+    info = describe(model, digits.x_train[:4], name="wide")
+    result = cluster(model, digits, info=info, clusters=8, config=CLUSTER_CONFIG, epochs=0)
+    assert result.per_channel == ("narrow",) and result.per_tensor_for_time == ("wide",)
+    assert result.step_params()["per_tensor_for_time"] == ["wide"]
+    kernels = _kernels(result.model)
+    assert len(np.unique(kernels["wide"])) <= 8  # one set of centroids for the whole kernel
+    assert len(np.unique(kernels["narrow"])) > 8  # one per channel
+    assert max(len(np.unique(kernels["narrow"][..., c])) for c in range(16)) <= 8
+
+
 def test_pruned_convolution_channels_too_sparse_for_k_are_clustered_whole(clustered):
     """80% pruning leaves about 2 of 9 weights per conv channel: per-channel k-means++ cannot place 8 centroids."""
     result, _ = clustered

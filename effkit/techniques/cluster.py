@@ -32,6 +32,11 @@ log = logging.getLogger("effkit")
 CLUSTERED_WEIGHTS = ("kernel", "embeddings", "pointwise_kernel")
 MIN_WEIGHTS_PER_CLUSTER = 4  # smaller kernels are left alone: they hold little to share and little to save
 LEARNING_RATE_FACTOR = 0.1  # clustering fine-tunes at a tenth of the pruning fine-tune's rate
+# Output channels clustered per channel, over the whole model. tfmot builds each channel's clustering ops one by one
+# in Python, so wrapping and the first step's tracing grow with the channel count: convolutions of 64+128+256+512
+# channels took 143 s to their first epoch per channel and 12 s per tensor (AMD EPYC family 26, x86_64-avx512-vnni,
+# 2 cores), and an EfficientNetB0 909 s. The narrowest convolutions keep per-channel clusters up to this sum.
+PER_CHANNEL_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,16 @@ class ClusterResult:
     input_sparsity: float = 0.0
     preserve_sparsity: bool = True
     fine_tune: dict[str, Any] = field(default_factory=dict)  # the fine-tune's agreement with its teacher
+    per_tensor_for_time: tuple[str, ...] = ()  # could be clustered per channel, but past `PER_CHANNEL_MAX`
 
     def step_params(self) -> dict[str, Any]:
         """What the variant's `cluster` step records."""
+        capped = {"per_tensor_for_time": list(self.per_tensor_for_time)} if self.per_tensor_for_time else {}
         return {
             "clusters": self.clusters,
             "layers": list(self.clustered_layers),
             "per_channel": list(self.per_channel),
+            **capped,
             "preserve_sparsity": self.preserve_sparsity,
             "input_sparsity": round(self.input_sparsity, 4),
             "sparsity": round(self.sparsity, 4),
@@ -117,6 +125,8 @@ def cluster(
     clustered: list[str] = []
     per_channel: list[str] = []
     skipped: dict[str, str] = {}
+    allowed, capped = _per_channel_allowed(model, tfk, clusters=clusters, preserve_sparsity=preserve_sparsity,
+                                           named=wanted)  # fmt: skip
 
     def wrap(layer):
         if isinstance(layer, tfk.Model):  # a nested base (MobileNetV2 inside a transfer model): cluster inside it
@@ -124,6 +134,7 @@ def cluster(
         if wanted is not None and layer.name not in wanted:
             return layer
         plan = _layer_plan(layer, tfk, clusters=clusters, preserve_sparsity=preserve_sparsity, named=wanted)
+        plan = plan if plan is not True else layer.name in allowed
         if isinstance(plan, str):
             if plan:
                 skipped[layer.name] = plan
@@ -144,6 +155,10 @@ def cluster(
             per_channel.append(layer.name)
         return wrapped
 
+    if capped:
+        log.info("cluster %d: %d convolution(s) clustered per tensor, not per channel, to keep tfmot's set-up "
+                 "short (%d output channels per channel at most)", clusters, len(capped), PER_CHANNEL_MAX)  # fmt: skip
+    log.info("cluster %d: wrapping the layers (tfmot's k-means++ per kernel)", clusters)
     # clone_model rebuilds every layer with fresh weights: copy them, then wrap the copies.
     working = tfk.models.clone_model(model)
     working.set_weights(model.get_weights())
@@ -217,7 +232,37 @@ def cluster(
         input_sparsity=input_sparsity,
         preserve_sparsity=preserve_sparsity,
         fine_tune=fine_tune,
+        per_tensor_for_time=tuple(capped),
     )
+
+
+def _per_channel_allowed(model: Any, tfk: Any, *, clusters: int, preserve_sparsity: bool,
+                         named: set[str] | None) -> tuple[set[str], list[str]]:  # fmt: skip
+    """The convolutions clustered per channel (narrowest first, while their output channels add up to at most
+    `PER_CHANNEL_MAX`), and those left per tensor for time, in the model's order."""
+    wanted: list[tuple[int, int, str]] = []
+    for order, layer in enumerate(_all_layers(model, tfk)):
+        if named is not None and layer.name not in named:
+            continue
+        if _layer_plan(layer, tfk, clusters=clusters, preserve_sparsity=preserve_sparsity, named=named) is True:
+            kernel = layer.kernel.shape
+            wanted.append((int(kernel[1] if layer.data_format == "channels_first" else kernel[-1]), order, layer.name))
+    allowed, total = set(), 0
+    for channels, _, name in sorted(wanted):
+        if total + channels > PER_CHANNEL_MAX:
+            break
+        allowed.add(name)
+        total += channels
+    return allowed, [name for _, _, name in sorted(wanted, key=lambda w: w[1]) if name not in allowed]
+
+
+def _all_layers(model: Any, tfk: Any):
+    """Every layer, inside nested models too (as `cluster` wraps them)."""
+    for layer in model.layers:
+        if isinstance(layer, tfk.Model):
+            yield from _all_layers(layer, tfk)
+        else:
+            yield layer
 
 
 def _layer_plan(layer: Any, tfk: Any, *, clusters: int, preserve_sparsity: bool, named: set[str] | None) -> bool | str:
