@@ -119,6 +119,7 @@ def parse_m_by_n(text: str) -> tuple[int, int]:
     return m, n
 
 
+MAX_CHANNEL_SHARE = 0.9  # structured pruning leaves every channel group at least a tenth
 MIN_CLUSTERS = 3  # sparsity-preserving clustering keeps one centroid at zero; tfmot wants at least two more
 MAX_CLUSTERS = 256  # as many values as int8 has: more clusters would not share any
 
@@ -268,6 +269,7 @@ class SearchConfig:
     level_epochs: int = 8  # fine-tune epochs per level, each continuing from the previous level's model
     clusters: tuple[int, ...] = (32, 16, 8)  # cluster counts tried on the sparsest models within budget
     cluster_epochs: int = 6
+    channel_shares: tuple[float, ...] = (0.25, 0.5, 0.75)  # structured pruning levels (latency goal), from the model
     probe_sparsities: tuple[float, ...] = (0.5, 0.75, 0.9)  # sensitivity: one layer alone pruned to each, no fine-tune
     int4_max_drop: float = 0.5  # a layer takes int4 weights when that alone costs at most this many pp on val
     qat: bool = True  # QAT fallback when post-training int8 of the chosen model misses the budget
@@ -277,6 +279,7 @@ class SearchConfig:
         object.__setattr__(self, "goal", SearchGoal(self.goal))
         object.__setattr__(self, "levels", tuple(float(level) for level in self.levels))
         object.__setattr__(self, "clusters", tuple(int(count) for count in self.clusters))
+        object.__setattr__(self, "channel_shares", tuple(float(share) for share in self.channel_shares))
         object.__setattr__(self, "probe_sparsities", tuple(float(s) for s in self.probe_sparsities))
 
     def validate(self) -> None:
@@ -286,6 +289,8 @@ class SearchConfig:
             raise ConfigError(f"search levels must increase, got {list(self.levels)}")
         if any(not 2 <= count <= 256 for count in self.clusters):
             raise ConfigError(f"cluster counts must be in [2, 256], got {list(self.clusters)}")
+        if any(not 0.0 < share <= MAX_CHANNEL_SHARE for share in self.channel_shares):
+            raise ConfigError(f"channel shares must be in (0, {MAX_CHANNEL_SHARE}], got {list(self.channel_shares)}")
         if self.budget_seconds is not None and not self.budget_seconds > 0:
             raise ConfigError(f"search budget must be positive seconds, got {self.budget_seconds}")
         if self.level_epochs < 1 or self.cluster_epochs < 1:
@@ -300,6 +305,7 @@ class CompressConfig:
 
     sparsities: tuple[float, ...] = (0.5, 0.8)
     clusters: tuple[int, ...] = ()  # cluster counts applied to each pruned model: source `pruned80-c16`
+    channels: tuple[float, ...] = ()  # shares of each channel group removed (structured pruning): source `channels50`
     qat: bool = False  # a quantization-aware-trained int8 TFLite variant of each pruned and clustered source
     quantizations: tuple[Quant, ...] = (Quant.NONE, Quant.DYNAMIC, Quant.FLOAT16, Quant.INT8)
     formats: tuple[Format, ...] = (Format.TFLITE, Format.ONNX)
@@ -317,6 +323,7 @@ class CompressConfig:
         # Normalise so that a config built from Python strings equals one built by the CLI.
         object.__setattr__(self, "sparsities", tuple(float(s) for s in self.sparsities))
         object.__setattr__(self, "clusters", tuple(int(k) for k in self.clusters))
+        object.__setattr__(self, "channels", tuple(float(s) for s in self.channels))
         object.__setattr__(self, "quantizations", tuple(Quant(q) for q in self.quantizations))
         object.__setattr__(self, "formats", tuple(Format(f) for f in self.formats))
         object.__setattr__(self, "tflite_backends", tuple(Backend(b) for b in self.tflite_backends))
@@ -325,6 +332,9 @@ class CompressConfig:
         for sparsity in self.sparsities:
             if not 0.0 <= sparsity < 1.0:
                 raise ConfigError(f"sparsity {sparsity} is outside [0, 1)")
+        for share in self.channels:
+            if not 0.0 < share <= MAX_CHANNEL_SHARE:
+                raise ConfigError(f"channel share {share} is outside (0, {MAX_CHANNEL_SHARE}]")
         for clusters in self.clusters:
             if not MIN_CLUSTERS <= clusters <= MAX_CLUSTERS:
                 raise ConfigError(f"cluster count {clusters} is outside [{MIN_CLUSTERS}, {MAX_CLUSTERS}]")
@@ -354,6 +364,7 @@ class CompressConfig:
         data = asdict(self)
         data["sparsities"] = list(self.sparsities)
         data["clusters"] = list(self.clusters)
+        data["channels"] = list(self.channels)
         data["quantizations"] = [q.value for q in self.quantizations]
         data["formats"] = [f.value for f in self.formats]
         data["tflite_backends"] = [b.value for b in self.tflite_backends]
@@ -368,6 +379,7 @@ class CompressConfig:
                 "goal": self.search.goal.value,
                 "levels": list(self.search.levels),
                 "clusters": list(self.search.clusters),
+                "channel_shares": list(self.search.channel_shares),
                 "probe_sparsities": list(self.search.probe_sparsities),
             }
         return data

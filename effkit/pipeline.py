@@ -201,6 +201,10 @@ def compress(
                 for variant in run.pruned_variants(working, sparsity, blocked=prune_blocker):
                     finished(variant)
                     advance(1)
+            for share in () if config.search else config.channels:
+                for variant in run.channel_variants(working, share):
+                    finished(variant)
+                    advance(1)
             if m_by_n is not None and not config.search:
                 for variant in run.pruned_variants(working, None, blocked=prune_blocker, m_by_n=m_by_n):
                     finished(variant)
@@ -320,7 +324,8 @@ def planned_variants(config: CompressConfig) -> int:
         derived = 0
     else:
         derived = len(config.sparsities) * (1 + len(config.clusters)) + (config.prune.m_by_n_pair is not None)
-    return (1 + derived) * (1 + len(plan(config))) + derived * config.qat
+    channels = 0 if config.search else len(config.channels)
+    return (1 + derived + channels) * (1 + len(plan(config))) + derived * config.qat
 
 
 def _new_search(

@@ -36,6 +36,7 @@ from .runtime.measure import (
     primary_correct,
     primary_top1,
     top1,
+    weight_sparsity,
 )
 from .runtime.probe import peak_memory
 from .stats import pack_correct
@@ -129,6 +130,34 @@ class VariantMaker:
             yield self.qat_variant(pruned, preserve="sparsity", blocked=blocked)
         for clusters in self.config.clusters:
             yield from self.clustered_variants(pruned, clusters, blocked=blocked)
+
+    def channel_variants(self, model: Any, share: float) -> Iterator[Variant]:
+        """Structured pruning: `share` of every channel group's channels removed (`techniques.structured`), the
+        smaller model fine-tuned, and its variants. A model none of whose groups can shrink fails only these."""
+        from .techniques.structured import prune_channels
+
+        source_name = channels_source_name(share)
+        try:
+            result, isolation = self.isolation.run(
+                f"{source_name} fine-tune",
+                prune_channels,
+                model,
+                self.dataset,
+                info=self.info,
+                share=share,
+                config=self.config.prune,
+                seed=self.config.seed,
+            )
+            outputs = self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+        except Exception as error:
+            reason = one_line_reason(error)
+            log.warning("%s: structured pruning failed: %s", source_name, reason)
+            no_qat = qat_variant_name(source_name)  # a channels source gets no QAT variant
+            yield from (v for v in self.failed_source(source_name, reason) if v.name != no_qat)
+            return
+        steps = (Step("prune_channels", {**result.step_params(), **isolation}),)
+        source = SourceModel(source_name, result.model, steps, weight_sparsity(result.model)[0], outputs)
+        yield from self.variants_of(source)
 
     def clustered_variants(self, pruned: SourceModel, clusters: int, *, blocked: str | None) -> Iterator[Variant]:
         """Cluster a pruned source to `clusters` values per kernel and make its variants (and its QAT variant)."""
@@ -377,6 +406,11 @@ class VariantMaker:
 def pruned_source_name(sparsity: float) -> str:
     """`pruned80`: the source a sparsity makes."""
     return f"pruned{round(sparsity * 100):d}"
+
+
+def channels_source_name(share: float) -> str:
+    """`channels50`: the source structured pruning makes by removing half of each channel group."""
+    return f"channels{round(share * 100):d}"
 
 
 def clustered_source_name(pruned: str, clusters: int) -> str:

@@ -491,3 +491,16 @@ def test_an_embedding_left_float_by_the_litert_plan_gets_the_converters_int8(tmp
     litert, converter = search.artifacts["baseline-w8"].candidate, search.artifacts["baseline-w8c"].candidate
     assert converter.size_bytes < litert.size_bytes / 2.5, (converter.size_bytes, litert.size_bytes)
     assert converter.val_top1 > 0.6 and converter.agreement > 95
+
+
+def test_the_latency_goal_tries_structured_pruning_whose_files_are_smaller_in_raw_bytes(latency_search):
+    """Whole channels removed: each level's model is kept or dropped on validation like any other, and a kept
+    one's int8 file holds fewer raw bytes than the user's model's, since the layers themselves are smaller."""
+    candidates = {c.name: c for c in latency_search.candidates}
+    levels = [c for c in latency_search.candidates if c.kind == "model" and c.name.startswith("ch")]
+    assert levels and levels[0].name == "ch25" and levels[0].parent == "baseline"
+    assert levels[0].settings["group_shares"] and levels[0].fine_tune is not None
+    kept = [c.name for c in levels if c.decision == Decision.KEPT]
+    assert kept, [(c.name, c.decision, c.reason) for c in levels]
+    for name in kept:
+        assert candidates[f"{name}-a8"].size_bytes < candidates["baseline-a8"].size_bytes * 0.9

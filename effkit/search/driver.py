@@ -44,7 +44,7 @@ from .artifacts import ArtifactBatch, ArtifactMaker, make_artifacts
 from .budget import CONFIRMS_RESERVED, Costs, Deadline, affordable_epochs
 from .judge import Judge
 from .moves import Workshop
-from .plans import layer_targets
+from .plans import channel_shares, layer_targets
 from .records import Artifact, Candidate, Decision, Source, Trace
 from .sensitivity import Sensitivity, prunable_layers, table_for
 
@@ -193,6 +193,7 @@ class Search:
                 within.append(source)
             if self.settings.goal == SearchGoal.LATENCY:
                 within.extend(self._structured(baseline))
+                within.extend(self._channels(baseline))
             self._collect()
             self._qat_fallback(within)
             self._onnx_of_best_integer()
@@ -297,6 +298,44 @@ class Search:
             settings={"m_by_n": "2:4"},
         )
         if source is not None:
+            yield source
+            self._artifacts(source)
+
+    def _channels(self, baseline: Source) -> Iterator[Source]:
+        """For the latency goal: structured pruning, whole channels removed, so that the model is smaller and
+        faster where it runs. Each level removes that mean share of every channel group from the user's model, the
+        groups whose removal alone cost least on validation losing the most (`plans.channel_shares`); the levels
+        stop at the first whose model misses the budget."""
+        from ..techniques.structured import MAX_SHARE
+
+        costs = None
+        for share in self.settings.channel_shares:
+            name = f"ch{round(share * 100):d}"
+            if self._out_of_time():
+                return
+            if costs is None:
+                try:
+                    costs = self.workshop.channel_costs(self.model, 0.5)
+                except Exception as error:  # a model whose graph the surgery cannot read: no channels candidates
+                    self.notes.append(f"search: no structured pruning: {one_line_reason(error)}")
+                    return
+                if not costs:
+                    self.notes.append("search: no structured pruning: no channel group can shrink")
+                    return
+            epochs = self._epochs("prune_channels", name, self.settings.level_epochs, minimum=1)
+            if epochs == 0:
+                return
+            shares = channel_shares(share, costs, most=MAX_SHARE)
+            source = self.workshop.source(
+                name,
+                baseline,
+                lambda share=share, shares=shares, epochs=epochs: self.workshop.prune_channels(
+                    baseline, share, shares, epochs=epochs
+                ),
+                settings={"channels": share, "group_shares": shares, "epochs": epochs},
+            )
+            if source is None:
+                return
             yield source
             self._artifacts(source)
 

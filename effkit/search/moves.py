@@ -190,6 +190,30 @@ class Workshop:
         """When a fine-tune must stop (wall clock): in time for its model's artifacts before the budget's end."""
         return None if self.deadline is None else self.deadline.wall_end(keep=self.costs.artifacts_reserve())
 
+    def prune_channels(self, parent: Source, share: float, shares: dict[str, float], *, epochs: int) -> Made:
+        """Structured pruning (`techniques.structured.prune_channels`) of `parent` with per-group shares."""
+        from ..techniques.structured import prune_channels
+
+        result, isolation = self.isolation.run(
+            f"channels {share:.0%} fine-tune",
+            prune_channels,
+            parent.model,
+            self.dataset,
+            info=self.info,
+            share=share,
+            config=self.fine_tune_config(epochs),
+            seed=self.config.seed,
+            group_shares=shares,
+            deadline=self.stop_at(),
+        )
+        return Made("prune_channels", result.model, _with(result.step_params, isolation))
+
+    def channel_costs(self, model: Any, share: float) -> dict[str, float]:
+        """What removing `share` of each channel group alone costs on validation (pp of agreement), by group."""
+        from ..techniques.structured import group_costs
+
+        return group_costs(model, self.dataset, self.info, share)
+
     def fine_tune_config(self, epochs: int):
         return replace(self.config.prune, epochs=epochs, patience=max(2, epochs // 3))
 

@@ -17,6 +17,19 @@ SMALL_LAYER = 0.01  # share of the prunable weights under which an unprobed laye
 MAX_FLOAT_LAYERS = 32  # selective int8 gives up beyond this many float ops
 
 
+def channel_shares(level: float, costs: dict[str, float], *, most: float) -> dict[str, float]:
+    """Per channel group (named by a producer), the share of its channels to remove, with a mean of `level`: the
+    groups whose removal cost the least validation agreement (`structured.group_costs`) lose the most, the
+    costliest the least, evenly spread by rank between `level - spread` and `level + spread` (within 0 and
+    `most`). Ties keep the order given."""
+    names = sorted(costs, key=lambda name: costs[name])
+    if len(names) <= 1:
+        return {name: level for name in names}
+    spread = min(level, most - level)
+    last = len(names) - 1
+    return {name: round(level + spread * (1 - 2 * rank / last), 4) for rank, name in enumerate(names)}
+
+
 def layer_targets(
     level: float, sensitivity: Sensitivity | None, layers: list[tuple[str, int]], *, budget_pp: float
 ) -> dict[str, float]:

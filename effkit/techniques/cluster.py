@@ -24,7 +24,7 @@ from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..runtime.measure import weight_name, weight_sparsity
 from .prune import validation_top1
-from .train import fit, teacher_of
+from .train import fine_tune_from
 
 log = logging.getLogger("effkit")
 
@@ -190,18 +190,16 @@ def cluster(
     )
     epochs_run, seconds, fine_tune = 0, 0.0, {}
     if epochs > 0:
-        result = fit(
+        result = fine_tune_from(
+            model,
             wrapped,
             dataset,
             keras=tfk,
             heads=info.heads,
+            config=config,
             epochs=epochs,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate * LEARNING_RATE_FACTOR,
-            decay_rate=config.lr_decay_rate,
-            patience=config.patience,
             label=label,
-            teacher=teacher_of(model, dataset, info.heads, distill=config.distill),
+            learning_rate_factor=LEARNING_RATE_FACTOR,
             include_start=True,  # k-means clustering alone is already a clustered model: never end below it
             deadline=deadline,
         )

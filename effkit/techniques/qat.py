@@ -31,7 +31,7 @@ from ..load import keras_compat
 from ..load.classifier import ModelInfo, output_names
 from ..load.data import Dataset
 from .prune import validation_top1
-from .train import fit, teacher_of
+from .train import fine_tune_from
 
 log = logging.getLogger("effkit")
 
@@ -162,18 +162,16 @@ def quantization_aware(
 
     label = f"qat ({preserve})"
     epochs = config.epochs if epochs is None else epochs
-    result = fit(
+    result = fine_tune_from(
+        model,
         qat_model,
         dataset,
         keras=tfk,
         heads=info.heads,
+        config=config,
         epochs=max(1, epochs),
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate * LEARNING_RATE_FACTOR,
-        decay_rate=config.lr_decay_rate,
-        patience=config.patience,
         label=label,
-        teacher=teacher_of(model, dataset, info.heads, distill=config.distill),
+        learning_rate_factor=LEARNING_RATE_FACTOR,
         deadline=deadline,
     )
     started = time.perf_counter()

@@ -184,6 +184,38 @@ def fit(
     )
 
 
+def fine_tune_from(
+    source: Any,
+    model: Any,
+    dataset: Dataset,
+    *,
+    keras: Any,
+    heads: tuple[Head, ...],
+    config: Any,
+    epochs: int,
+    label: str,
+    learning_rate_factor: float = 1.0,
+    **options: Any,
+) -> FitResult:
+    """`fit` for a technique's fine-tune of `model`, made from `source`: the settings of `config` (a
+    `PruneConfig`: batch size, learning rate times `learning_rate_factor`, decay, patience, distillation) and
+    `source` as the teacher. `options` go to `fit` (`include_start`, `deadline`...)."""
+    return fit(
+        model,
+        dataset,
+        keras=keras,
+        heads=heads,
+        epochs=epochs,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate * learning_rate_factor,
+        decay_rate=config.lr_decay_rate,
+        patience=config.patience,
+        label=label,
+        teacher=teacher_of(source, dataset, heads, distill=config.distill),
+        **options,
+    )
+
+
 def _targets(dataset: Dataset, split: str, names: list[str], *, heads: tuple[Head, ...], soft=None):
     """Each head's labels; with the teacher's outputs `soft`, a classification head's targets are packed as
     [label, teacher's outputs...] for its distillation loss."""
