@@ -180,8 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     compress.add_argument(
         "--search",
         choices=[goal.value for goal in SearchGoal],
-        help="search for the smallest (size) or fastest (latency) artifact within --max-accuracy-drop, deciding "
-        "on the validation split, instead of measuring the --sparsity grid",
+        help="search for the smallest artifact in gzip bytes (size) or raw bytes (flash), or the fastest (latency), "
+        "within --max-accuracy-drop, deciding on the validation split, instead of measuring the --sparsity grid",
     )
     compress.add_argument(
         "--budget",

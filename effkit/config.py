@@ -239,6 +239,7 @@ class LatencyConfig:
 class SearchGoal(StrEnum):
     SIZE = "size"  # the smallest artifact (gzip bytes) within the accuracy budget
     LATENCY = "latency"  # the fastest artifact (p50 at the headline batch and threads) within the budget
+    FLASH = "flash"  # the smallest artifact in raw bytes (what flash, storage or a memory map holds) within the budget
 
 
 def parse_duration(text: str) -> float:

@@ -504,3 +504,22 @@ def test_the_latency_goal_tries_structured_pruning_whose_files_are_smaller_in_ra
     assert kept, [(c.name, c.decision, c.reason) for c in levels]
     for name in kept:
         assert candidates[f"{name}-a8"].size_bytes < candidates["baseline-a8"].size_bytes * 0.9
+
+
+def test_the_flash_goal_ranks_by_raw_bytes_and_prunes_channels_not_weights(tiny_model, digits):
+    """`--search flash`: what a device holds raw. Zeros and clusters save no raw byte, so no unstructured level is
+    tried; fewer channels do, and the front is ordered by raw bytes."""
+    info = describe(tiny_model, digits.x_train[:16], name="tiny")
+    config = replace(_search_config(goal="flash", channel_shares=(0.5,)), max_accuracy_drop=3.0)
+    search = Search(tiny_model, digits, info=info, config=config, calibration=digits.x_train[:64])
+    try:
+        search.run()
+    finally:
+        search.close()
+    models = [c.name for c in search.candidates if c.kind == "model"]
+    assert models == ["baseline", "ch50"], models
+    front = search.front()
+    assert front and [c.size_bytes for c in front] == sorted(c.size_bytes for c in front)
+    within = [c for c in search.candidates if c.decision in (Decision.FRONT, Decision.DOMINATED)]
+    assert front[0].size_bytes == min(c.size_bytes for c in within)
+    assert front[0].parent == "ch50"  # half the channels: fewer raw bytes than any plan of the full model

@@ -51,10 +51,30 @@ def test_the_weakest_channels_go_first(tiny_model):
 
 
 def test_group_costs_measure_each_group_alone_on_validation(tiny_model, digits, tiny_info):
-    costs = group_costs(tiny_model, digits, tiny_info, 0.75)
-    graph = channel_graph(tiny_model)
-    assert set(costs) == {g.producers[0] for g in graph.prunable()} == {"conv2d", "dense"}
-    assert all(0.0 <= cost <= 100.0 for cost in costs.values()) and max(costs.values()) > 0.0
+    curves = group_costs(tiny_model, digits, tiny_info)
+    assert set(curves) == {"conv2d", "dense"}
+    assert curves["conv2d"]["channels"] == 16 and curves["dense"]["channels"] == 64
+    for curve in curves.values():
+        costs = curve["costs"]
+        assert sorted(costs) == [0.25, 0.5, 0.75] and all(0.0 <= c <= 100.0 for c in costs.values())
+        assert costs[0.75] > costs[0.25]  # masking more of a group's channels costs more
+    assert group_costs(tiny_model, digits, tiny_info, max_groups=1).keys() == {"dense"}  # the widest first
+
+
+def test_channel_shares_go_where_they_cost_least_per_channel():
+    """The tiny model's measured curves (AMD EPYC family 26): the dense layer's half is nearly free but its next
+    quarter costs 36 pp, so at 50% both groups give half; at 25% the dense layer alone gives up what is asked."""
+    from effkit.search.plans import channel_shares
+
+    curves = {
+        "conv2d": {"channels": 16, "costs": {0.25: 1.736, 0.5: 7.986, 0.75: 19.444}},
+        "dense": {"channels": 64, "costs": {0.25: 0.0, 0.5: 2.431, 0.75: 38.542}},
+    }
+    assert channel_shares(0.5, curves, most=0.9) == {"conv2d": 0.5, "dense": 0.5}
+    shares = channel_shares(0.25, curves, most=0.9)
+    assert shares["conv2d"] == 0.0 and shares["dense"] == pytest.approx(0.3125, abs=0.05)
+    flat = {name: {"channels": 10, "costs": {0.5: 1.0}} for name in ("a", "b")}
+    assert sum(channel_shares(0.9, flat, most=0.9).values()) == pytest.approx(1.8)
 
 
 def test_a_keras3_model_is_pruned_in_keras3(tiny_keras3_model, digits):

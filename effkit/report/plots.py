@@ -153,9 +153,10 @@ def plot_search(report: Report, out_dir: Path) -> list[Path]:
     trace = report.search or {}
     artifacts = [c for c in trace.get("candidates", []) if c["kind"] == "artifact" and c.get("val_drop_pp") is not None]
     if artifacts:
-        latency = trace.get("goal") == "latency"
-        key, label = ("p50_ms", "p50 latency, quick protocol (ms)") if latency else ("gzip_bytes", "gzip size (KiB)")
-        scale = 1.0 if latency else 1 / 1024
+        key, label, scale = {
+            "latency": ("p50_ms", "p50 latency, quick protocol (ms)", 1.0),
+            "flash": ("size_bytes", "raw size (KiB)", 1 / 1024),
+        }.get(trace.get("goal"), ("gzip_bytes", "gzip size (KiB)", 1 / 1024))
         figure, axes = plt.subplots(figsize=(9, 5), dpi=110)
         styles = {
             "chosen": ("*", "gold", 260),

@@ -187,10 +187,13 @@ class Search:
             self.maker.sensitivity = self._sensitivity(baseline)
             self._artifacts(baseline)
             within = [baseline]
-            for source in self._progressive(baseline):
-                within.append(source)
-            for source in self._clustered(within):
-                within.append(source)
+            if self.settings.goal == SearchGoal.FLASH:  # zeros and shared values save no raw byte: fewer channels do
+                within.extend(self._channels(baseline))
+            else:
+                for source in self._progressive(baseline):
+                    within.append(source)
+                for source in self._clustered(within):
+                    within.append(source)
             if self.settings.goal == SearchGoal.LATENCY:
                 within.extend(self._structured(baseline))
                 within.extend(self._channels(baseline))
@@ -302,9 +305,9 @@ class Search:
             self._artifacts(source)
 
     def _channels(self, baseline: Source) -> Iterator[Source]:
-        """For the latency goal: structured pruning, whole channels removed, so that the model is smaller and
-        faster where it runs. Each level removes that mean share of every channel group from the user's model, the
-        groups whose removal alone cost least on validation losing the most (`plans.channel_shares`); the levels
+        """For the latency and flash goals: structured pruning, whole channels removed, so that the model is smaller and
+        faster where it runs. Each level removes that share of the channels from the user's model, where removing
+        them alone cost least on validation (`plans.channel_shares`, from each group's measured curve); the levels
         stop at the first whose model misses the budget."""
         from ..techniques.structured import MAX_SHARE
 
@@ -315,7 +318,7 @@ class Search:
                 return
             if costs is None:
                 try:
-                    costs = self.workshop.channel_costs(self.model, 0.5)
+                    costs = self.workshop.channel_costs(self.model, self._out_of_time)
                 except Exception as error:  # a model whose graph the surgery cannot read: no channels candidates
                     self.notes.append(f"search: no structured pruning: {one_line_reason(error)}")
                     return

@@ -73,6 +73,8 @@ class Judge:
     def objective(self, candidate: Candidate) -> float:
         if self.goal == SearchGoal.LATENCY:
             return candidate.p50_ms if candidate.p50_ms is not None else float("inf")
+        if self.goal == SearchGoal.FLASH:
+            return candidate.size_bytes if candidate.size_bytes is not None else float("inf")
         return candidate.gzip_bytes if candidate.gzip_bytes is not None else float("inf")
 
     def best_objective(self, artifacts: Iterable[Artifact], source: Source) -> float:

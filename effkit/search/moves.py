@@ -208,11 +208,11 @@ class Workshop:
         )
         return Made("prune_channels", result.model, _with(result.step_params, isolation))
 
-    def channel_costs(self, model: Any, share: float) -> dict[str, float]:
-        """What removing `share` of each channel group alone costs on validation (pp of agreement), by group."""
+    def channel_costs(self, model: Any, out_of_time: Callable[[], bool]) -> dict[str, dict]:
+        """Each channel group's cost curve on validation (`structured.group_costs`), by group."""
         from ..techniques.structured import group_costs
 
-        return group_costs(model, self.dataset, self.info, share)
+        return group_costs(model, self.dataset, self.info, out_of_time=out_of_time)
 
     def fine_tune_config(self, epochs: int):
         return replace(self.config.prune, epochs=epochs, patience=max(2, epochs // 3))

@@ -5,6 +5,7 @@ here runs a model."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,17 +18,38 @@ SMALL_LAYER = 0.01  # share of the prunable weights under which an unprobed laye
 MAX_FLOAT_LAYERS = 32  # selective int8 gives up beyond this many float ops
 
 
-def channel_shares(level: float, costs: dict[str, float], *, most: float) -> dict[str, float]:
-    """Per channel group (named by a producer), the share of its channels to remove, with a mean of `level`: the
-    groups whose removal cost the least validation agreement (`structured.group_costs`) lose the most, the
-    costliest the least, evenly spread by rank between `level - spread` and `level + spread` (within 0 and
-    `most`). Ties keep the order given."""
-    names = sorted(costs, key=lambda name: costs[name])
-    if len(names) <= 1:
-        return {name: level for name in names}
-    spread = min(level, most - level)
-    last = len(names) - 1
-    return {name: round(level + spread * (1 - 2 * rank / last), 4) for rank, name in enumerate(names)}
+CHANNEL_STEP = 0.05  # the greedy allocation of channel shares moves one group by this much at a time
+
+
+def channel_shares(level: float, curves: dict[str, dict], *, most: float) -> dict[str, float]:
+    """Per probed channel group (named by a producer), the share of its channels to remove so that `level` of
+    their channels go in all, where they cost the least: step by step, the group whose next `CHANNEL_STEP` costs
+    the least validation agreement per channel removed gives it up. A group's cost at a share is read from its
+    curve (`structured.group_costs`, linear between the probes from 0 at 0, and beyond the last probe at twice its
+    last slope), so a group whose curve turns steep stops giving channels where it turns."""
+    if not curves:
+        return {}
+    sizes = {name: curve["channels"] for name, curve in curves.items()}
+    wanted = level * sum(sizes.values())
+    shares = dict.fromkeys(curves, 0.0)
+
+    def cost(name: str, share: float) -> float:
+        points = sorted({0.0: 0.0, **{float(s): max(0.0, c) for s, c in curves[name]["costs"].items()}}.items())
+        for (s0, c0), (s1, c1) in itertools.pairwise(points):
+            if share <= s1:
+                return c0 + (c1 - c0) * (share - s0) / (s1 - s0)
+        (s0, c0), (s1, c1) = points[-2:] if len(points) > 1 else ((0.0, 0.0), points[-1])
+        return c1 + 2 * (c1 - c0) / max(s1 - s0, 1e-9) * (share - s1)
+
+    removed = 0.0
+    while removed < wanted - 1e-9:
+        open_groups = [name for name in curves if shares[name] + CHANNEL_STEP <= most + 1e-9]
+        if not open_groups:
+            break
+        name = min(open_groups, key=lambda n: (cost(n, shares[n] + CHANNEL_STEP) - cost(n, shares[n])) / sizes[n])
+        shares[name] = round(shares[name] + CHANNEL_STEP, 4)
+        removed += CHANNEL_STEP * sizes[name]
+    return shares
 
 
 def layer_targets(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,8 @@ from .train import agreement_with, fine_tune_from, teacher_of
 log = logging.getLogger("effkit")
 
 MAX_SHARE = MAX_CHANNEL_SHARE  # no group loses more than this share of its channels
+PROBE_SHARES = (0.25, 0.5, 0.75)  # a group's cost curve: its weakest channels masked at each share
+MAX_PROBED_GROUPS = 24  # the widest groups are probed; the others are removed at the level itself
 LEARNING_RATE_FACTOR = 0.5  # the fine-tune of a model that keeps its trained channels needs less than from scratch
 
 
@@ -90,20 +92,34 @@ def keep_plan(model: Any, graph: ChannelGraph, shares: Mapping[int, float]) -> d
     return plan
 
 
-def group_costs(model: Any, dataset: Dataset, info: ModelInfo, share: float) -> dict[str, float]:
-    """Each prunable group's cost, by the name of its first producer: validation top-1 agreement lost (pp) when
-    its `share` least important channels alone are masked to zero. Reads only the validation split."""
+def group_costs(
+    model: Any,
+    dataset: Dataset,
+    info: ModelInfo,
+    shares: tuple[float, ...] = PROBE_SHARES,
+    *,
+    max_groups: int = MAX_PROBED_GROUPS,
+    out_of_time: Callable[[], bool] = lambda: False,
+) -> dict[str, dict[str, Any]]:
+    """Each prunable group's cost curve, by the name of its first producer: `{"channels": n, "costs": {share:
+    pp}}`, the validation top-1 agreement lost when its `share` least important channels alone are masked to zero.
+    The `max_groups` groups with the most channels are probed, while not `out_of_time()`. Reads only the validation
+    split."""
     graph = channel_graph(model)
     teacher = teacher_of(model, dataset, info.heads)
-    costs = {}
-    for group in graph.prunable():
-        plan = keep_plan(model, graph, {group.index: share})
-        if not plan:
-            continue
-        masked = mask_channels(model, plan, graph)
-        lost = (1.0 - agreement_with(masked, dataset.x_val, teacher, info.heads)) * 100
-        costs[group.producers[0]] = round(lost, 3)
-    return costs
+    curves = {}
+    for group in sorted(graph.prunable(), key=lambda g: -g.size)[:max_groups]:
+        costs = {}
+        for share in shares:
+            if out_of_time():
+                return curves
+            plan = keep_plan(model, graph, {group.index: share})
+            if plan:
+                masked = mask_channels(model, plan, graph)
+                costs[share] = round((1.0 - agreement_with(masked, dataset.x_val, teacher, info.heads)) * 100, 3)
+        if costs:
+            curves[group.producers[0]] = {"channels": group.size, "costs": costs}
+    return curves
 
 
 def prune_channels(
