@@ -270,7 +270,7 @@ class SearchConfig:
     level_epochs: int = 8  # fine-tune epochs per level, each continuing from the previous level's model
     clusters: tuple[int, ...] = (32, 16, 8)  # cluster counts tried on the sparsest models within budget
     cluster_epochs: int = 6
-    channel_shares: tuple[float, ...] = (0.25, 0.5, 0.75)  # structured pruning levels (latency goal), from the model
+    channel_shares: tuple[float, ...] = (0.25, 0.4, 0.5, 0.6, 0.7, 0.8)  # structured pruning levels (latency, flash)
     probe_sparsities: tuple[float, ...] = (0.5, 0.75, 0.9)  # sensitivity: one layer alone pruned to each, no fine-tune
     int4_max_drop: float = 0.5  # a layer takes int4 weights when that alone costs at most this many pp on val
     qat: bool = True  # QAT fallback when post-training int8 of the chosen model misses the budget

@@ -150,3 +150,17 @@ def test_log_axes_get_several_readable_ticks():
     assert len(narrow) >= 3 and narrow[0] >= 0.0073 and narrow[-1] <= 0.0206
     assert [f"{t:g}" for t in narrow] == ["0.008", "0.009", "0.01", "0.02"]
     assert log_ticks(1.0, 1.0) == []
+
+
+def test_the_summary_says_raw_or_gzip_for_every_size_and_ratio():
+    """A device holds the raw bytes, a download the gzip ones: the summary names both, and which each ratio is."""
+    from dataclasses import replace
+
+    from effkit.report.render import REFERENCE_VARIANT, summary
+
+    reference = replace(_v(REFERENCE_VARIANT, 3600, 0.0), size_bytes=4096 * 10)
+    small = replace(_v("small", 1024, -0.5), size_bytes=4096, compression_gzip=3.5)
+    report = replace(_report(), variants=(reference, small), recommended="small")
+    text = summary(report)
+    assert "**small**: 1.0 KiB gzip, 4.0 KiB raw" in text
+    assert "40.0x smaller gzipped than the float32 TFLite file raw (10.0x raw to raw, 3.5x gzip to gzip)" in text

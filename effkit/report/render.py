@@ -311,12 +311,13 @@ def summary(report: Report) -> str:
         drop = report.config.get("max_accuracy_drop")
         return text + f" No artifact is within {drop} pp of it: nothing recommended."
     chosen = report.variant(report.recommended)
-    text += f" Recommended: **{chosen.name}**: {_kib(chosen.gzip_bytes)} KiB gzip"
+    text += f" Recommended: **{chosen.name}**: {_kib(chosen.gzip_bytes)} KiB gzip, {_kib(chosen.size_bytes)} KiB raw"
     reference = _float32_tflite(report)
-    if reference is not None and reference.size_bytes and chosen.gzip_bytes:
+    if reference is not None and reference.size_bytes and chosen.gzip_bytes and chosen.size_bytes:
         text += (
-            f", {reference.size_bytes / chosen.gzip_bytes:.1f}x smaller than the float32 TFLite file "
-            f"({_ratio(chosen.compression_gzip)} when both are gzipped)"
+            f", {reference.size_bytes / chosen.gzip_bytes:.1f}x smaller gzipped than the float32 TFLite file raw "
+            f"({reference.size_bytes / chosen.size_bytes:.1f}x raw to raw, {_ratio(chosen.compression_gzip)} gzip to "
+            "gzip)"
         )
     latency = chosen.latency_ms
     change = change_from_baseline(report, chosen)

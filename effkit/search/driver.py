@@ -305,15 +305,17 @@ class Search:
             self._artifacts(source)
 
     def _channels(self, baseline: Source) -> Iterator[Source]:
-        """For the latency and flash goals: structured pruning, whole channels removed, so that the model is smaller and
-        faster where it runs. Each level removes that share of the channels from the user's model, where removing
-        them alone cost least on validation (`plans.channel_shares`, from each group's measured curve); the levels
-        stop at the first whose model misses the budget."""
+        """For the latency and flash goals: structured pruning, whole channels removed, so that the model is smaller
+        and faster where it runs. Each level is that share of the user's model's channels, taken where removing
+        them alone cost least on validation (`plans.channel_shares`, from each group's measured curve), and goes on
+        from the previous level's model. A level that misses gets one more try with twice the fine-tune; the
+        levels stop at the first that misses twice."""
         from ..techniques.structured import MAX_SHARE
 
         costs = None
-        for share in self.settings.channel_shares:
-            name = f"ch{round(share * 100):d}"
+        previous, before, done = baseline, {}, 0.0
+        for level in self.settings.channel_shares:
+            name = f"ch{round(level * 100):d}"
             if self._out_of_time():
                 return
             if costs is None:
@@ -325,22 +327,29 @@ class Search:
                 if not costs:
                     self.notes.append("search: no structured pruning: no channel group can shrink")
                     return
-            epochs = self._epochs("prune_channels", name, self.settings.level_epochs, minimum=1)
-            if epochs == 0:
-                return
-            shares = channel_shares(share, costs, most=MAX_SHARE)
-            source = self.workshop.source(
-                name,
-                baseline,
-                lambda share=share, shares=shares, epochs=epochs: self.workshop.prune_channels(
-                    baseline, share, shares, epochs=epochs
-                ),
-                settings={"channels": share, "group_shares": shares, "epochs": epochs},
-            )
+            absolute = channel_shares(level, costs, most=MAX_SHARE)
+            shares = {g: round(max(0.0, 1 - (1 - a) / (1 - before.get(g, 0.0))), 4) for g, a in absolute.items()}
+            share = round(1 - (1 - level) / (1 - done), 4)  # of the previous model's channels, for unprobed groups
+            source = None
+            for epochs, suffix in ((self.settings.level_epochs, ""), (2 * self.settings.level_epochs, "-long")):
+                epochs = self._epochs("prune_channels", name + suffix, epochs, minimum=1)
+                if epochs == 0:
+                    return
+                source = self.workshop.source(
+                    name + suffix,
+                    previous,
+                    lambda prev=previous, share=share, shares=shares, epochs=epochs: self.workshop.prune_channels(
+                        prev, share, shares, epochs=epochs
+                    ),
+                    settings={"channels": level, "group_shares": absolute, "epochs": epochs},
+                )
+                if source is not None or self.candidates[-1].decision != Decision.DROPPED or self._out_of_time():
+                    break
             if source is None:
                 return
             yield source
             self._artifacts(source)
+            previous, before, done = source, absolute, level
 
     def _qat_fallback(self, within: list[Source]) -> None:
         """Full-integer artifacts: when PTQ of the best model within budget misses it, train with QAT (keeping
