@@ -106,3 +106,28 @@ def test_the_report_shows_the_best_per_target_and_whether_tflite_micro_runs_each
         "onnx-int8": "",
     }
     assert Report.from_json(report.to_json()) == report
+
+
+def test_the_mobile_pick_is_never_slower_than_the_baseline_int8_file_and_the_size_pick_says_what_it_costs():
+    """int4 convolutions and dynamic-range files are smaller and slower: a phone gets the smallest file within
+    timing noise (10% and 1 us) of the baseline int8 file's p50; the size pick keeps the smallest and says its
+    latency cost in one line."""
+    from effkit.report.render import summary
+
+    variants = [
+        _v("baseline-tflite-int8-litert", 100_000, 90_000, p50=0.0044, micro=_micro()),
+        _v("s95-w4", 54_000, 9_300, quantization="int4", p50=0.0153),
+        _v("s95-a8-noise", 104_000, 13_300, p50=0.0046),
+        _v("s95-a8-slower", 104_000, 13_000, p50=0.0060),
+    ]
+    assert recommend_for(variants, MOBILE, max_accuracy_drop=1.0) == "s95-a8-noise"
+    assert recommend_for(variants[1:], MOBILE, max_accuracy_drop=1.0) == "s95-w4"  # no int8 reference: the smallest
+    slow_only = [variants[0], variants[1], variants[3]]
+    assert recommend_for(slow_only, MOBILE, max_accuracy_drop=1.0) == "baseline-tflite-int8-litert"
+    picks = recommend_by_target(variants, max_accuracy_drop=1.0)
+    report = Report(environment={}, config={"max_accuracy_drop": 1.0}, model={}, data={"test": 100},
+                    baseline={"top1": 0.97}, variants=tuple(variants), recommended="s95-w4",
+                    recommended_by_target=picks)  # fmt: skip
+    line = summary(report)
+    assert "Its size costs latency: 3.5x the p50 of `baseline-tflite-int8-litert` (0.0044 ms)" in line
+    assert "the mobile pick, `s95-a8-noise`, is the smallest that is not slower." in line

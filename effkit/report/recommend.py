@@ -7,18 +7,19 @@ from dataclasses import replace
 
 from ..types import REFERENCE_VARIANT, Status, Variant
 from .render import recommend
-from .targets import MOBILE, recommend_by_target, refusal
+from .targets import MOBILE, int8_reference, not_slower, recommend_by_target, refusal
 
 
 def recommendations(
     variants: list[Variant], *, max_accuracy_drop: float, search_pick: str | None = None
 ) -> tuple[str | None, dict[str, str | None]]:
-    """The recommended variant and the best per target. A search's own pick (by its goal) overrides both the
-    recommendation and, when a phone can run it, the mobile pick."""
+    """The recommended variant and the best per target. A search's own pick (by its goal) overrides the
+    recommendation, and the mobile pick when a phone can run it and it is no slower than the baseline int8 file."""
     recommended = search_pick or recommend(variants, max_accuracy_drop=max_accuracy_drop)
     by_target = recommend_by_target(variants, max_accuracy_drop=max_accuracy_drop)
     chosen = next((v for v in variants if v.name == search_pick), None)
-    if chosen is not None and refusal(chosen, MOBILE) is None:
+    int8 = int8_reference(variants)
+    if chosen is not None and refusal(chosen, MOBILE) is None and (int8 is None or not_slower(chosen, int8)):
         by_target[MOBILE] = search_pick
     return recommended, by_target
 

@@ -15,7 +15,17 @@ from ..files import write_text
 from ..ship.micro import arena_with_margin
 from ..stats import PairedChange, paired_change
 from ..types import REFERENCE_VARIANT, Report, Status, Variant, variant_name
-from .targets import DESCRIPTIONS, MCU, MOBILE, TARGETS, arena_bytes, flash_bytes, recommend_for
+from .targets import (
+    DESCRIPTIONS,
+    MCU,
+    MOBILE,
+    TARGETS,
+    arena_bytes,
+    flash_bytes,
+    int8_reference,
+    not_slower,
+    recommend_for,
+)
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -322,7 +332,16 @@ def summary(report: Report) -> str:
     latency = chosen.latency_ms
     change = change_from_baseline(report, chosen)
     delta = change.describe() if change else f"{_signed(chosen.top1_delta_pp)} pp"
-    return text + f"; top-1 {_percent(chosen.top1)} ({delta}), p50 {_ms(latency.p50 if latency else None)} ms."
+    text += f"; top-1 {_percent(chosen.top1)} ({delta}), p50 {_ms(latency.p50 if latency else None)} ms."
+    int8 = int8_reference(report.variants)
+    if int8 is not None and latency is not None and not not_slower(chosen, int8):
+        text += f" Its size costs latency: {latency.p50 / int8.latency_ms.p50:.1f}x the p50 of `{int8.name}` "
+        text += f"({_ms(int8.latency_ms.p50)} ms)"
+        mobile = (report.recommended_by_target or {}).get(MOBILE)
+        if mobile and mobile != chosen.name and not_slower(report.variant(mobile), int8):
+            text += f"; the mobile pick, `{mobile}`, is the smallest that is not slower"
+        text += "."
+    return text
 
 
 def targets_section(report: Report) -> str:

@@ -1,7 +1,10 @@
 """Deployment targets and the one rule that picks a variant for each: what a phone runs, what a microcontroller runs.
 
 - `mobile`: a .tflite that LiteRT runs or an .onnx that ONNX Runtime runs. The best is the smallest gzip size
-  within the accuracy budget, then the lowest p50 latency (the download and the app bundle are compressed).
+  within the accuracy budget (the download and the app bundle are compressed), then the lowest p50 latency, among
+  those no slower than the run's baseline int8 TFLite file beyond timing noise (`not_slower`): a phone runs what
+  it downloads, and a smaller file whose kernels are slower (int4 convolutions, dynamic-range activations) is no
+  saving there. When no candidate is that fast, or the run has no int8 file, the smallest is taken.
 - `mcu`: a full-integer .tflite that TFLite Micro runs, as checked op by op and loaded in its interpreter
   (`micro.check`, recorded as each TFLite variant's `micro`). The best is the smallest flash within the budget:
   the raw file, or its LUT-compressed copy when there is one (a microcontroller stores the file uncompressed),
@@ -18,10 +21,12 @@ from collections.abc import Iterable
 
 from ..config import Format
 from ..errors import ConfigError
-from ..types import Status, Variant
+from ..types import BASELINE_SOURCE, Status, Variant, variant_name
 
 MOBILE = "mobile"
 MCU = "mcu"
+NOISE_SHARE = 0.10  # a p50 this much above the int8 reference's (and NOISE_MS) is slower, not noise
+NOISE_MS = 0.001
 TARGETS = (MOBILE, MCU)
 DESCRIPTIONS = {
     MOBILE: "LiteRT or ONNX Runtime",
@@ -82,6 +87,7 @@ def arena_bytes(variant: Variant) -> int | None:
 def recommend_for(variants: Iterable[Variant], target: str, *, max_accuracy_drop: float) -> str | None:
     """The name of the best variant `target` can take within `max_accuracy_drop` pp of the baseline, or None."""
     check_target(target)
+    variants = list(variants)
     candidates = [
         v
         for v in variants
@@ -97,10 +103,26 @@ def recommend_for(variants: Iterable[Variant], target: str, *, max_accuracy_drop
         return v.latency_ms.p50 if v.latency_ms else float("inf")
 
     if target == MOBILE:
-        best = min(candidates, key=lambda v: (v.gzip_bytes, latency(v)))
+        reference = int8_reference(variants)
+        fast = [v for v in candidates if reference is None or not_slower(v, reference)]
+        best = min(fast or candidates, key=lambda v: (v.gzip_bytes, latency(v)))
     else:
         best = min(candidates, key=lambda v: (flash_bytes(v), arena_bytes(v) or 0, -(v.top1 or 0.0), latency(v)))
     return best.name
+
+
+def int8_reference(variants: Iterable[Variant]) -> Variant | None:
+    """The run's fastest baseline int8 TFLite file (converter or LiteRT quantizer): what any int8 runtime runs."""
+    name = variant_name(BASELINE_SOURCE, Format.TFLITE, "int8")
+    timed = [v for v in variants if v.name.startswith(name) and v.status == Status.OK and v.latency_ms]
+    return min(timed, key=lambda v: v.latency_ms.p50, default=None)
+
+
+def not_slower(variant: Variant, reference: Variant) -> bool:
+    """Whether `variant`'s p50 is within timing noise of `reference`'s, or below it."""
+    if variant.latency_ms is None:
+        return False
+    return variant.latency_ms.p50 <= reference.latency_ms.p50 * (1 + NOISE_SHARE) + NOISE_MS
 
 
 def recommend_by_target(variants: Iterable[Variant], *, max_accuracy_drop: float) -> dict[str, str | None]:
