@@ -313,6 +313,18 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--threads", type=int, default=1, help="runtime threads")
     _common(verify)
     verify.set_defaults(command=_verify)
+
+    report = commands.add_parser(
+        "report",
+        help="add figures timed on a device (effkit-edge bench) to a run's report",
+        description="Read each device result, check its signature and that it is for a variant of this run whose "
+        "file has the bytes the device timed, and add it to report.json (`devices`) and report.md (a column per "
+        "device beside this machine's p50).",
+    )
+    report.add_argument("run", help="an output folder of effkit compress")
+    report.add_argument("--device", nargs="+", required=True, metavar="RESULT", help="device-result.json files")
+    _common(report)
+    report.set_defaults(command=_report)
     return parser
 
 
@@ -550,6 +562,16 @@ def _bundle(args: argparse.Namespace) -> int:
             f"{len(micro['ops'])} ops, agrees with LiteRT on {micro['top1_agreement_with_litert']:.1%}"
         )
     print(line)
+    return EXIT_OK
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .report.devices import add_devices
+
+    report = add_devices(Path(args.run), [Path(p) for p in args.device])
+    print(f"{args.run}: {len(report.devices)} device figure(s) in report.json and report.md")
     return EXIT_OK
 
 

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from .edge.timing import DEFAULT as PROTOCOL
 from .errors import ConfigError
 
 
@@ -212,11 +213,12 @@ class LatencyConfig:
     threads: tuple[int, ...] = (1,)  # LiteRT num_threads and ONNX Runtime intra-op threads
     ort_optimization: OrtOptimization = OrtOptimization.ALL
     memory: bool = False  # peak memory of each runtime, in a subprocess of its own (about 1 s per artifact)
-    warmup_runs: int = 10
-    warmup_seconds: float = 0.2
-    min_runs: int = 200
-    min_seconds: float = 0.5
-    max_seconds: float = 10.0  # a very slow artifact stops here, with fewer runs recorded
+    # The protocol's defaults are the device's (`edge.timing.Protocol`): one protocol on both sides.
+    warmup_runs: int = PROTOCOL.warmup_runs
+    warmup_seconds: float = PROTOCOL.warmup_seconds
+    min_runs: int = PROTOCOL.min_runs
+    min_seconds: float = PROTOCOL.min_seconds
+    max_seconds: float = PROTOCOL.max_seconds  # a very slow artifact stops here, with fewer runs recorded
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ort_optimization", OrtOptimization(self.ort_optimization))

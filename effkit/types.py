@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -72,22 +71,10 @@ class Latency:
     def from_seconds(
         cls, seconds: list[float], *, batch: int, threads: int, runtime: dict[str, Any] | None = None
     ) -> Latency:
-        if not seconds:
-            raise ValueError("no timings")
-        ms = sorted(value * 1e3 for value in seconds)
-        return cls(
-            p50=_percentile(ms, 50),
-            p90=_percentile(ms, 90),
-            p99=_percentile(ms, 99),
-            mean=statistics.fmean(ms),
-            stdev=statistics.stdev(ms) if len(ms) > 1 else 0.0,
-            min=ms[0],
-            batch=batch,
-            threads=threads,
-            runs=len(ms),
-            throughput=batch / (statistics.fmean(ms) / 1e3),
-            runtime=runtime,
-        )
+        """The figures of `seconds` per call (`edge.timing.summarize`, what a device computes too)."""
+        from .edge.timing import summarize
+
+        return cls(**summarize(seconds, batch=batch), batch=batch, threads=threads, runtime=runtime)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,16 +82,6 @@ class Latency:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Latency:
         return cls(**known_fields(cls, data))
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), without importing numpy."""
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    rank = (len(sorted_values) - 1) * q / 100.0
-    low = int(rank)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
 
 
 @dataclass(frozen=True)
@@ -196,6 +173,7 @@ class Report:
     sensitivity: dict[str, Any] | None = None  # per-layer sensitivity table (`sensitivity.Sensitivity`)
     # the best variant for each deployment target (`targets.TARGETS`: "mobile", "mcu"), None where none qualifies
     recommended_by_target: dict[str, str | None] | None = None
+    devices: tuple[dict[str, Any], ...] = ()  # figures timed on devices (`report.devices`, `effkit report --device`)
     schema_version: int = SCHEMA_VERSION
 
     def variant(self, name: str) -> Variant:
@@ -223,6 +201,7 @@ class Report:
             "notes": list(self.notes),
             **({"search": self.search} if self.search is not None else {}),
             **({"sensitivity": self.sensitivity} if self.sensitivity is not None else {}),
+            **({"devices": list(self.devices)} if self.devices else {}),
         }
 
     def to_json(self) -> str:
@@ -233,6 +212,7 @@ class Report:
         values = known_fields(cls, data)
         values["variants"] = tuple(Variant.from_dict(v) for v in data.get("variants", ()))
         values["notes"] = tuple(values.get("notes") or ())
+        values["devices"] = tuple(values.get("devices") or ())
         return cls(**values)
 
     @classmethod

@@ -216,6 +216,8 @@ def to_markdown(report: Report) -> str:
         lines += search_section(report.search), ""
     if report.sensitivity:
         lines += sensitivity_section(report.sensitivity), ""
+    if report.devices:
+        lines += devices_section(report), ""
     latency = report.config.get("latency", {})
     headline = next((v.latency_ms for v in report.variants if v.latency_ms and v.format != Format.KERAS), None)
     batch, threads = (headline.batch, headline.threads) if headline else ("?", "?")
@@ -495,3 +497,30 @@ def _ms(value: float | None) -> str:
     if value is None:
         return ""
     return f"{value:.4f}" if value < 1 else f"{value:.2f}"
+
+
+def devices_section(report: Report) -> str:
+    """report.md's device table (`devices.add_devices` adds the entries): each variant timed on a device, this
+    machine's p50 beside each device's."""
+    devices = list(dict.fromkeys(entry["kernels_key"] for entry in report.devices))
+    by_device = {key: [e for e in report.devices if e["kernels_key"] == key] for key in devices}
+    lines = ["## On the device", ""]
+    for index, key in enumerate(devices, 1):
+        lines.append(f"- device {index}: {by_device[key][0]['device_line']}")
+    lines.append("")
+    columns = " | ".join(f"device {i} p50 ms (p90)" for i in range(1, len(devices) + 1))
+    header = f"| variant | this machine p50 ms | {columns}"
+    lines += [header + " |", "|---|---:|" + "---:|" * len(devices)]
+    for name in dict.fromkeys(entry["variant"] for entry in report.devices):
+        host = report.variant(name).latency_ms
+        cells = []
+        for key in devices:
+            timed = [e for e in by_device[key] if e["variant"] == name]
+            latency = timed[-1]["latency_ms"] if timed else None
+            runtime = (timed[-1].get("runtime") or {}) if timed else {}
+            shape = f", batch {runtime.get('batch', '?')}, {runtime.get('threads', '?')} thread(s)"
+            cells.append(f"{latency['p50']:.4f} ({latency['p90']:.4f}{shape})" if latency else "")
+        lines.append(f"| `{name}` | {f'{host.p50:.4f}' if host else ''} | " + " | ".join(cells) + " |")
+    lines += ["", "Each device timed the bundle's artifact under effkit's protocol (`effkit-edge bench`), on the "
+              "bundle's golden inputs; a device's figures compare only with the same device."]  # fmt: skip
+    return "\n".join(lines)

@@ -5,9 +5,7 @@ No framework imports: runtimes hand in predictions and callables, models hand in
 
 from __future__ import annotations
 
-import gc
 import gzip
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -194,33 +192,12 @@ def batch_of(x: np.ndarray, batch: int) -> np.ndarray:
 def time_latency(
     call: Callable[[], Any], *, config: LatencyConfig, batch: int, threads: int, runtime: dict | None = None
 ) -> Latency:
-    """Time `call` under effkit's one latency protocol.
+    """Time `call` under effkit's one latency protocol (`edge.timing.time_calls`, the loop a device runs too):
+    warm-up for at least `warmup_runs` calls and `warmup_seconds`, then single calls until both `min_runs` and
+    `min_seconds` are reached (or `max_seconds` passes), with the garbage collector paused."""
+    from ..edge.timing import time_calls
 
-    Warm-up for at least `warmup_runs` calls and `warmup_seconds`, then time single calls until both `min_runs`
-    and `min_seconds` are reached (or `max_seconds` passes). The garbage collector is paused while timing.
-    """
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        started = time.perf_counter()
-        runs = 0
-        while runs < config.warmup_runs or time.perf_counter() - started < config.warmup_seconds:
-            call()
-            runs += 1
-            if time.perf_counter() - started > config.max_seconds:
-                break
-        timings: list[float] = []
-        started = time.perf_counter()
-        while len(timings) < config.min_runs or time.perf_counter() - started < config.min_seconds:
-            before = time.perf_counter()
-            call()
-            timings.append(time.perf_counter() - before)
-            if time.perf_counter() - started > config.max_seconds:
-                break
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return Latency.from_seconds(timings, batch=batch, threads=threads, runtime=runtime)
+    return Latency.from_seconds(time_calls(call, config), batch=batch, threads=threads, runtime=runtime)
 
 
 def latency_grid(

@@ -232,6 +232,8 @@ def _write_bundle(
             "format": fmt.value,
             "runtime": "litert" if fmt == Format.TFLITE else "onnxruntime",
             "sha256": hashlib.sha256(raw).hexdigest(),
+            # the run's file it was made from, before the metadata went in: what `effkit report --device` matches
+            "source_sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
             "size_bytes": len(raw),
             "gzip_bytes": len(gzip.compress(raw, mtime=0)),
             "metadata": None if target == "mcu" else f"{METADATA_KEY} ({_metadata_place(fmt)})",
