@@ -523,3 +523,41 @@ def test_the_flash_goal_ranks_by_raw_bytes_and_prunes_channels_not_weights(tiny_
     within = [c for c in search.candidates if c.decision in (Decision.FRONT, Decision.DOMINATED)]
     assert front[0].size_bytes == min(c.size_bytes for c in within)
     assert front[0].parent == "ch50"  # half the channels: fewer raw bytes than any plan of the full model
+
+
+def test_after_two_misses_on_test_the_rest_of_that_pruning_level_is_passed_over():
+    """Validation was optimistic about a level when two of its candidates miss on test: its other candidates
+    (clustered ones included) share that optimism, so they are rejected unmeasured and the next level's are
+    measured. A trace of plain records, as the search leaves it."""
+    from pathlib import Path
+
+    from effkit.search.judge import Judge
+    from effkit.search.records import Artifact, Candidate, Source, Trace
+    from effkit.types import Variant
+
+    models = [("baseline", None, {}), ("s80", "baseline", {"sparsity": 0.8}), ("s85", "s80", {"sparsity": 0.85}),
+              ("s85-c8", "s85", {"clusters": 8})]  # fmt: skip
+    trace = Trace([Candidate(name, "model", parent, settings, Decision.KEPT) for name, parent, settings in models])
+    sources = {name: Source(name, None, (), {}, 0.0, 0.9, None) for name, _, _ in models}
+    for gzip, (name, source) in enumerate([("s85-c8-w4", "s85-c8"), ("s85-w4", "s85"), ("s85-c8-a8", "s85-c8"),
+                                            ("s85-a8", "s85"), ("s80-w4", "s80")], start=10):  # fmt: skip
+        candidate = Candidate(name, "artifact", source, {}, Decision.FRONT, val_drop_pp=0.0, gzip_bytes=gzip)
+        trace.record(candidate)
+        trace.artifacts[name] = Artifact(candidate, Path(f"{name}.tflite"), sources[source], "tflite", "int8", ())
+    judge = Judge(info=None, x_val=np.zeros((288, 1)), labels=None, budget_pp=1.0, goal="size",
+                  quantized_agreement=97.0)  # fmt: skip
+    assert judge.level_of(trace, "s85-c8") == "s85" and judge.level_of(trace, "s80") == "s80"
+    measured = []
+
+    def measure(artifact):
+        measured.append(artifact.candidate.name)
+        drop = 2.0 if artifact.candidate.name.startswith("s85") else 0.2
+        return Variant(name=f"search-{artifact.candidate.name}", format="tflite", quantization="int8",
+                       backend="litert", path="x.tflite", top1=0.9, top1_delta_pp=-drop)  # fmt: skip
+
+    chosen = judge.confirm(trace, measure, lambda artifact: 0.5)  # the models themselves are within budget
+    assert measured == ["s85-c8-w4", "s85-w4", "s80-w4"] and chosen.name == "search-s80-w4"
+    for name in ("s85-c8-a8", "s85-a8"):
+        candidate = trace.candidates[trace.index(name)]
+        assert candidate.decision == Decision.REJECTED and candidate.variant is None
+        assert candidate.reason == "2 candidates of s85 missed on the test split (not measured)"

@@ -17,6 +17,7 @@ from ..runtime.measure import parity, primary_top1
 from .records import Artifact, Candidate, Decision, Source, Trace
 
 MAX_CONFIRMED = 6  # front candidates measured on test before giving up
+LEVEL_MISSES = 2  # candidates of one pruning level that miss on test before the rest of the level is passed over
 WITHIN = (Decision.KEPT, Decision.FRONT, Decision.DOMINATED)
 
 
@@ -118,10 +119,12 @@ class Judge:
         chosen. When the whole front misses, the front of what is left is next, up to `MAX_CONFIRMED` measurements.
         `model_drop(artifact)` is the test drop of the Keras model the artifact was made from: when a candidate
         misses and its model alone already misses, the other candidates of that model are rejected with it,
-        unmeasured, since no quantization of a model wins back what the model lost.
+        unmeasured, since no quantization of a model wins back what the model lost. When two candidates of one
+        pruning level (`level_of`) have missed, the rest of that level is passed over the same way.
         Returns the chosen Variant, or None (each rejection is in the trace and in its notes).
         """
         rejected: list[str] = []
+        misses: dict[str, int] = {}  # per pruning level, candidates that missed on test
         measured = 0
         while measured < MAX_CONFIRMED and (front := self.front(trace.artifacts.values(), without=rejected)):
             candidate = front[0]
@@ -142,7 +145,35 @@ class Judge:
             dropped = model_drop(artifact) if model_drop is not None and variant.ok else None
             if dropped is not None and dropped > self.budget_pp + 1e-9:
                 rejected.extend(self._reject_siblings(trace, artifact, dropped, rejected))
+            level = self.level_of(trace, artifact.source.name)
+            misses[level] = misses.get(level, 0) + 1
+            if misses[level] == LEVEL_MISSES:
+                rejected.extend(self._reject_level(trace, level, rejected))
         return None
+
+    @staticmethod
+    def level_of(trace: Trace, source: str) -> str:
+        """The pruning level a source descends from: up its parents past clustering, QAT and the like, to the first
+        model that is a level of its own (`s85` for `s85-c16`), or the baseline."""
+        by_name = {c.name: c for c in trace.candidates if c.kind == "model"}
+        name = source
+        while name in by_name and "clusters" in by_name[name].settings and by_name[name].parent:
+            name = by_name[name].parent
+        return name
+
+    def _reject_level(self, trace: Trace, level: str, rejected: list[str]) -> list[str]:
+        """After `LEVEL_MISSES` candidates of one level missed on test, the level's other candidates are rejected
+        unmeasured: its validation figures were optimistic, and its siblings share them."""
+        names = [name for name, a in trace.artifacts.items() if name not in rejected
+                 and self.level_of(trace, a.source.name) == level
+                 and trace.candidates[trace.index(name)].decision in (Decision.FRONT, Decision.DOMINATED)]  # fmt: skip
+        why = f"{LEVEL_MISSES} candidates of {level} missed on the test split (not measured)"
+        for name in names:
+            trace.update(trace.index(name), decision=Decision.REJECTED, reason=why)
+        if names:
+            trace.notes.append(f"search: {LEVEL_MISSES} candidates of {level} missed on the test split: none of its "
+                               f"{len(names)} others is measured")  # fmt: skip
+        return names
 
     @staticmethod
     def _reject_siblings(trace: Trace, artifact: Artifact, dropped: float, rejected: list[str]) -> list[str]:
