@@ -414,12 +414,15 @@ def test_when_a_candidates_own_model_misses_on_test_its_siblings_are_rejected_un
 
 def test_a_quantized_candidate_needs_the_parity_bar_plus_one_standard_error_on_validation(latency_search):
     """97% agreement on test, over 288 validation samples: 97% + sqrt(0.97 x 0.03 / 288) = 98.01% on validation.
-    Every artifact below that was dropped for it; every one kept meets it."""
+    Every artifact below that was dropped for it (or, when it also lost too much, for that); every one kept meets
+    it."""
     assert len(latency_search.dataset.x_val) == 288
     assert latency_search.agreement_needed() == 98.01
+    budget = latency_search.judge.budget_pp
     for candidate in latency_search.candidates:
         if candidate.kind == "artifact" and candidate.agreement is not None and candidate.agreement < 98.01:
-            assert candidate.decision == Decision.DROPPED and "agreement" in candidate.reason, candidate
+            why = "agreement" if candidate.val_drop_pp <= budget + 1e-9 else "on validation"
+            assert candidate.decision == Decision.DROPPED and why in candidate.reason, candidate
         elif candidate.decision in (Decision.FRONT, Decision.DOMINATED):
             assert candidate.agreement is None or candidate.agreement >= 98.01, candidate
 
@@ -561,3 +564,30 @@ def test_after_two_misses_on_test_the_rest_of_that_pruning_level_is_passed_over(
         candidate = trace.candidates[trace.index(name)]
         assert candidate.decision == Decision.REJECTED and candidate.variant is None
         assert candidate.reason == "2 candidates of s85 missed on the test split (not measured)"
+
+
+def test_a_candidate_beyond_the_devices_limits_is_not_on_the_front():
+    """--max-latency-ms and --max-flash bound the search too: a candidate over either (its quick p50, its raw
+    bytes) is dropped with the reason, and the front is what is left."""
+    from pathlib import Path
+
+    from effkit.config import Limits
+    from effkit.search.judge import Judge
+    from effkit.search.records import Artifact, Candidate, Source, Trace
+
+    source = Source("baseline", None, (), {}, 0.0, 0.9, None)
+    trace = Trace([Candidate("baseline", "model", None, {}, Decision.KEPT)])
+    for name, size, gzip, p50 in (("w4", 50_000, 9_000, 0.015), ("a8", 100_000, 13_000, 0.004),
+                                  ("ch50-a8", 31_000, 26_000, 0.0026)):  # fmt: skip
+        candidate = Candidate(name, "artifact", "baseline", {}, Decision.KEPT, val_drop_pp=0.0, size_bytes=size,
+                              gzip_bytes=gzip, p50_ms=p50)  # fmt: skip
+        trace.record(candidate)
+        trace.artifacts[name] = Artifact(candidate, Path(f"{name}.tflite"), source, "tflite", "int8", ())
+    judge = Judge(info=None, x_val=np.zeros((288, 1)), labels=None, budget_pp=1.0, goal="size",
+                  quantized_agreement=97.0, limits=Limits(latency_ms=0.01, flash_bytes=64 * 1024))  # fmt: skip
+    assert [c.name for c in judge.front(trace.artifacts.values())] == ["ch50-a8"]
+    judge.mark_front(trace)
+    decisions = {c.name: (c.decision, c.reason) for c in trace.candidates}
+    assert decisions["w4"] == (Decision.DROPPED, "p50 0.015 ms is over the 0.01 ms limit")
+    assert decisions["a8"] == (Decision.DROPPED, "100,000 raw bytes are over the 65,536-byte flash limit")
+    assert decisions["ch50-a8"][0] == Decision.FRONT
