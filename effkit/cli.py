@@ -21,6 +21,7 @@ from .config import (
     CompressConfig,
     Format,
     LatencyConfig,
+    Limits,
     OnnxQuantConfig,
     OrtCalibration,
     OrtOptimization,
@@ -35,6 +36,7 @@ from .config import (
     parse_duration,
     parse_enum,
     parse_enum_list,
+    parse_size,
     parse_sparsities,
 )
 from .errors import ConfigError, EffkitError, InputError, first_line
@@ -166,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.max_accuracy_drop,
         help="largest top-1 drop (percentage points) a recommended variant may have",
     )
+    compress.add_argument("--max-latency-ms", type=float, help="recommend nothing slower than this p50 (ms)")
+    compress.add_argument(
+        "--max-flash",
+        help="recommend nothing larger in raw bytes (mcu: TFLite Micro's flash), e.g. 65536, 64KiB, 1MiB",
+    )
+    compress.add_argument("--max-arena", help="recommend no mcu variant whose TFLite Micro arena is larger, e.g. 16KiB")
     compress.add_argument(
         "--threads", default="1", help="runtime threads for latency, comma-separated; the first is the headline"
     )
@@ -472,6 +480,11 @@ def _compress_config(args: argparse.Namespace) -> CompressConfig:
         quantizations=parse_enum_list(Quant, args.quant, what="quantization"),
         formats=parse_enum_list(Format, args.formats, what="format"),
         max_accuracy_drop=args.max_accuracy_drop,
+        limits=Limits(
+            latency_ms=args.max_latency_ms,
+            flash_bytes=parse_size(args.max_flash, what="--max-flash") if args.max_flash else None,
+            arena_bytes=parse_size(args.max_arena, what="--max-arena") if args.max_arena else None,
+        ),
         calibration_samples=args.calibration_samples,
         seed=args.seed,
         tflite_backends=_tflite_backends(args.tflite_backend),

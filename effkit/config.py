@@ -7,6 +7,7 @@ strings.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -244,6 +245,32 @@ class SearchGoal(StrEnum):
     FLASH = "flash"  # the smallest artifact in raw bytes (what flash, storage or a memory map holds) within the budget
 
 
+def parse_size(text: str, *, what: str) -> int:
+    """`65536`, `64KiB`, `64k`, `1.5MiB`, `2M` -> bytes (k/K and KiB are 1024)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmM]?)(i?[bB])?\s*", text)
+    if match is None:
+        raise ConfigError(f"{what} {text!r} is not a size; use e.g. 65536, 64KiB or 1MiB")
+    value = float(match.group(1)) * {"": 1, "k": 1024, "m": 1024**2}[match.group(2).lower()]
+    if not value >= 1:
+        raise ConfigError(f"{what} must be at least one byte, got {text!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the device allows: a variant beyond any of these is never recommended, and a search candidate beyond
+    the latency or flash bound is not on its front. None: no bound."""
+
+    latency_ms: float | None = None  # p50 at the headline batch and threads
+    flash_bytes: int | None = None  # raw bytes: the file for mobile; TFLite Micro's flash (LUT copy counted) for mcu
+    arena_bytes: int | None = None  # TFLite Micro's measured tensor arena (mcu)
+
+    def validate(self) -> None:
+        for name, value in (("latency", self.latency_ms), ("flash", self.flash_bytes), ("arena", self.arena_bytes)):
+            if value is not None and not value > 0:
+                raise ConfigError(f"the {name} limit must be positive, got {value}")
+
+
 def parse_duration(text: str) -> float:
     """`90s`, `10m`, `1.5h` or plain seconds -> seconds."""
     units = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -320,6 +347,7 @@ class CompressConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     onnx_quant: OnnxQuantConfig = field(default_factory=OnnxQuantConfig)
     parity: ParityConfig = field(default_factory=ParityConfig)
+    limits: Limits = field(default_factory=Limits)  # the device's bounds on what is recommended
     search: SearchConfig | None = None  # None: measure the grid above; else search within max_accuracy_drop
 
     def __post_init__(self) -> None:
@@ -360,6 +388,7 @@ class CompressConfig:
         self.prune.validate()
         self.latency.validate()
         self.parity.validate()
+        self.limits.validate()
         if self.search is not None:
             self.search.validate()
 
@@ -399,6 +428,7 @@ class CompressConfig:
             "latency": LatencyConfig,
             "onnx_quant": OnnxQuantConfig,
             "parity": ParityConfig,
+            "limits": Limits,
             "search": SearchConfig,
         }
         for name, nested_class in nested.items():

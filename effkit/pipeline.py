@@ -442,7 +442,10 @@ def _report(
 ) -> Report:
     variants = with_compression(variants)
     recommended, by_target = recommendations(
-        variants, max_accuracy_drop=config.max_accuracy_drop, search_pick=search.chosen_variant() if search else None
+        variants,
+        max_accuracy_drop=config.max_accuracy_drop,
+        search_pick=search.chosen_variant() if search else None,
+        limits=config.limits,
     )
     notes = list(speed_notes(variants, fingerprint()))
     if search is not None:

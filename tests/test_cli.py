@@ -141,3 +141,12 @@ def test_a_bad_budget_is_one_line_and_exit_2(given, message, capsys):
     assert main(["compress", "--search", "size", "--budget", given, "--quiet"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_the_devices_limits_parse_from_the_command_line():
+    from effkit.cli import _compress_config, _parser
+
+    args = ["compress", "--max-latency-ms", "0.01", "--max-flash", "64KiB", "--max-arena", "16k"]
+    limits = _compress_config(_parser().parse_args(args)).limits
+    assert (limits.latency_ms, limits.flash_bytes, limits.arena_bytes) == (0.01, 65536, 16384)
+    assert _compress_config(_parser().parse_args(["compress"])).limits.flash_bytes is None

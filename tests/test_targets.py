@@ -131,3 +131,33 @@ def test_the_mobile_pick_is_never_slower_than_the_baseline_int8_file_and_the_siz
     line = summary(report)
     assert "Its size costs latency: 3.5x the p50 of `baseline-tflite-int8-litert` (0.0044 ms)" in line
     assert "the mobile pick, `s95-a8-noise`, is the smallest that is not slower." in line
+
+
+def test_the_devices_limits_bound_every_pick():
+    """--max-latency-ms, --max-flash and --max-arena: nothing beyond them is recommended, for either target; the
+    next best within them is, and none when nothing is."""
+    from effkit.config import Limits
+    from effkit.report.targets import beyond
+
+    picks = recommend_by_target(VARIANTS, max_accuracy_drop=1.0, limits=Limits(flash_bytes=22_000))
+    assert picks == {MOBILE: "onnx-int8", MCU: None}  # the smallest gzip is 23,000 raw bytes; no mcu file fits
+    slow = [dataclasses.replace(v, latency_ms=Latency.from_seconds([0.05e-3], batch=1, threads=1))
+            if v.name == "dynamic" else v for v in VARIANTS]  # fmt: skip
+    assert recommend_for(slow, MOBILE, max_accuracy_drop=1.0, limits=Limits(latency_ms=0.02)) == "onnx-int8"
+    assert recommend_for(VARIANTS, MCU, max_accuracy_drop=1.0, limits=Limits(arena_bytes=3000)) is None
+    assert recommend_for(VARIANTS, MCU, max_accuracy_drop=1.0, limits=Limits(arena_bytes=4500)) == "int8"
+    by_name = {v.name: v for v in VARIANTS}
+    assert beyond(by_name["int8-bigger-arena"], MCU, Limits(arena_bytes=4500)) == (
+        "a 5000-byte arena is over the 4,500-byte limit"
+    )
+    assert beyond(by_name["int8"], MCU, Limits()) is None
+
+
+def test_sizes_parse_in_bytes_kib_and_mib():
+    from effkit.config import parse_size
+    from effkit.errors import ConfigError
+
+    assert parse_size("65536", what="x") == parse_size("64KiB", what="x") == parse_size("64k", what="x") == 65536
+    assert parse_size("1.5MiB", what="x") == 1_572_864 and parse_size("2M", what="x") == 2 * 1024**2
+    with pytest.raises(ConfigError, match="--max-flash 'lots' is not a size"):
+        parse_size("lots", what="--max-flash")

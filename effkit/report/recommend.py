@@ -4,20 +4,23 @@ that rank them, and the notes on savings the runtime does not realise."""
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from ..types import REFERENCE_VARIANT, Status, Variant
 from .render import recommend
-from .targets import MOBILE, int8_reference, not_slower, recommend_by_target, refusal
+from .targets import MOBILE, beyond, int8_reference, not_slower, recommend_by_target, refusal
 
 
 def recommendations(
-    variants: list[Variant], *, max_accuracy_drop: float, search_pick: str | None = None
+    variants: list[Variant], *, max_accuracy_drop: float, search_pick: str | None = None, limits: Any = None
 ) -> tuple[str | None, dict[str, str | None]]:
     """The recommended variant and the best per target. A search's own pick (by its goal) overrides the
     recommendation, and the mobile pick when a phone can run it and it is no slower than the baseline int8 file."""
-    recommended = search_pick or recommend(variants, max_accuracy_drop=max_accuracy_drop)
-    by_target = recommend_by_target(variants, max_accuracy_drop=max_accuracy_drop)
     chosen = next((v for v in variants if v.name == search_pick), None)
+    if chosen is not None and beyond(chosen, MOBILE, limits) is not None:
+        chosen, search_pick = None, None  # the search's pick is beyond the device's limits: the grid's rule picks
+    recommended = search_pick or recommend(variants, max_accuracy_drop=max_accuracy_drop, limits=limits)
+    by_target = recommend_by_target(variants, max_accuracy_drop=max_accuracy_drop, limits=limits)
     int8 = int8_reference(variants)
     if chosen is not None and refusal(chosen, MOBILE) is None and (int8 is None or not_slower(chosen, int8)):
         by_target[MOBILE] = search_pick

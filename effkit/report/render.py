@@ -108,10 +108,10 @@ def speed_notes(variants: Iterable[Variant], cpu: CpuFingerprint) -> tuple[str, 
     return (head + why,)
 
 
-def recommend(variants: Iterable[Variant], *, max_accuracy_drop: float) -> str | None:
+def recommend(variants: Iterable[Variant], *, max_accuracy_drop: float, limits: Any = None) -> str | None:
     """The smallest gzip size among `ok` deployable artifacts whose top-1 drop is within the tolerance (pp): the
     `mobile` target's rule (`targets.recommend_for`)."""
-    return recommend_for(variants, MOBILE, max_accuracy_drop=max_accuracy_drop)
+    return recommend_for(variants, MOBILE, max_accuracy_drop=max_accuracy_drop, limits=limits)
 
 
 def write_report(report: Report, out_dir: Path) -> tuple[Path, Path]:

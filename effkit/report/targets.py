@@ -18,6 +18,7 @@ Records only: nothing here imports a framework.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from ..config import Format
 from ..errors import ConfigError
@@ -84,8 +85,11 @@ def arena_bytes(variant: Variant) -> int | None:
     return micro.get("arena_bytes")
 
 
-def recommend_for(variants: Iterable[Variant], target: str, *, max_accuracy_drop: float) -> str | None:
-    """The name of the best variant `target` can take within `max_accuracy_drop` pp of the baseline, or None."""
+def recommend_for(
+    variants: Iterable[Variant], target: str, *, max_accuracy_drop: float, limits: Any = None
+) -> str | None:
+    """The name of the best variant `target` can take within `max_accuracy_drop` pp of the baseline and within
+    the device's `limits` (`config.Limits`: p50, flash, arena; None for none), or None."""
     check_target(target)
     variants = list(variants)
     candidates = [
@@ -95,6 +99,7 @@ def recommend_for(variants: Iterable[Variant], target: str, *, max_accuracy_drop
         and v.top1_delta_pp is not None
         and -v.top1_delta_pp <= max_accuracy_drop + 1e-9
         and (v.gzip_bytes if target == MOBILE else flash_bytes(v)) is not None
+        and beyond(v, target, limits) is None
     ]
     if not candidates:
         return None
@@ -111,6 +116,22 @@ def recommend_for(variants: Iterable[Variant], target: str, *, max_accuracy_drop
     return best.name
 
 
+def beyond(variant: Variant, target: str, limits: Any) -> str | None:
+    """Which of the device's limits the variant exceeds on `target`, in one line; None when within all."""
+    if limits is None:
+        return None
+    p50 = variant.latency_ms.p50 if variant.latency_ms else None
+    flash = variant.size_bytes if target == MOBILE else flash_bytes(variant)
+    arena = arena_bytes(variant) if target == MCU else None
+    if limits.latency_ms is not None and (p50 is None or p50 > limits.latency_ms):
+        return f"p50 {p50} ms is over the {limits.latency_ms} ms limit"
+    if limits.flash_bytes is not None and (flash is None or flash > limits.flash_bytes):
+        return f"{flash} bytes of flash are over the {limits.flash_bytes:,}-byte limit"
+    if target == MCU and limits.arena_bytes is not None and (arena is None or arena > limits.arena_bytes):
+        return f"a {arena}-byte arena is over the {limits.arena_bytes:,}-byte limit"
+    return None
+
+
 def int8_reference(variants: Iterable[Variant]) -> Variant | None:
     """The run's fastest baseline int8 TFLite file (converter or LiteRT quantizer): what any int8 runtime runs."""
     name = variant_name(BASELINE_SOURCE, Format.TFLITE, "int8")
@@ -125,6 +146,11 @@ def not_slower(variant: Variant, reference: Variant) -> bool:
     return variant.latency_ms.p50 <= reference.latency_ms.p50 * (1 + NOISE_SHARE) + NOISE_MS
 
 
-def recommend_by_target(variants: Iterable[Variant], *, max_accuracy_drop: float) -> dict[str, str | None]:
+def recommend_by_target(
+    variants: Iterable[Variant], *, max_accuracy_drop: float, limits: Any = None
+) -> dict[str, str | None]:
     variants = list(variants)
-    return {target: recommend_for(variants, target, max_accuracy_drop=max_accuracy_drop) for target in TARGETS}
+    return {
+        target: recommend_for(variants, target, max_accuracy_drop=max_accuracy_drop, limits=limits)
+        for target in TARGETS
+    }

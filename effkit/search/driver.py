@@ -105,6 +105,7 @@ class Search:
             budget_pp=config.max_accuracy_drop,
             goal=self.settings.goal,
             quantized_agreement=config.parity.quantized_agreement,
+            limits=config.limits,
         )
         self.maker = ArtifactMaker(
             judge=self.judge,

@@ -32,6 +32,7 @@ class Judge:
     goal: SearchGoal
     quantized_agreement: float  # % top-1 agreement a quantized artifact needs on test (`ParityConfig`)
     baseline_val_top1: float | None = None
+    limits: Any = None  # `config.Limits`: a candidate beyond the p50 or flash bound is not on the front
 
     # ------------------------------------------------------------------ validation figures
     def top1(self, outputs: list[np.ndarray]) -> float:
@@ -87,6 +88,7 @@ class Judge:
         """Artifacts within budget that no other beats on both the objective and the validation drop, best
         objective first; `without` leaves out candidates (those already rejected on test)."""
         kept = [a.candidate for a in artifacts if a.candidate.decision in WITHIN and a.candidate.name not in without]
+        kept = [c for c in kept if self.beyond_limits(c) is None]
         front = [
             c
             for c in kept
@@ -98,10 +100,26 @@ class Judge:
         ]
         return sorted(front, key=lambda c: (self.objective(c), c.val_drop_pp))
 
+    def beyond_limits(self, candidate: Candidate) -> str | None:
+        """Which device limit a candidate exceeds (its quick p50, its raw bytes), or None."""
+        limits = self.limits
+        if limits is None:
+            return None
+        if limits.latency_ms is not None and candidate.p50_ms is not None and candidate.p50_ms > limits.latency_ms:
+            return f"p50 {candidate.p50_ms} ms is over the {limits.latency_ms} ms limit"
+        size = candidate.size_bytes
+        if limits.flash_bytes is not None and size is not None and size > limits.flash_bytes:
+            return f"{size:,} raw bytes are over the {limits.flash_bytes:,}-byte flash limit"
+        return None
+
     def mark_front(self, trace: Trace) -> None:
         on_front = {c.name for c in self.front(trace.artifacts.values())}
         for index, candidate in enumerate(trace.candidates):
             if candidate.kind != "artifact" or candidate.decision != Decision.KEPT:
+                continue
+            beyond = self.beyond_limits(candidate)
+            if beyond is not None:
+                trace.update(index, decision=Decision.DROPPED, reason=beyond)
                 continue
             decision = Decision.FRONT if candidate.name in on_front else Decision.DOMINATED
             trace.update(index, decision=decision)

@@ -153,11 +153,13 @@ def _choose(report: Report, run_dir: Path, target: str, name: str | None) -> Var
         if reason:
             raise BundleRefused(f"cannot bundle for {target}: {reason}")
         return chosen
+    from ..config import Limits
     from ..report.targets import recommend_for
 
     drop = report.config.get("max_accuracy_drop", 1.0)
+    limits = Limits(**(report.config.get("limits") or {}))
     remaining = list(report.variants)
-    while (best := recommend_for(remaining, target, max_accuracy_drop=drop)) is not None:
+    while (best := recommend_for(remaining, target, max_accuracy_drop=drop, limits=limits)) is not None:
         chosen = report.variant(best)
         reason = refusal(chosen, target, run_dir / str(chosen.path))
         if reason is None:

@@ -117,6 +117,7 @@ def with_timings(report: Report, timings: dict[str, Timing], *, environment: dic
         variants,
         max_accuracy_drop=float(report.config["max_accuracy_drop"]),
         search_pick=report.recommended if report.search is not None else None,
+        limits=_limits(report.config),
     )
     old_runtime = set(runtime_notes(list(report.variants), report.recommended))
     kept = [note for note in report.notes if note not in old_runtime]
@@ -130,6 +131,13 @@ def with_timings(report: Report, timings: dict[str, Timing], *, environment: dic
         notes=notes,
         environment=environment,
     )
+
+
+def _limits(config: dict):
+    """The run's device limits from its report's config (older reports have none)."""
+    from ..config import Limits
+
+    return Limits(**(config.get("limits") or {}))
 
 
 def _timed(variant: Variant, timing: Timing | None) -> Variant:
