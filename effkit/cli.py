@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 from . import interrupt, progress
 from .config import (
+    MCU_LIMITS,
+    SEARCH_TARGETS,
     Backend,
     CompressConfig,
     Format,
@@ -174,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
         help="recommend nothing larger in raw bytes (mcu: TFLite Micro's flash), e.g. 65536, 64KiB, 1MiB",
     )
     compress.add_argument("--max-arena", help="recommend no mcu variant whose TFLite Micro arena is larger, e.g. 16KiB")
+    compress.add_argument(
+        "--target",
+        choices=SEARCH_TARGETS,
+        help="with --search: only what this target runs (mcu: full-integer .tflite that TFLite Micro runs, within "
+        "1 MiB of flash and a 256 KiB arena unless --max-flash/--max-arena say otherwise)",
+    )
     compress.add_argument(
         "--threads", default="1", help="runtime threads for latency, comma-separated; the first is the headline"
     )
@@ -465,9 +473,23 @@ def _search_config(args: argparse.Namespace) -> SearchConfig | None:
     if args.search is None:
         if args.budget is not None:
             raise ConfigError("--budget bounds a search: add --search size or --search latency")
+        if args.target is not None:
+            raise ConfigError("--target restricts a search: add --search size, flash or latency")
         return None
     budget = parse_duration(args.budget) if args.budget is not None else None
-    return SearchConfig(goal=SearchGoal(args.search), budget_seconds=budget)
+    return SearchConfig(goal=SearchGoal(args.search), budget_seconds=budget, target=args.target)
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    """The device's limits from the options; `--target mcu` brings a microcontroller's where none is given."""
+    given = {
+        "latency_ms": args.max_latency_ms,
+        "flash_bytes": parse_size(args.max_flash, what="--max-flash") if args.max_flash else None,
+        "arena_bytes": parse_size(args.max_arena, what="--max-arena") if args.max_arena else None,
+    }
+    if args.target == "mcu":
+        given = {key: MCU_LIMITS.get(key) if value is None else value for key, value in given.items()}
+    return Limits(**given)
 
 
 def _compress_config(args: argparse.Namespace) -> CompressConfig:
@@ -480,11 +502,7 @@ def _compress_config(args: argparse.Namespace) -> CompressConfig:
         quantizations=parse_enum_list(Quant, args.quant, what="quantization"),
         formats=parse_enum_list(Format, args.formats, what="format"),
         max_accuracy_drop=args.max_accuracy_drop,
-        limits=Limits(
-            latency_ms=args.max_latency_ms,
-            flash_bytes=parse_size(args.max_flash, what="--max-flash") if args.max_flash else None,
-            arena_bytes=parse_size(args.max_arena, what="--max-arena") if args.max_arena else None,
-        ),
+        limits=_limits(args),
         calibration_samples=args.calibration_samples,
         seed=args.seed,
         tflite_backends=_tflite_backends(args.tflite_backend),

@@ -271,6 +271,10 @@ class Limits:
                 raise ConfigError(f"the {name} limit must be positive, got {value}")
 
 
+SEARCH_TARGETS = ("mobile", "mcu")  # as `report.targets.TARGETS`
+MCU_LIMITS = {"flash_bytes": 1024**2, "arena_bytes": 256 * 1024}  # --target mcu's defaults: a Cortex-M4/M7 class part
+
+
 def parse_duration(text: str) -> float:
     """`90s`, `10m`, `1.5h` or plain seconds -> seconds."""
     units = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -295,6 +299,7 @@ class SearchConfig:
 
     goal: SearchGoal = SearchGoal.SIZE
     budget_seconds: float | None = None  # wall time for the search; None = no bound
+    target: str | None = None  # "mobile" or "mcu": only what that target runs is on the front (None: anything)
     levels: tuple[float, ...] = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97)  # progressive overall sparsities
     level_epochs: int = 8  # fine-tune epochs per level, each continuing from the previous level's model
     clusters: tuple[int, ...] = (32, 16, 8)  # cluster counts tried on the sparsest models within budget
@@ -323,6 +328,8 @@ class SearchConfig:
             raise ConfigError(f"channel shares must be in (0, {MAX_CHANNEL_SHARE}], got {list(self.channel_shares)}")
         if self.budget_seconds is not None and not self.budget_seconds > 0:
             raise ConfigError(f"search budget must be positive seconds, got {self.budget_seconds}")
+        if self.target not in (None, *SEARCH_TARGETS):
+            raise ConfigError(f"unknown search target {self.target!r}; known: {', '.join(SEARCH_TARGETS)}")
         if self.level_epochs < 1 or self.cluster_epochs < 1:
             raise ConfigError("search fine-tune epochs must be >= 1")
         if not self.probe_sparsities or any(not 0.0 < s < 1.0 for s in self.probe_sparsities):

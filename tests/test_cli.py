@@ -150,3 +150,17 @@ def test_the_devices_limits_parse_from_the_command_line():
     limits = _compress_config(_parser().parse_args(args)).limits
     assert (limits.latency_ms, limits.flash_bytes, limits.arena_bytes) == (0.01, 65536, 16384)
     assert _compress_config(_parser().parse_args(["compress"])).limits.flash_bytes is None
+
+
+def test_the_mcu_target_brings_a_microcontrollers_limits_and_needs_a_search():
+    from effkit.cli import _compress_config, _parser
+    from effkit.errors import ConfigError
+
+    config = _compress_config(_parser().parse_args(["compress", "--search", "flash", "--target", "mcu"]))
+    assert config.search.target == "mcu" and config.limits.flash_bytes == 1024**2
+    assert config.limits.arena_bytes == 256 * 1024
+    given = _compress_config(_parser().parse_args(["compress", "--search", "flash", "--target", "mcu",
+                                                   "--max-arena", "16KiB"]))  # fmt: skip
+    assert given.limits.arena_bytes == 16384 and given.limits.flash_bytes == 1024**2
+    with pytest.raises(ConfigError, match="--target restricts a search"):
+        _compress_config(_parser().parse_args(["compress", "--target", "mcu"]))

@@ -591,3 +591,40 @@ def test_a_candidate_beyond_the_devices_limits_is_not_on_the_front():
     assert decisions["w4"] == (Decision.DROPPED, "p50 0.015 ms is over the 0.01 ms limit")
     assert decisions["a8"] == (Decision.DROPPED, "100,000 raw bytes are over the 65,536-byte flash limit")
     assert decisions["ch50-a8"][0] == Decision.FRONT
+
+
+def test_the_mcu_target_keeps_only_full_integer_tflite_files_that_tflite_micro_runs():
+    """--target mcu: dynamic-range and ONNX candidates are off the front; a front candidate that TFLite Micro does
+    not run, or whose arena is over the limit, is rejected on test and the next is taken."""
+    from pathlib import Path
+
+    from effkit.config import Limits
+    from effkit.search.judge import Judge
+    from effkit.search.records import Artifact, Candidate, Source, Trace
+    from effkit.types import Variant
+
+    source = Source("baseline", None, (), {}, 0.0, 0.9, None)
+    trace = Trace([Candidate("baseline", "model", None, {}, Decision.KEPT)])
+    rows = (("w8", "tflite", "float", 20_000), ("a8-onnx", "onnx", "int8", 21_000), ("a8-big-arena", "tflite", "int8",
+            22_000), ("a8", "tflite", "int8", 23_000))  # fmt: skip
+    for name, fmt, activations, size in rows:
+        candidate = Candidate(name, "artifact", "baseline", {"activations": activations}, Decision.KEPT,
+                              val_drop_pp=0.0, size_bytes=size, gzip_bytes=size)  # fmt: skip
+        trace.record(candidate)
+        trace.artifacts[name] = Artifact(candidate, Path(f"{name}.{fmt}"), source, fmt, "int8", ())
+    judge = Judge(info=None, x_val=np.zeros((288, 1)), labels=None, budget_pp=1.0, goal="flash",
+                  quantized_agreement=97.0, limits=Limits(arena_bytes=8192), target="mcu")  # fmt: skip
+    judge.mark_front(trace)
+    reasons = {c.name: c.reason for c in trace.candidates if c.decision == Decision.DROPPED}
+    assert set(reasons) == {"w8", "a8-onnx"} and all("full-integer" in r for r in reasons.values())
+    arenas = {"a8-big-arena": 20_000, "a8": 8_000}
+
+    def measure(artifact):
+        name = artifact.candidate.name
+        micro = {"runs": True, "arena_bytes": arenas[name]}
+        return Variant(name=f"search-{name}", format="tflite", quantization="int8", backend="litert",
+                       path="x.tflite", top1=0.9, top1_delta_pp=0.0, micro=micro)  # fmt: skip
+
+    assert judge.confirm(trace, measure).name == "search-a8"
+    rejected = trace.candidates[trace.index("a8-big-arena")]
+    assert rejected.decision == Decision.REJECTED and "arena of 20000 bytes is over the 8,192-byte" in rejected.reason

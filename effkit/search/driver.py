@@ -106,6 +106,7 @@ class Search:
             goal=self.settings.goal,
             quantized_agreement=config.parity.quantized_agreement,
             limits=config.limits,
+            target=self.settings.target,
         )
         self.maker = ArtifactMaker(
             judge=self.judge,

@@ -33,6 +33,7 @@ class Judge:
     quantized_agreement: float  # % top-1 agreement a quantized artifact needs on test (`ParityConfig`)
     baseline_val_top1: float | None = None
     limits: Any = None  # `config.Limits`: a candidate beyond the p50 or flash bound is not on the front
+    target: str | None = None  # "mcu": only full-integer .tflite files are on the front
 
     # ------------------------------------------------------------------ validation figures
     def top1(self, outputs: list[np.ndarray]) -> float:
@@ -87,6 +88,7 @@ class Judge:
     def front(self, artifacts: Iterable[Artifact], *, without: Collection[str] = ()) -> list[Candidate]:
         """Artifacts within budget that no other beats on both the objective and the validation drop, best
         objective first; `without` leaves out candidates (those already rejected on test)."""
+        artifacts = [a for a in artifacts if self.target_refusal(a) is None]
         kept = [a.candidate for a in artifacts if a.candidate.decision in WITHIN and a.candidate.name not in without]
         kept = [c for c in kept if self.beyond_limits(c) is None]
         front = [
@@ -99,6 +101,15 @@ class Judge:
             )
         ]
         return sorted(front, key=lambda c: (self.objective(c), c.val_drop_pp))
+
+    def target_refusal(self, artifact: Artifact) -> str | None:
+        """Why the search's target cannot take the artifact, or None (`--target mcu`: full-integer TFLite only;
+        whether TFLite Micro runs it is checked when it is measured on test)."""
+        if self.target != "mcu":
+            return None
+        if str(artifact.fmt) != "tflite" or artifact.candidate.settings.get("activations") != "int8":
+            return "--target mcu takes full-integer .tflite files only"
+        return None
 
     def beyond_limits(self, candidate: Candidate) -> str | None:
         """Which device limit a candidate exceeds (its quick p50, its raw bytes), or None."""
@@ -117,7 +128,8 @@ class Judge:
         for index, candidate in enumerate(trace.candidates):
             if candidate.kind != "artifact" or candidate.decision != Decision.KEPT:
                 continue
-            beyond = self.beyond_limits(candidate)
+            beyond = self.target_refusal(trace.artifacts[candidate.name]) if candidate.name in trace.artifacts else None
+            beyond = beyond or self.beyond_limits(candidate)
             if beyond is not None:
                 trace.update(index, decision=Decision.DROPPED, reason=beyond)
                 continue
@@ -151,12 +163,13 @@ class Judge:
             measured += 1
             index = trace.index(candidate.name)
             test_drop = self._test_drop(variant)
-            if variant.ok and test_drop is not None and test_drop <= self.budget_pp + 1e-9:
+            micro = self.micro_refusal(variant)
+            if variant.ok and micro is None and test_drop is not None and test_drop <= self.budget_pp + 1e-9:
                 trace.update(
                     index, decision=Decision.CHOSEN, variant=variant.name, reason=f"test drop {test_drop:.2f} pp"
                 )
                 return variant
-            why = variant.error if not variant.ok else f"loses {test_drop:.2f} pp on the test split"
+            why = variant.error if not variant.ok else (micro or f"loses {test_drop:.2f} pp on the test split")
             trace.update(index, decision=Decision.REJECTED, variant=variant.name, reason=why)
             rejected.append(candidate.name)
             trace.notes.append(f"search: {candidate.name} was best on validation but {why}; took the next on the front")
@@ -167,6 +180,19 @@ class Judge:
             misses[level] = misses.get(level, 0) + 1
             if misses[level] == LEVEL_MISSES:
                 rejected.extend(self._reject_level(trace, level, rejected))
+        return None
+
+    def micro_refusal(self, variant: Any) -> str | None:
+        """For `--target mcu`: why TFLite Micro does not take the measured variant (its `micro` check), or None."""
+        if self.target != "mcu":
+            return None
+        micro = variant.micro or {}
+        if not micro.get("runs"):
+            return f"TFLite Micro does not run it: {micro.get('reason') or 'not checked'}"
+        if limits := self.limits:
+            arena = micro.get("arena_bytes")
+            if limits.arena_bytes is not None and (arena is None or arena > limits.arena_bytes):
+                return f"its TFLite Micro arena of {arena} bytes is over the {limits.arena_bytes:,}-byte limit"
         return None
 
     @staticmethod
