@@ -215,6 +215,13 @@ def test_keras3_scope_names_map_back_to_keras_layer_names():
     assert scope_layer("digits_cnn/conv2d/Relu;digits_cnn/conv2d/BiasAdd/ReadVariableOp2") == "conv2d"
     assert scope_layer("m/dense/Tensordot/MatMul;m/dense/BiasAdd") == "dense"
     assert scope_layer("dw/depthwise/Relu;dw/depthwise/depthwise;") == "depthwise"  # a layer named like its op
+    # A SeparableConv2D is two ops, its depthwise inside the `separable_conv2d` scope and its pointwise named so;
+    # both belong to the layer, and the first such layer is itself named `separable_conv2d`.
+    assert scope_layer("m/separable_conv2d_1/separable_conv2d/depthwise1;") == "separable_conv2d_1"
+    assert scope_layer("m/separable_conv2d/separable_conv2d/depthwise1;") == "separable_conv2d"
+    pointwise = "m/activation_2/Relu;m/batch_normalization_3/FusedBatchNormV3;m/separable_conv2d_1/separable_conv2d1"
+    assert scope_layer(pointwise) == "separable_conv2d_1"
+    assert scope_layer("m/separable_conv2d/separable_conv2d1") == "separable_conv2d"
 
 
 def test_keras3_tflite_ops_are_named_by_their_keras_layers(tiny_keras3_model, tmp_path):

@@ -558,12 +558,19 @@ def test_after_two_misses_on_test_the_rest_of_that_pruning_level_is_passed_over(
         return Variant(name=f"search-{artifact.candidate.name}", format="tflite", quantization="int8",
                        backend="litert", path="x.tflite", top1=0.9, top1_delta_pp=-drop)  # fmt: skip
 
-    chosen = judge.confirm(trace, measure, lambda artifact: 0.5)  # the models themselves are within budget
+    chosen = judge.confirm(trace, measure, lambda artifact: 0.8)  # within budget, but more than half of it
     assert measured == ["s85-c8-w4", "s85-w4", "s80-w4"] and chosen.name == "search-s80-w4"
     for name in ("s85-c8-a8", "s85-a8"):
         candidate = trace.candidates[trace.index(name)]
         assert candidate.decision == Decision.REJECTED and candidate.variant is None
         assert candidate.reason == "2 candidates of s85 missed on the test split (not measured)"
+    # When the misses are the quantization's (the models lose little on test), the level's other candidates stay.
+    for index, candidate in enumerate(trace.candidates):
+        if candidate.kind == "artifact":
+            trace.update(index, decision=Decision.FRONT, reason="", variant=None)
+    measured.clear()
+    judge.confirm(trace, measure, lambda artifact: 0.2)
+    assert measured == ["s85-c8-w4", "s85-w4", "s85-c8-a8", "s85-a8", "s80-w4"]
 
 
 def test_a_candidate_beyond_the_devices_limits_is_not_on_the_front():

@@ -33,10 +33,13 @@ KERNEL_OPS = frozenset(
         "Einsum",
         "embedding_lookup",
         "GatherV2",
+        "separable_conv2d",  # a SeparableConv2D's pointwise convolution: `layer/separable_conv2d1`
     }
 )
-# Name scopes a kernel op sits inside (`dense/Tensordot/MatMul`, Keras 3's `dense/einsum/Einsum`): not layers.
-KERNEL_SCOPES = frozenset({"Tensordot", "einsum"})
+# Name scopes a kernel op sits inside (`dense/Tensordot/MatMul`, Keras 3's `dense/einsum/Einsum`, a separable
+# convolution's `sep/separable_conv2d/depthwise`, for its depthwise op only): not layers. One level at most, so
+# that a layer named like the scope (the first SeparableConv2D is `separable_conv2d`) still names itself.
+KERNEL_SCOPES = frozenset({"Tensordot", "einsum", "separable_conv2d"})
 _NUMBERED = re.compile(r"^(.*?)(?:__\d+|_\d+|\d+)$")  # MatMul1, Conv2D__3, MatMul_Q4 is not numbered
 _UNIQUIFIED = re.compile(r"^(.+)_\d+$")
 
@@ -60,8 +63,10 @@ def scope_layer(name: str) -> str:
         for components in parts:
             last = len(components) - 1
             for position in range(last, 0, -1) if anywhere else (last,):
-                if _op_name(components[position]) in KERNEL_OPS:
-                    while position > 1 and components[position - 1] in KERNEL_SCOPES:
+                op = _op_name(components[position])
+                if op in KERNEL_OPS:
+                    scope = components[position - 1]
+                    if position > 1 and scope in KERNEL_SCOPES and (scope != "separable_conv2d" or op == "depthwise"):
                         position -= 1
                     return components[position - 1]
     if not parts:

@@ -69,14 +69,45 @@ class ArtifactMaker:
     def quantized_artifacts(self, source: Source) -> None:
         """The source's quantized .tflite candidates, each plan chosen from the sensitivity table: what needs only
         the float .tflite, not the Keras model."""
-        plans = quantization_plans(self.sensitivity, budget_pp=self.judge.budget_pp, int4_max_drop=self.int4_max_drop)
-        for index, (label, plan) in enumerate(plans):
+        plans = dict(
+            quantization_plans(self.sensitivity, budget_pp=self.judge.budget_pp, int4_max_drop=self.int4_max_drop)
+        )
+        for index, (label, plan) in enumerate(plans.items()):
             if index and self.out_of_time():  # the first plan is always made: a kept model never goes without one
                 return
             self.quantized(source, label, plan)
         a8 = self.trace.artifacts.get(f"{source.name}-a8")
         if a8 is not None and a8.candidate.decision == Decision.DROPPED:
             self.selective_int8(source, a8)
+        wide = self.trace.artifacts.get(f"{source.name}-w4w")
+        if wide is not None and wide.candidate.decision == Decision.DROPPED:
+            self.int4_between(source, plans.get("w4", plans["w8"]), plans["w4w"])
+
+    def int4_between(self, source: Source, strict, wide) -> None:
+        """The wide int4 plan missed: bisect between the strict set and it, adding the extra layers cheapest
+        first (int4 cost alone, then the most weights), so the largest set within budget is found in a few rungs."""
+        from ..config import Precision
+
+        have = {layer for layer, precision in strict.layers if precision == Precision.INT4}
+        rows = {row.layer: row for row in self.sensitivity.layers} if self.sensitivity else {}
+        extra = [layer for layer, precision in wide.layers if precision == Precision.INT4 and layer not in have]
+        extra.sort(
+            key=lambda layer: (rows[layer].int4_drop_pp or 0.0, -rows[layer].weights) if layer in rows else (0, 0)
+        )
+        kept, missed = 0, len(extra)
+        while missed - kept > 1:
+            if self.out_of_time():
+                return
+            count = (kept + missed) // 2
+            plan = replace(strict, layers=(*strict.layers, *((layer, Precision.INT4) for layer in extra[:count])))
+            label = f"w4w{count}"
+            self.quantized(source, label, plan, why=f"the {count} cheapest of the {len(extra)} layers the wide plan "
+                           "added take int4")  # fmt: skip
+            made = self.trace.artifacts.get(f"{source.name}-{label}")
+            if made is not None and made.candidate.decision == Decision.KEPT:
+                kept = count
+            else:
+                missed = count
 
     def selective_int8(self, source: Source, uniform: Artifact) -> None:
         """Full-integer int8 that misses the budget: leave the ops that add the most error in float, 1, 2, 4...

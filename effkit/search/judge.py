@@ -150,7 +150,9 @@ class Judge:
         `model_drop(artifact)` is the test drop of the Keras model the artifact was made from: when a candidate
         misses and its model alone already misses, the other candidates of that model are rejected with it,
         unmeasured, since no quantization of a model wins back what the model lost. When two candidates of one
-        pruning level (`level_of`) have missed, the rest of that level is passed over the same way.
+        pruning level (`level_of`) whose models already lose more than half the budget on test have missed, the
+        rest of that level is passed over the same way: its validation figures were optimistic. A level whose
+        misses are its quantization's (int4 layers, say) keeps its safer candidates.
         Returns the chosen Variant, or None (each rejection is in the trace and in its notes).
         """
         rejected: list[str] = []
@@ -176,10 +178,11 @@ class Judge:
             dropped = model_drop(artifact) if model_drop is not None and variant.ok else None
             if dropped is not None and dropped > self.budget_pp + 1e-9:
                 rejected.extend(self._reject_siblings(trace, artifact, dropped, rejected))
-            level = self.level_of(trace, artifact.source.name)
-            misses[level] = misses.get(level, 0) + 1
-            if misses[level] == LEVEL_MISSES:
-                rejected.extend(self._reject_level(trace, level, rejected))
+            if dropped is not None and dropped > self.budget_pp / 2:  # the model, not its quantization, eats it
+                level = self.level_of(trace, artifact.source.name)
+                misses[level] = misses.get(level, 0) + 1
+                if misses[level] == LEVEL_MISSES:
+                    rejected.extend(self._reject_level(trace, level, rejected))
         return None
 
     def micro_refusal(self, variant: Any) -> str | None:
