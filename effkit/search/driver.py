@@ -239,29 +239,36 @@ class Search:
             targets = layer_targets(
                 level, self.sensitivity, prunable_layers(self.model), budget_pp=self.judge.budget_pp
             )
-            name = f"s{round(level * 100):d}"
-            source = None
-            # A level that misses gets one more try with twice the fine-tune, from the same model: on a few hundred
-            # validation samples one miss can be a few samples of noise, or a fine-tune cut short.
-            for epochs, suffix in ((self.settings.level_epochs, ""), (2 * self.settings.level_epochs, "-long")):
-                epochs = self._epochs("prune", name + suffix, epochs, minimum=MIN_PRUNE_EPOCHS)
-                if epochs == 0:
-                    return
-                source = self.workshop.source(
-                    name + suffix,
-                    previous,
-                    lambda prev=previous, level=level, targets=targets, epochs=epochs: self.workshop.prune(
-                        prev, level, targets, epochs=epochs
-                    ),
-                    settings={"sparsity": level, "layer_targets": targets, "epochs": epochs},
-                )
-                if source is not None or self.candidates[-1].decision != Decision.DROPPED or self._out_of_time():
-                    break
+            source = self._level(
+                f"s{round(level * 100):d}",
+                previous,
+                "prune",
+                minimum=MIN_PRUNE_EPOCHS,
+                make=lambda epochs, prev=previous, level=level, targets=targets: self.workshop.prune(
+                    prev, level, targets, epochs=epochs
+                ),
+                settings={"sparsity": level, "layer_targets": targets},
+            )
             if source is None:
                 return
             yield source
             self._artifacts(source)
             previous = source
+
+    def _level(self, name: str, previous: Source, kind: str, *, minimum: int, make, settings: dict) -> Source | None:
+        """One level's fine-tune (`make(epochs)`), priced first (`_epochs`); a level whose model misses gets one
+        more try with twice the fine-tune, from the same model: on a few hundred validation samples one miss can be
+        a few samples of noise, or a fine-tune cut short. The kept source, or None."""
+        for epochs, suffix in ((self.settings.level_epochs, ""), (2 * self.settings.level_epochs, "-long")):
+            epochs = self._epochs(kind, name + suffix, epochs, minimum=minimum)
+            if epochs == 0:
+                return None
+            source = self.workshop.source(
+                name + suffix, previous, lambda epochs=epochs: make(epochs), settings={**settings, "epochs": epochs}
+            )
+            if source is not None or self.candidates[-1].decision != Decision.DROPPED or self._out_of_time():
+                return source
+        return None
 
     def _clustered(self, within: list[Source]) -> Iterator[Source]:
         """Cluster the two sparsest models within budget, at decreasing cluster counts while within budget."""
@@ -332,21 +339,16 @@ class Search:
             absolute = channel_shares(level, costs, most=MAX_SHARE)
             shares = {g: round(max(0.0, 1 - (1 - a) / (1 - before.get(g, 0.0))), 4) for g, a in absolute.items()}
             share = round(1 - (1 - level) / (1 - done), 4)  # of the previous model's channels, for unprobed groups
-            source = None
-            for epochs, suffix in ((self.settings.level_epochs, ""), (2 * self.settings.level_epochs, "-long")):
-                epochs = self._epochs("prune_channels", name + suffix, epochs, minimum=1)
-                if epochs == 0:
-                    return
-                source = self.workshop.source(
-                    name + suffix,
-                    previous,
-                    lambda prev=previous, share=share, shares=shares, epochs=epochs: self.workshop.prune_channels(
-                        prev, share, shares, epochs=epochs
-                    ),
-                    settings={"channels": level, "group_shares": absolute, "epochs": epochs},
-                )
-                if source is not None or self.candidates[-1].decision != Decision.DROPPED or self._out_of_time():
-                    break
+            source = self._level(
+                name,
+                previous,
+                "prune_channels",
+                minimum=1,
+                make=lambda epochs, prev=previous, share=share, shares=shares: self.workshop.prune_channels(
+                    prev, share, shares, epochs=epochs
+                ),
+                settings={"channels": level, "group_shares": absolute},
+            )
             if source is None:
                 return
             yield source
