@@ -218,9 +218,12 @@ def test_thread_counts_hold_inside_a_ray_worker(ray_session, on_ray):
 
     artifacts = out / "tiny" / "artifacts"
     for name, fmt in (("baseline-tflite-none.tflite", "tflite"), ("baseline-onnx-none.onnx", "onnx")):
-        (omp_one, one), (omp_four, four) = ray.get([os_threads.remote(str(artifacts / name), fmt, t) for t in (1, 4)])
-        assert omp_one == omp_four == "1"
-        assert four - one == 3, (fmt, one, four)
+        # Twice each, in fresh workers: a thread the worker starts for itself meanwhile (Ray's own) only ever adds
+        # to a count, so the smaller of two is the runtime's.
+        runs = ray.get([os_threads.remote(str(artifacts / name), fmt, t) for t in (1, 1, 4, 4)])
+        assert {omp for omp, _ in runs} == {"1"}
+        one, four = min(runs[0][1], runs[1][1]), min(runs[2][1], runs[3][1])
+        assert four - one == 3, (fmt, runs)
 
 
 def test_latency_timed_on_two_cpus_is_not_gated(ray_session, on_ray, in_process, tmp_path):
