@@ -265,6 +265,16 @@ class Limits:
     flash_bytes: int | None = None  # raw bytes: the file for mobile; TFLite Micro's flash (LUT copy counted) for mcu
     arena_bytes: int | None = None  # TFLite Micro's measured tensor arena (mcu)
 
+    def exceeded(self, *, p50_ms=None, flash_bytes=None, arena_bytes=None) -> str | None:
+        """Which limit these figures exceed, in one line, or None; a figure not given is not judged."""
+        if self.latency_ms is not None and p50_ms is not None and p50_ms > self.latency_ms:
+            return f"p50 {p50_ms} ms is over the {self.latency_ms} ms limit"
+        if self.flash_bytes is not None and flash_bytes is not None and flash_bytes > self.flash_bytes:
+            return f"{flash_bytes:,} raw bytes are over the {self.flash_bytes:,}-byte flash limit"
+        if self.arena_bytes is not None and arena_bytes is not None and arena_bytes > self.arena_bytes:
+            return f"a {arena_bytes}-byte arena is over the {self.arena_bytes:,}-byte limit"
+        return None
+
     def validate(self) -> None:
         for name, value in (("latency", self.latency_ms), ("flash", self.flash_bytes), ("arena", self.arena_bytes)):
             if value is not None and not value > 0:

@@ -120,16 +120,17 @@ def beyond(variant: Variant, target: str, limits: Any) -> str | None:
     """Which of the device's limits the variant exceeds on `target`, in one line; None when within all."""
     if limits is None:
         return None
-    p50 = variant.latency_ms.p50 if variant.latency_ms else None
-    flash = variant.size_bytes if target == MOBILE else flash_bytes(variant)
-    arena = arena_bytes(variant) if target == MCU else None
-    if limits.latency_ms is not None and (p50 is None or p50 > limits.latency_ms):
-        return f"p50 {p50} ms is over the {limits.latency_ms} ms limit"
-    if limits.flash_bytes is not None and (flash is None or flash > limits.flash_bytes):
-        return f"{flash} bytes of flash are over the {limits.flash_bytes:,}-byte limit"
-    if target == MCU and limits.arena_bytes is not None and (arena is None or arena > limits.arena_bytes):
-        return f"a {arena}-byte arena is over the {limits.arena_bytes:,}-byte limit"
-    return None
+    figures = {
+        "p50_ms": variant.latency_ms.p50 if variant.latency_ms else None,
+        "flash_bytes": variant.size_bytes if target == MOBILE else flash_bytes(variant),
+        "arena_bytes": arena_bytes(variant) if target == MCU else None,
+    }
+    bounds = {"p50_ms": limits.latency_ms, "flash_bytes": limits.flash_bytes,
+              "arena_bytes": limits.arena_bytes if target == MCU else None}  # fmt: skip
+    unknown = [name for name, value in figures.items() if value is None and bounds[name] is not None]
+    if unknown:  # a limit on a figure that was not measured: it cannot be said to hold
+        return f"its {unknown[0].split('_')[0]} was not measured, and a limit is set on it"
+    return limits.exceeded(**figures)
 
 
 def int8_reference(variants: Iterable[Variant]) -> Variant | None:

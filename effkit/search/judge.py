@@ -113,15 +113,9 @@ class Judge:
 
     def beyond_limits(self, candidate: Candidate) -> str | None:
         """Which device limit a candidate exceeds (its quick p50, its raw bytes), or None."""
-        limits = self.limits
-        if limits is None:
+        if self.limits is None:
             return None
-        if limits.latency_ms is not None and candidate.p50_ms is not None and candidate.p50_ms > limits.latency_ms:
-            return f"p50 {candidate.p50_ms} ms is over the {limits.latency_ms} ms limit"
-        size = candidate.size_bytes
-        if limits.flash_bytes is not None and size is not None and size > limits.flash_bytes:
-            return f"{size:,} raw bytes are over the {limits.flash_bytes:,}-byte flash limit"
-        return None
+        return self.limits.exceeded(p50_ms=candidate.p50_ms, flash_bytes=candidate.size_bytes)
 
     def mark_front(self, trace: Trace) -> None:
         on_front = {c.name for c in self.front(trace.artifacts.values())}

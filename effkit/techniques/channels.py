@@ -65,9 +65,6 @@ class ChannelGroup:
     producers: list[str] = field(default_factory=list)
     frozen: str | None = None  # why these channels must all stay
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"producers": list(self.producers), "channels": self.size, "frozen": self.frozen}
-
 
 @dataclass
 class ChannelGraph:
@@ -196,9 +193,8 @@ def remove_channels(model: Any, keep: Mapping[int, Sequence[int]], graph: Channe
     graph = graph or channel_graph(model)
     kept = _kept_sets(graph, keep)
     keras = keras_compat.keras_module(keras_compat.generation_of(model))
-    sizes = {
-        name: len(kept[graph.outputs[name][0][0]]) for name in _producers(graph) if graph.outputs[name][0][0] in kept
-    }
+    group_of = {name: graph.outputs[name][0][0] for name in _producers(graph)}
+    sizes = {name: len(kept[group]) for name, group in group_of.items() if group in kept}
 
     def clone(layer):
         config = layer.get_config()

@@ -327,18 +327,16 @@ def fine_tune(
     )
     pruned = finish(model)
     record = result.record()
-    if one_shot is not None and teacher is not None and record.get("val_agreement") is None:
-        # stopped by the deadline before the ramp ended: no epoch at the target sparsity to keep, so the one-shot is
-        log.info("%s: the deadline came before the end of the ramp: keeping the one-shot start", label)
-        start = agreement_with(one_shot, dataset.x_val, teacher, info.heads)
-        pruned, record["val_agreement_start"], record["val_agreement"] = one_shot, round(start, 4), round(start, 4)
-        record["best_epoch"] = 0
-    elif one_shot is not None and teacher is not None:
+    if one_shot is not None and teacher is not None:
         start = agreement_with(one_shot, dataset.x_val, teacher, info.heads)
         record["val_agreement_start"] = round(start, 4)
-        if start >= record["val_agreement"]:
-            log.info("%s: the fine-tune ended at %.2f%% agreement, the one-shot start had %.2f%%: keeping the start",
-                     label, record["val_agreement"] * 100, start * 100)  # fmt: skip
+        ended = record.get("val_agreement")  # None: the deadline stopped it inside the ramp, no epoch to keep
+        if ended is None or start >= ended:
+            if ended is None:
+                log.info("%s: the deadline came before the end of the ramp: keeping the one-shot start", label)
+            else:
+                log.info("%s: the fine-tune ended at %.2f%% agreement, the one-shot start had %.2f%%: keeping the "
+                         "start", label, ended * 100, start * 100)  # fmt: skip
             pruned, record["val_agreement"], record["best_epoch"] = one_shot, round(start, 4), 0
     overall, per_layer = weight_sparsity(pruned)
     val_top1 = validation_top1(pruned, dataset, info)
