@@ -85,15 +85,8 @@ class Recipe:
         return step
 
     def step(self, params: dict[str, Any]) -> Step:
-        """The step this recipe adds to a variant: `export` for float32, `quantize` otherwise. The recipe's own
-        keys (stage, mode, format, backend) come first and a producer's parameters may not replace them."""
-        own = {"format": str(self.format), "backend": str(self.backend)}
-        if self.quantization != Quant.NONE:
-            own = {"mode": str(self.quantization), **own}
-        clash = sorted(params.keys() & {*own, "stage"})
-        if clash:
-            raise StageError(f"the {self.backend} producer returned parameters named like the step's own: {clash}")
-        return Step("export" if self.quantization == Quant.NONE else "quantize", {**own, **params})
+        """The step this recipe adds to a variant (`Step.of_file`): `export` for float32, `quantize` otherwise."""
+        return Step.of_file(self.format, self.backend, self.quantization, params)
 
 
 def _tflite_float(inputs: RecipeInputs, path: Path) -> dict[str, Any]:

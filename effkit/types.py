@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from .errors import StageError
+
 SCHEMA_VERSION = 1
 BASELINE_SOURCE = "baseline"  # the user's model, before any technique; pruned sources are "pruned50" etc.
 
@@ -49,6 +51,24 @@ class Step:
     def from_dict(cls, data: dict[str, Any]) -> Step:
         params = {key: value for key, value in data.items() if key != "stage"}
         return cls(stage=data["stage"], params=params)
+
+    @classmethod
+    def of_file(cls, fmt: str, backend: str, mode: str | None = None, params: dict[str, Any] | None = None) -> Step:
+        """The step that writes an artifact file, the same wherever it is made (a recipe of the grid, the search,
+        a QAT model's int8 file): `export` for float32 (`mode` None or "none"), `quantize` otherwise. Its own keys
+        (mode, format, backend) come first, and `params` may not rename them.
+
+        Raises:
+            StageError: `params` holds a key named like the step's own.
+        """
+        own = {"format": str(fmt), "backend": str(backend)}
+        if mode is not None and str(mode) != "none":
+            own = {"mode": str(mode), **own}
+        params = params or {}
+        clash = sorted(params.keys() & {*own, "stage"})
+        if clash:
+            raise StageError(f"the {backend} producer returned parameters named like the step's own: {clash}")
+        return cls("quantize" if "mode" in own else "export", {**own, **params})
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import numpy as np
 from . import interrupt
 from .config import Backend, CompressConfig, Format, Quant
 from .errors import ModelError, one_line_reason
+from .export.tflite import pattern_check
 from .isolation import Isolation
 from .load import keras_compat
 from .load.classifier import Head, ModelInfo
@@ -54,8 +55,11 @@ class SourceModel:
     steps: tuple[Step, ...]
     sparsity: float  # measured share of zeros in its prunable kernels
     outputs: np.ndarray  # its Keras outputs on the test split: what its artifacts must reproduce
-    m_by_n: tuple[int, int] | None = None  # pruned to m-of-n structured sparsity in `m_by_n_layers`
-    m_by_n_layers: tuple[str, ...] = ()
+
+    @property
+    def pruned_to_pattern(self) -> bool:
+        """Pruned to an m-of-n pattern (its `prune` step names it, and the layers that hold it)."""
+        return any(step.params.get("m_by_n") for step in self.steps)
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,8 @@ class VariantMaker:
             for name in [source_name, *(clustered_source_name(source_name, k) for k in self.config.clusters)]:
                 yield from self.failed_source(name, reason)
             return
-        steps = (Step("prune", {**result.step_params(), **isolation}),)
-        structured = {"m_by_n": m_by_n, "m_by_n_layers": result.pruned_layers} if m_by_n else {}
-        pruned = SourceModel(source_name, result.model, steps, result.sparsity, outputs, **structured)
+        steps = (result.isolated(isolation).step(),)
+        pruned = SourceModel(source_name, result.model, steps, result.sparsity, outputs)
         yield from self.variants_of(pruned)
         if self.config.qat:
             yield self.qat_variant(pruned, preserve="sparsity", blocked=blocked)
@@ -155,7 +158,7 @@ class VariantMaker:
             no_qat = qat_variant_name(source_name)  # a channels source gets no QAT variant
             yield from (v for v in self.failed_source(source_name, reason) if v.name != no_qat)
             return
-        steps = (Step("prune_channels", {**result.step_params(), **isolation}),)
+        steps = (result.isolated(isolation).step(),)
         source = SourceModel(source_name, result.model, steps, weight_sparsity(result.model)[0], outputs)
         yield from self.variants_of(source)
 
@@ -183,7 +186,7 @@ class VariantMaker:
             log.warning("%s: clustering failed: %s", source_name, reason)
             yield from self.failed_source(source_name, reason)
             return
-        steps = (*pruned.steps, Step("cluster", {**result.step_params(), **isolation}))
+        steps = (*pruned.steps, result.isolated(isolation).step())
         source = SourceModel(source_name, result.model, steps, result.sparsity, outputs)
         yield from self.variants_of(source)
         if self.config.qat:
@@ -220,9 +223,9 @@ class VariantMaker:
                 calibration=self.calibration,
                 predict_on=self.dataset.x_test,
             )
-            own = {"mode": str(Quant.INT8), "format": str(Format.TFLITE), "backend": str(Backend.CONVERTER)}
             qat_step = Step("qat", {**trained.qat_params, **isolation})
-            steps = (*source.steps, qat_step, Step("quantize", {**own, **trained.file_params}))
+            file_step = Step.of_file(Format.TFLITE, Backend.CONVERTER, Quant.INT8, trained.file_params)
+            steps = (*source.steps, qat_step, file_step)
             variant = replace(variant, steps=steps)
             started = time.perf_counter()
             runner = self.runner(path, Format.TFLITE)
@@ -249,7 +252,7 @@ class VariantMaker:
                 self.calibration,
                 self.config,
                 workdir=Path(scratch),
-                sparse_float=source.m_by_n is not None,
+                sparse_float=source.pruned_to_pattern,
             )
             yield self.keras_variant(source, keras_path)
             for recipe in self.recipes:
@@ -282,14 +285,9 @@ class VariantMaker:
         )
         try:
             steps = (*source.steps, recipe.make(inputs, path))
-            if source.m_by_n is not None and recipe.format == Format.TFLITE:
-                from .export.tflite import m_by_n_check
-
-                m, n = source.m_by_n
-                check = m_by_n_check(path, m=m, n=n, layers=source.m_by_n_layers)
-                if not check["pattern_held"]:
-                    log.warning("%s: the %d:%d pattern does not hold in the artifact: %s", variant.name, m, n, check)
-                steps += (Step("check", check),)
+            check = pattern_check(path, source.steps, name=variant.name) if recipe.format == Format.TFLITE else None
+            if check is not None:
+                steps += (check,)
             variant = replace(variant, steps=steps)
             started = time.perf_counter()
             runner = self.runner(path, recipe.format)

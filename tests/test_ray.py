@@ -326,9 +326,12 @@ def test_the_heaviest_model_is_submitted_first():
     from effkit.config import CompressConfig
     from effkit.suites.executors import ModelJob
     from effkit.suites.ray import expected_cost
+    from effkit.suites.suite import SuiteModel
 
     config = CompressConfig(sparsities=(0.5,), quantizations=("none", "int8"))
-    small = ModelJob(name="small", data="digits", config=config, reference="digits_cnn")
-    large_input = replace(small, name="large", data="digits:96x96x3")
-    more_variants = replace(small, name="more", config=replace(config, sparsities=(0.5, 0.8)))
+    small = ModelJob(SuiteModel(name="small", data="digits", reference="digits_cnn"), config)
+    large_input = replace(small, model=replace(small.model, name="large", data="digits:96x96x3"))
+    more_variants = replace(
+        small, model=replace(small.model, name="more"), config=replace(config, sparsities=(0.5, 0.8))
+    )
     assert expected_cost(large_input) > expected_cost(more_variants) > expected_cost(small) > 0

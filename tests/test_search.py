@@ -299,7 +299,13 @@ def test_forced_qat_fallback_makes_a_full_integer_candidate(tiny_model, digits):
     assert len(qat) == 1, [(c.name, c.decision, c.reason) for c in search.candidates]
     candidate = qat[0].candidate
     assert candidate.settings["why"] == "forced" and candidate.settings["activations"] == "int8"
-    assert [step.stage for step in qat[0].steps][-2:] == ["qat", "export"]
+    # The QAT model's int8 file is recorded as the grid records it (variants.qat_variant): a `quantize` step.
+    assert [step.stage for step in qat[0].steps][-2:] == ["qat", "quantize"]
+    assert {key: qat[0].steps[-1].params[key] for key in ("mode", "format", "backend")} == {
+        "mode": "int8",
+        "format": "tflite",
+        "backend": "converter",
+    }
     assert candidate.val_top1 > 0.85 and candidate.agreement is not None
 
 

@@ -86,3 +86,30 @@ def test_unknown_variant_name_lists_the_known_ones():
     report = Report({}, {}, {}, {}, {}, (_variant(),), None)
     with pytest.raises(KeyError, match="pruned50-tflite-int8"):
         report.variant("nope")
+
+
+def test_a_file_step_is_export_for_float32_and_quantize_otherwise_with_its_own_keys_first():
+    from effkit.errors import StageError
+
+    assert Step.of_file("onnx", "tf2onnx") == Step("export", {"format": "onnx", "backend": "tf2onnx"})
+    assert Step.of_file("tflite", "converter", "none").stage == "export"
+    step = Step.of_file("tflite", "litert", "int8", {"calibration_samples": 64})
+    assert step.stage == "quantize"
+    assert list(step.params) == ["mode", "format", "backend", "calibration_samples"]
+    with pytest.raises(StageError, match=r"named like the step's own: \['backend'\]"):
+        Step.of_file("tflite", "litert", "int8", {"backend": "other"})
+
+
+def test_a_technique_result_records_its_step_with_what_isolation_added():
+    from effkit.techniques.made import Made
+    from effkit.techniques.prune import PruneResult
+
+    result = PruneResult(
+        model=None, target_sparsity=0.5, sparsity=0.5, layer_sparsity={"dense": 0.5}, pruned_layers=("dense",),
+        epochs_run=2, val_top1=0.9, seconds=1.0,
+    )  # fmt: skip
+    assert isinstance(result, Made) and result.step().stage == "prune"
+    assert "retried" not in result.step().params
+    crashed = result.isolated({"retried": "with oneDNN off"})
+    assert crashed.step().params["retried"] == "with oneDNN off" and crashed.step().params["sparsity"] == 0.5
+    assert result.isolation == {}  # the original is unchanged

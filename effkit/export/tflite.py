@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..config import parse_m_by_n
 from ..console import silenced
 from ..errors import StageError, first_line
 from ..files import write_bytes
 from ..load import keras_compat
+from ..types import Step
+
+log = logging.getLogger("effkit")
 
 
 def converter_for(source: Any) -> Any:
@@ -217,6 +222,19 @@ def m_by_n_check(path: Path, *, m: int, n: int, layers: tuple[str, ...]) -> dict
         "layers": checked,
         **({"layers_not_found": missing} if missing else {}),
     }
+
+
+def pattern_check(path: Path, steps: tuple[Step, ...], *, name: str) -> Step | None:
+    """The `check` step of an artifact whose source was pruned to an m-of-n pattern (its `prune` step says which,
+    and in which layers): whether the pattern holds in the file itself. None for a source not pruned so."""
+    pruned = next((step.params for step in steps if step.params.get("m_by_n")), None)
+    if pruned is None:
+        return None
+    m, n = parse_m_by_n(pruned["m_by_n"])
+    check = m_by_n_check(path, m=m, n=n, layers=tuple(pruned["m_by_n_layers"]))
+    if not check["pattern_held"]:
+        log.warning("%s: the %d:%d pattern does not hold in the artifact: %s", name, m, n, check)
+    return Step("check", check)
 
 
 def validate_tflite(path: Path) -> None:

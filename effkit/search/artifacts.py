@@ -21,6 +21,7 @@ import numpy as np
 from .. import interrupt
 from ..config import Format, LatencyConfig
 from ..errors import one_line_reason
+from ..export.tflite import pattern_check
 from ..runtime.measure import batch_of, file_sizes, time_latency
 from ..types import Step
 from .budget import Deadline
@@ -176,26 +177,13 @@ class ArtifactMaker:
         quantization = "int8" if plan.activations == "int8" else ("int4" if label == "w4" else "dynamic")
         steps = (
             *source.steps,
-            Step("export", {"format": "tflite", "backend": "converter"}),
-            Step(
-                "quantize",
-                {
-                    "mode": quantization,
-                    "format": "tflite",
-                    "backend": "litert",
-                    **params,
-                    "xnnpack": xnnpack_summary(path),
-                },
-            ),
+            Step.of_file(Format.TFLITE, "converter"),
+            Step.of_file(Format.TFLITE, "litert", quantization, {**params, "xnnpack": xnnpack_summary(path)}),
         )
-        structured = next((step.params for step in source.steps if step.params.get("m_by_n")), None)
-        if structured is not None:  # the m-of-n pattern, checked on the artifact itself
-            from ..export.tflite import m_by_n_check
-
-            m, n = (int(part) for part in structured["m_by_n"].split(":"))
-            check = m_by_n_check(path, m=m, n=n, layers=tuple(structured["m_by_n_layers"]))
-            steps += (Step("check", check),)
-            settings["m_by_n_held"] = check["pattern_held"]
+        check = pattern_check(path, source.steps, name=name)
+        if check is not None:
+            steps += (check,)
+            settings["m_by_n_held"] = check.params["pattern_held"]
         self.measure(name, source, path, Format.TFLITE, quantization, steps, settings, started)
 
     def measure(

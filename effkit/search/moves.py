@@ -20,12 +20,13 @@ from ..isolation import Isolation
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..runtime.measure import weight_sparsity
+from ..techniques.made import Made
 from ..techniques.train import FINE_TUNE_KEYS
 from ..types import Step
 from .artifacts import ArtifactMaker
 from .budget import Costs, Deadline
 from .judge import Judge
-from .records import Artifact, Candidate, Decision, Made, Source, Trace, since
+from .records import Artifact, Candidate, Decision, Source, Trace, since
 from .sensitivity import layer_names
 
 log = logging.getLogger("effkit")
@@ -97,8 +98,9 @@ class Workshop:
         drop = self.judge.drop(top1)
         overall, per_layer = weight_sparsity(result.model)
         decision, reason = self.judge.model_decision(drop)
-        params = result.step_params()
-        self.costs.learn_fine_tune(result.stage, time.perf_counter() - started, params.get("epochs") or 0)
+        step = result.step()
+        params = step.params
+        self.costs.learn_fine_tune(step.stage, time.perf_counter() - started, params.get("epochs") or 0)
         tune = {key: params[key] for key in FINE_TUNE_KEYS if key in params}
         self.trace.record(
             Candidate(
@@ -117,7 +119,6 @@ class Workshop:
         )
         if decision != Decision.KEPT:
             return None
-        step = Step(result.stage, params)
         return Source(
             name,
             result.model,
@@ -149,7 +150,7 @@ class Workshop:
             start=parent.layer_sparsity,
             deadline=self.stop_at(),
         )
-        return Made("prune", result.model, _with(result.step_params, isolation))
+        return result.isolated(isolation)
 
     def prune_m_by_n(self, parent: Source, m_by_n: tuple[int, int], *, epochs: int) -> Made:
         from ..techniques.prune import prune
@@ -167,7 +168,7 @@ class Workshop:
             m_by_n=m_by_n,
             deadline=self.stop_at(),
         )
-        return Made("prune", result.model, _with(result.step_params, isolation))
+        return result.isolated(isolation)
 
     def cluster(self, parent: Source, clusters: int, *, epochs: int) -> Made:
         from ..techniques.cluster import cluster
@@ -184,7 +185,7 @@ class Workshop:
             preserve_sparsity=True,
             deadline=self.stop_at(),
         )
-        return Made("cluster", result.model, _with(result.step_params, isolation))
+        return result.isolated(isolation)
 
     def stop_at(self) -> float | None:
         """When a fine-tune must stop (wall clock): in time for its model's artifacts before the budget's end."""
@@ -206,7 +207,7 @@ class Workshop:
             group_shares=shares,
             deadline=self.stop_at(),
         )
-        return Made("prune_channels", result.model, _with(result.step_params, isolation))
+        return result.isolated(isolation)
 
     def channel_costs(self, model: Any, out_of_time: Callable[[], bool]) -> dict[str, dict]:
         """Each channel group's cost curve on validation (`structured.group_costs`), by group."""
@@ -295,7 +296,7 @@ class Workshop:
         steps = (
             *best.steps,
             Step("qat", {**trained.qat_params, "why": reason, **isolation}),
-            Step("export", {"format": "tflite", "backend": "converter", "mode": "int8", **trained.file_params}),
+            Step.of_file(Format.TFLITE, "converter", "int8", trained.file_params),
         )
         settings = {"qat": True, "preserve": preserve, "activations": "int8", "weights": "int8", "why": reason}
         self.maker.measure(name, best, path, Format.TFLITE, "int8", steps, settings, started, backend="converter")
@@ -322,12 +323,7 @@ class Workshop:
         except Exception as error:
             self.trace.failed(name, "artifact", source.name, settings, error, started)
             return
-        steps = (*source.steps, Step("export", {"format": "onnx", "backend": "tf2onnx"}),
-                 Step("quantize", {"mode": "int8", "format": "onnx", "backend": "onnxruntime", **params}))  # fmt: skip
+        quantized = Step.of_file(Format.ONNX, "onnxruntime", "int8", params)
+        steps = (*source.steps, Step.of_file(Format.ONNX, "tf2onnx"), quantized)
         self.maker.measure(name, source, path, Format.ONNX, "int8", steps, settings, started,
                            backend="onnxruntime")  # fmt: skip
-
-
-def _with(step_params: Callable[[], dict], extra: dict[str, str]) -> Callable[[], dict]:
-    """A step's parameters with what its isolation adds (nothing unless its child crashed)."""
-    return step_params if not extra else lambda: {**step_params(), **extra}

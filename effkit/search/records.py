@@ -90,15 +90,6 @@ class Artifact:
     backend: str = "litert"
 
 
-@dataclass(frozen=True)
-class Made:
-    """What a model-making step returns to the driver: its stage name, the model, and its step parameters."""
-
-    stage: str
-    model: Any
-    step_params: Any  # () -> dict: the step's parameters (its fine-tune figures are recorded on every candidate)
-
-
 @dataclass
 class Trace:
     """Everything tried, in order (`candidates`), the files of the artifacts among them, and the notes for the

@@ -20,21 +20,42 @@ from ..config import CompressConfig
 from ..errors import EffkitError, first_line
 from ..tasks import TaskPool
 from ..types import Latency, Report, Status, Variant
+from .suite import SuiteModel
 
 log = logging.getLogger("effkit")
 
 
 @dataclass(frozen=True)
 class ModelJob:
-    """One model of a suite: where its file is (or which reference classifier to train), its data and settings."""
+    """One model of a suite to compress: its entry (where its file is, or which reference classifier to train, and
+    its data) with the settings resolved for it and the suite's seed."""
 
-    name: str
-    data: str
+    model: SuiteModel
     config: CompressConfig
-    path: str | None = None  # a model file or SavedModel folder, or
-    reference: str | None = None  # a reference classifier from models/, trained (or reused) under out_dir/models/
-    epochs: int | None = None  # the reference's training epochs (None: its plan's)
     seed: int = 0  # the reference's training seed
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def data(self) -> str:
+        return self.model.data
+
+    @property
+    def path(self) -> str | None:
+        """A model file or SavedModel folder, or None for a reference classifier."""
+        return self.model.path
+
+    @property
+    def reference(self) -> str | None:
+        """A reference classifier from models/, trained (or reused) under out_dir/models/."""
+        return self.model.reference
+
+    @property
+    def epochs(self) -> int | None:
+        """The reference's training epochs (None: its plan's)."""
+        return self.model.epochs
 
 
 @dataclass(frozen=True)

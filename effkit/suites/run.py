@@ -38,17 +38,7 @@ def run_suite(suite: Suite, out_dir: str | Path, *, executor: Executor | None = 
         except EffkitError as error:
             entries[model.name] = ModelResult.failed(name=model.name, data=model.data, error=first_line(error))
             continue
-        jobs.append(
-            ModelJob(
-                name=model.name,
-                data=model.data,
-                config=config,
-                path=model.path,
-                reference=model.reference,
-                epochs=model.epochs,
-                seed=suite.seed,
-            )
-        )
+        jobs.append(ModelJob(model, config, seed=suite.seed))
     by_name = {model.name: model for model in suite.models}
     complete = False
     try:

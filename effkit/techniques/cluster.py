@@ -13,7 +13,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from ..load import keras_compat
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..runtime.measure import weight_name, weight_sparsity
+from .made import Made
 from .prune import validation_top1
 from .train import fine_tune_from
 
@@ -40,7 +41,9 @@ PER_CHANNEL_MAX = 256
 
 
 @dataclass(frozen=True)
-class ClusterResult:
+class ClusterResult(Made):
+    STAGE: ClassVar[str] = "cluster"
+
     model: Any  # tf_keras model, clustering wrappers stripped
     clusters: int
     clustered_layers: tuple[str, ...]

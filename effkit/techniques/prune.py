@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -24,13 +24,16 @@ from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..runtime.keras import KerasRunner
 from ..runtime.measure import top1, weight_sparsity
+from .made import Made
 from .train import Teacher, agreement_with, fit, teacher_of
 
 log = logging.getLogger("effkit")
 
 
 @dataclass(frozen=True)
-class PruneResult:
+class PruneResult(Made):
+    STAGE: ClassVar[str] = "prune"
+
     model: Any  # tf_keras model, pruning wrappers stripped
     target_sparsity: float
     sparsity: float  # measured over the kernels tfmot prunes

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from ..errors import ModelError, first_line
 from ..load import keras_compat
 from ..load.classifier import ModelInfo, output_names
 from ..load.data import Dataset
+from .made import Made
 from .prune import validation_top1
 from .train import fine_tune_from
 
@@ -46,7 +47,9 @@ class Preserve(StrEnum):
 
 
 @dataclass(frozen=True)
-class QatResult:
+class QatResult(Made):
+    STAGE: ClassVar[str] = "qat"
+
     model: Any  # tf_keras QAT model (quantize wrappers), ready for the TFLite converter
     preserve: str  # "sparsity", "clusters" or "none"
     epochs_run: int

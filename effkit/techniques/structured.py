@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from ..load import keras_compat
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from .channels import ChannelGraph, ChannelGroup, channel_graph, mask_channels, remove_channels
+from .made import Made
 from .prune import validation_top1
 from .train import agreement_with, fine_tune_from, teacher_of
 
@@ -43,7 +44,9 @@ LEARNING_RATE_FACTOR = 0.5  # the fine-tune of a model that keeps its trained ch
 
 
 @dataclass(frozen=True)
-class StructuredResult:
+class StructuredResult(Made):
+    STAGE: ClassVar[str] = "prune_channels"
+
     model: Any  # a new model of the same Keras generation, with fewer channels
     share: float  # the share of each group's channels asked for (or the mean of the per-group shares)
     channels: dict[str, tuple[int, int]]  # producer: (channels before, after)
