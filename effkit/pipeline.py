@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,8 @@ from .runtime.measure import (
     weight_sparsity,
 )
 from .tasks import TaskPool
-from .types import BASELINE_SOURCE, Report, Variant, variant_name
-from .variants import SourceModel, VariantMaker, failed_variant
+from .types import BASELINE_SOURCE, Report, Source, Variant, variant_name
+from .variants import VariantMaker, failed_variant
 
 log = logging.getLogger("effkit")
 
@@ -190,7 +191,7 @@ def compress(
 
     try:
         with progress_bar(f"{name}: variants", planned_variants(config)) as advance:
-            baseline = SourceModel(BASELINE_SOURCE, working, (), weight_sparsity(working)[0], baseline_outputs)
+            baseline = Source(BASELINE_SOURCE, working, (), weight_sparsity(working)[0], test_outputs=baseline_outputs)
             # One at a time, so that an interruption keeps every variant finished before it.
             grid_started = time.perf_counter()
             for variant in run.variants_of(baseline, keras_path=model_path):
@@ -382,7 +383,7 @@ def _run_search(search, run: VariantMaker, out_dir: Path, finished: Callable[[Va
         name = f"search-{artifact.candidate.name}"
         path = copy_artifact(artifact.path, run.artifacts / f"{name}{artifact.path.suffix}")
         outputs = model_outputs(artifact)
-        source = SourceModel(name, artifact.source.model, artifact.steps, artifact.source.sparsity, outputs)
+        source = replace(artifact.source, name=name, steps=artifact.steps, test_outputs=outputs)
         variant = Variant(
             name=name,
             format=artifact.fmt,

@@ -71,6 +71,30 @@ class Step:
         return cls("quantize" if "mode" in own else "export", {**own, **params})
 
 
+@dataclass
+class Source:
+    """A Keras model artifacts are made from: the user's (the baseline) or one a technique made, with the steps that
+    made it. The grid measures its artifacts on test against `test_outputs`; the search judges them on validation
+    against `val_outputs`. The search fills in the float .tflite its plans quantize once it is made."""
+
+    name: str
+    model: Any
+    steps: tuple[Step, ...]
+    sparsity: float  # measured share of zeros in its prunable kernels
+    test_outputs: Any = None  # every head on the test split: what the grid's artifacts must reproduce
+    val_outputs: Any = None  # primary head on validation: what the search's artifacts must agree with
+    val_top1: float | None = None
+    layer_sparsity: dict[str, float] = field(default_factory=dict)
+    clusters: int | None = None
+    float_tflite: Any = None  # a Path, once made
+    layers: tuple[str, ...] = ()  # every leaf layer's name (`sensitivity.layer_names`): how plans name ops
+
+    @property
+    def pruned_to_pattern(self) -> bool:
+        """Pruned to an m-of-n pattern (its `prune` step names it, and the layers that hold it)."""
+        return any(step.params.get("m_by_n") for step in self.steps)
+
+
 @dataclass(frozen=True)
 class Latency:
     """Latency figures in milliseconds under one protocol, with the batch and threads they were measured at."""

@@ -41,25 +41,9 @@ from .runtime.measure import (
 )
 from .runtime.probe import peak_memory
 from .stats import pack_correct
-from .types import Latency, Status, Step, Variant, variant_name
+from .types import Latency, Source, Status, Step, Variant, variant_name
 
 log = logging.getLogger("effkit")
-
-
-@dataclass(frozen=True)
-class SourceModel:
-    """A Keras model variants are made from: the baseline, or a pruned copy of it."""
-
-    name: str
-    model: Any
-    steps: tuple[Step, ...]
-    sparsity: float  # measured share of zeros in its prunable kernels
-    outputs: np.ndarray  # its Keras outputs on the test split: what its artifacts must reproduce
-
-    @property
-    def pruned_to_pattern(self) -> bool:
-        """Pruned to an m-of-n pattern (its `prune` step names it, and the layers that hold it)."""
-        return any(step.params.get("m_by_n") for step in self.steps)
 
 
 @dataclass(frozen=True)
@@ -127,7 +111,7 @@ class VariantMaker:
                 yield from self.failed_source(name, reason)
             return
         steps = (result.isolated(isolation).step(),)
-        pruned = SourceModel(source_name, result.model, steps, result.sparsity, outputs)
+        pruned = Source(source_name, result.model, steps, result.sparsity, test_outputs=outputs)
         yield from self.variants_of(pruned)
         if self.config.qat:
             yield self.qat_variant(pruned, preserve="sparsity", blocked=blocked)
@@ -159,10 +143,10 @@ class VariantMaker:
             yield from (v for v in self.failed_source(source_name, reason) if v.name != no_qat)
             return
         steps = (result.isolated(isolation).step(),)
-        source = SourceModel(source_name, result.model, steps, weight_sparsity(result.model)[0], outputs)
+        source = Source(source_name, result.model, steps, weight_sparsity(result.model)[0], test_outputs=outputs)
         yield from self.variants_of(source)
 
-    def clustered_variants(self, pruned: SourceModel, clusters: int, *, blocked: str | None) -> Iterator[Variant]:
+    def clustered_variants(self, pruned: Source, clusters: int, *, blocked: str | None) -> Iterator[Variant]:
         """Cluster a pruned source to `clusters` values per kernel and make its variants (and its QAT variant)."""
         from .techniques.cluster import cluster
 
@@ -187,12 +171,12 @@ class VariantMaker:
             yield from self.failed_source(source_name, reason)
             return
         steps = (*pruned.steps, result.isolated(isolation).step())
-        source = SourceModel(source_name, result.model, steps, result.sparsity, outputs)
+        source = Source(source_name, result.model, steps, result.sparsity, test_outputs=outputs)
         yield from self.variants_of(source)
         if self.config.qat:
             yield self.qat_variant(source, preserve="clusters", blocked=blocked)
 
-    def qat_variant(self, source: SourceModel, *, preserve: str, blocked: str | None = None) -> Variant:
+    def qat_variant(self, source: Source, *, preserve: str, blocked: str | None = None) -> Variant:
         """Quantization-aware training of a source that keeps its zeros (or clusters), converted to int8 TFLite and
         measured like any artifact; parity is judged against the QAT Keras model, which the file must reproduce."""
         from .techniques.qat import qat_int8
@@ -232,7 +216,7 @@ class VariantMaker:
             load_ms = (time.perf_counter() - started) * 1e3
         except Exception as error:
             return failed_variant(variant, error)
-        qat_model = SourceModel(f"{source.name}-qat", None, steps, trained.sparsity, trained.outputs)
+        qat_model = Source(f"{source.name}-qat", None, steps, trained.sparsity, test_outputs=trained.outputs)
         return self.measure_variant(variant, runner, path, qat_model, load_ms=load_ms)
 
     def failed_source(self, source_name: str, reason: str) -> Iterator[Variant]:
@@ -244,7 +228,7 @@ class VariantMaker:
         for n, f, q, b in planned:
             yield Variant(name=n, format=f, quantization=q, backend=b, status=Status.FAILED, error=reason)
 
-    def variants_of(self, source: SourceModel, *, keras_path: Path | None = None) -> Iterator[Variant]:
+    def variants_of(self, source: Source, *, keras_path: Path | None = None) -> Iterator[Variant]:
         """The source's Keras variant, then one per recipe, float32 first in each format."""
         with tempfile.TemporaryDirectory(prefix="effkit-") as scratch:
             inputs = RecipeInputs(
@@ -258,7 +242,7 @@ class VariantMaker:
             for recipe in self.recipes:
                 yield self.artifact_variant(source, recipe, inputs)
 
-    def keras_variant(self, source: SourceModel, path: Path | None) -> Variant:
+    def keras_variant(self, source: Source, path: Path | None) -> Variant:
         """The source model itself, run by Keras; a model without a file (a pruned one) is saved as a deliverable."""
         name = variant_name(source.name, Format.KERAS)
         variant = Variant(
@@ -273,7 +257,7 @@ class VariantMaker:
             return failed_variant(variant, error)
         return self.measure_variant(variant, runner, Path(path), source, load_ms=None)
 
-    def artifact_variant(self, source: SourceModel, recipe: Recipe, inputs: RecipeInputs) -> Variant:
+    def artifact_variant(self, source: Source, recipe: Recipe, inputs: RecipeInputs) -> Variant:
         path = self.artifacts / recipe.file_name(source.name)
         variant = Variant(
             name=recipe.variant_name(source.name),
@@ -297,7 +281,7 @@ class VariantMaker:
         return self.measure_variant(variant, runner, path, source, load_ms=load_ms)
 
     def measure_variant(
-        self, variant: Variant, runner: Runner, path: Path, source: SourceModel, *, load_ms: float | None
+        self, variant: Variant, runner: Runner, path: Path, source: Source, *, load_ms: float | None
     ) -> Variant:
         """Accuracy and parity on the whole test split (every head), sizes, latency under the one protocol at every
         batch size and thread count, and (when asked) the runtime's peak memory in a process of its own."""
@@ -308,7 +292,7 @@ class VariantMaker:
             accuracy = primary_top1(self.info, outputs, self.test_labels)
             heads = {
                 head.name: _head_figures(head, output, reference, self.test_labels[head.name])
-                for head, output, reference in zip(self.info.heads, outputs, source.outputs, strict=True)
+                for head, output, reference in zip(self.info.heads, outputs, source.test_outputs, strict=True)
             }
             size_bytes, gzip_bytes = file_sizes(path)
             grid = self.latency_grid_of(runner, path, Format(variant.format)) if self.time_latency else []
@@ -347,7 +331,7 @@ class VariantMaker:
         problems = parity_problems(
             self.info.heads,
             {name: figures["parity"] for name, figures in heads.items()},
-            source.outputs,
+            source.test_outputs,
             quantization=variant.quantization,
             config=self.config.parity,
         )

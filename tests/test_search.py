@@ -541,13 +541,13 @@ def test_after_two_misses_on_test_the_rest_of_that_pruning_level_is_passed_over(
     from pathlib import Path
 
     from effkit.search.judge import Judge
-    from effkit.search.records import Artifact, Candidate, Source, Trace
-    from effkit.types import Variant
+    from effkit.search.records import Artifact, Candidate, Trace
+    from effkit.types import Source, Variant
 
     models = [("baseline", None, {}), ("s80", "baseline", {"sparsity": 0.8}), ("s85", "s80", {"sparsity": 0.85}),
               ("s85-c8", "s85", {"clusters": 8})]  # fmt: skip
     trace = Trace([Candidate(name, "model", parent, settings, Decision.KEPT) for name, parent, settings in models])
-    sources = {name: Source(name, None, (), {}, 0.0, 0.9, None) for name, _, _ in models}
+    sources = {name: Source(name, None, (), 0.0, val_top1=0.9) for name, _, _ in models}
     for gzip, (name, source) in enumerate([("s85-c8-w4", "s85-c8"), ("s85-w4", "s85"), ("s85-c8-a8", "s85-c8"),
                                             ("s85-a8", "s85"), ("s80-w4", "s80")], start=10):  # fmt: skip
         candidate = Candidate(name, "artifact", source, {}, Decision.FRONT, val_drop_pp=0.0, gzip_bytes=gzip)
@@ -586,9 +586,10 @@ def test_a_candidate_beyond_the_devices_limits_is_not_on_the_front():
 
     from effkit.config import Limits
     from effkit.search.judge import Judge
-    from effkit.search.records import Artifact, Candidate, Source, Trace
+    from effkit.search.records import Artifact, Candidate, Trace
+    from effkit.types import Source
 
-    source = Source("baseline", None, (), {}, 0.0, 0.9, None)
+    source = Source("baseline", None, (), 0.0, val_top1=0.9)
     trace = Trace([Candidate("baseline", "model", None, {}, Decision.KEPT)])
     for name, size, gzip, p50 in (("w4", 50_000, 9_000, 0.015), ("a8", 100_000, 13_000, 0.004),
                                   ("ch50-a8", 31_000, 26_000, 0.0026)):  # fmt: skip
@@ -613,10 +614,10 @@ def test_the_mcu_target_keeps_only_full_integer_tflite_files_that_tflite_micro_r
 
     from effkit.config import Limits
     from effkit.search.judge import Judge
-    from effkit.search.records import Artifact, Candidate, Source, Trace
-    from effkit.types import Variant
+    from effkit.search.records import Artifact, Candidate, Trace
+    from effkit.types import Source, Variant
 
-    source = Source("baseline", None, (), {}, 0.0, 0.9, None)
+    source = Source("baseline", None, (), 0.0, val_top1=0.9)
     trace = Trace([Candidate("baseline", "model", None, {}, Decision.KEPT)])
     rows = (("w8", "tflite", "float", 20_000), ("a8-onnx", "onnx", "int8", 21_000), ("a8-big-arena", "tflite", "int8",
             22_000), ("a8", "tflite", "int8", 23_000))  # fmt: skip

@@ -23,11 +23,11 @@ from ..config import Format, LatencyConfig
 from ..errors import one_line_reason
 from ..export.tflite import pattern_check
 from ..runtime.measure import batch_of, file_sizes, time_latency
-from ..types import Step
+from ..types import Source, Step
 from .budget import Deadline
 from .judge import Judge
 from .plans import FloatLadder, quantization_plans
-from .records import Artifact, Candidate, Decision, Source, Trace, since
+from .records import Artifact, Candidate, Decision, Trace, since
 from .sensitivity import Sensitivity
 
 # Candidates are timed under a short protocol; the chosen ones get the full one when measured on test.

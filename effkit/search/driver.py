@@ -40,12 +40,13 @@ from ..isolation import Isolation
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
 from ..tasks import Task, TaskPool
+from ..types import Source
 from .artifacts import ArtifactBatch, ArtifactMaker, make_artifacts
 from .budget import CONFIRMS_RESERVED, Costs, Deadline, affordable_epochs
 from .judge import Judge
 from .moves import Workshop
 from .plans import channel_shares, layer_targets
-from .records import Artifact, Candidate, Decision, Source, Trace
+from .records import Artifact, Candidate, Decision, Trace
 from .sensitivity import Sensitivity, prunable_layers, table_for
 
 log = logging.getLogger("effkit")

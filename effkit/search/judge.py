@@ -14,7 +14,8 @@ import numpy as np
 from ..config import SearchGoal
 from ..load.classifier import ModelInfo
 from ..runtime.measure import parity, primary_top1
-from .records import Artifact, Candidate, Decision, Source, Trace
+from ..types import Source
+from .records import Artifact, Candidate, Decision, Trace
 
 MAX_CONFIRMED = 6  # front candidates measured on test before giving up
 LEVEL_MISSES = 2  # candidates of one pruning level that miss on test before the rest of the level is passed over

@@ -22,11 +22,11 @@ from ..load.data import Dataset
 from ..runtime.measure import weight_sparsity
 from ..techniques.made import Made
 from ..techniques.train import FINE_TUNE_KEYS
-from ..types import Step
+from ..types import Source, Step
 from .artifacts import ArtifactMaker
 from .budget import Costs, Deadline
 from .judge import Judge
-from .records import Artifact, Candidate, Decision, Source, Trace, since
+from .records import Artifact, Candidate, Decision, Trace, since
 from .sensitivity import layer_names
 
 log = logging.getLogger("effkit")
@@ -66,8 +66,8 @@ class Workshop:
             self.judge.budget_pp,
             self.judge.goal,
         )
-        source = Source("baseline", model, (), per_layer, overall, top1, self.judge.primary(outputs),
-                        layers=tuple(layer_names(model)))  # fmt: skip
+        source = Source("baseline", model, (), overall, val_outputs=self.judge.primary(outputs), val_top1=top1,
+                        layer_sparsity=per_layer, layers=tuple(layer_names(model)))  # fmt: skip
         sparsity = round(overall, 4)
         self.trace.record(
             Candidate(
@@ -123,10 +123,10 @@ class Workshop:
             name,
             result.model,
             (*parent.steps, step),
-            per_layer,
             overall,
-            top1,
-            self.judge.primary(outputs),
+            val_outputs=self.judge.primary(outputs),
+            val_top1=top1,
+            layer_sparsity=per_layer,
             clusters=parent.clusters,
             layers=tuple(layer_names(result.model)),
         )

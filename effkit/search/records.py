@@ -10,12 +10,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import interrupt
 from ..config import Format
 from ..errors import one_line_reason
-from ..types import Step, known_fields
+from ..types import Source, Step, known_fields
 
 log = logging.getLogger("effkit")
 
@@ -59,22 +57,6 @@ class Candidate:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
         return cls(**known_fields(cls, data))
-
-
-@dataclass
-class Source:
-    """A Keras model the search made (or the user's), with how it was made."""
-
-    name: str
-    model: Any
-    steps: tuple[Step, ...]
-    layer_sparsity: dict[str, float]
-    sparsity: float
-    val_top1: float
-    val_outputs: np.ndarray  # primary head on validation: what its artifacts must agree with
-    clusters: int | None = None
-    float_tflite: Path | None = None
-    layers: tuple[str, ...] = ()  # every leaf layer's name (`sensitivity.layer_names`): how plans name ops
 
 
 @dataclass
