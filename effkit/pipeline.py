@@ -36,6 +36,7 @@ from .load.data import (
     fitted_sequences,
     load_dataset,
 )
+from .measurer import failed_variant
 from .progress import bar as progress_bar
 from .recipes import plan
 from .report.outdir import (
@@ -65,7 +66,7 @@ from .runtime.measure import (
 )
 from .tasks import TaskPool
 from .types import BASELINE_SOURCE, Report, Source, Variant, variant_name
-from .variants import VariantMaker, failed_variant
+from .variants import VariantMaker
 
 log = logging.getLogger("effkit")
 

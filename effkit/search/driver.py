@@ -28,7 +28,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +38,11 @@ from ..errors import one_line_reason
 from ..isolation import Isolation
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
-from ..tasks import Task, TaskPool
+from ..tasks import TaskPool
 from ..types import Source
-from .artifacts import ArtifactBatch, ArtifactMaker, make_artifacts
+from .artifacts import ArtifactMaker
 from .budget import CONFIRMS_RESERVED, Costs, Deadline, affordable_epochs
+from .dispatch import Dispatch
 from .judge import Judge
 from .moves import Workshop
 from .plans import channel_shares, layer_targets
@@ -95,9 +95,6 @@ class Search:
         self.costs = Costs()
         self.shortened = False  # a fine-tune ran fewer epochs than asked, to fit the budget
         self.stopped = "running"
-        self.tasks = tasks  # None: artifacts made here, in line
-        self._pending: list[tuple[Source, Task]] = []  # artifact tasks not merged yet, in the order submitted
-        self.task_workers: list[str] = []  # host:pid of each artifact task merged, in order
         self.tried = Trace()  # every candidate tried, the artifacts' files, the notes
         self.judge = Judge(
             info=info,
@@ -119,7 +116,7 @@ class Search:
             batch=config.latency.batch,
             scratch=self.scratch,
             deadline=self.deadline,
-            on_check=self._merge_ready,
+            on_check=lambda: self.dispatch.merge_ready(),
         )
         self.workshop = Workshop(
             self.dataset,
@@ -133,8 +130,16 @@ class Search:
             deadline=self.deadline,
             costs=self.costs,
         )
+        self.dispatch = Dispatch(  # where each model's artifacts are made: here, or in tasks (`tasks`)
+            tasks, maker=self.maker, workshop=self.workshop, trace=self.tried, costs=self.costs, deadline=self.deadline
+        )
 
     # ------------------------------------------------------------------ what the pipeline and the report read
+    @property
+    def task_workers(self) -> list[str]:
+        """host:pid of each artifact task merged, in order (none when artifacts are made here)."""
+        return self.dispatch.workers
+
     @property
     def candidates(self) -> list[Candidate]:
         return self.tried.candidates
@@ -188,7 +193,7 @@ class Search:
         try:
             baseline = self.workshop.baseline(self.model)
             self.maker.sensitivity = self._sensitivity(baseline)
-            self._artifacts(baseline)
+            self.dispatch.artifacts(baseline)
             within = [baseline]
             if self.settings.goal == SearchGoal.FLASH:  # zeros and shared values save no raw byte: fewer channels do
                 within.extend(self._channels(baseline))
@@ -200,15 +205,13 @@ class Search:
             if self.settings.goal == SearchGoal.LATENCY:
                 within.extend(self._structured(baseline))
                 within.extend(self._channels(baseline))
-            self._collect()
+            self.dispatch.collect()
             self._qat_fallback(within)
             self._onnx_of_best_integer()
             self.stopped = "budget" if self.maker.budget_spent or self.shortened else "done"
         except KeyboardInterrupt:
             self.stopped = "interrupted"
-            for _, task in self._pending:
-                task.cancel()
-            self._pending.clear()
+            self.dispatch.cancel()
             raise
         finally:
             self.judge.mark_front(self.tried)
@@ -253,7 +256,7 @@ class Search:
             if source is None:
                 return
             yield source
-            self._artifacts(source)
+            self.dispatch.artifacts(source)
             previous = source
 
     def _level(self, name: str, previous: Source, kind: str, *, minimum: int, make, settings: dict) -> Source | None:
@@ -293,7 +296,7 @@ class Search:
                     break  # fewer clusters only costs more
                 source.clusters = clusters
                 yield source
-                self._artifacts(source)
+                self.dispatch.artifacts(source)
 
     def _structured(self, baseline: Source) -> Iterator[Source]:
         """For the latency goal: 2:4 structured sparsity (at most 2 nonzero in every 4 input channels), the pattern
@@ -312,7 +315,7 @@ class Search:
         )
         if source is not None:
             yield source
-            self._artifacts(source)
+            self.dispatch.artifacts(source)
 
     def _channels(self, baseline: Source) -> Iterator[Source]:
         """For the latency and flash goals: structured pruning, whole channels removed, so that the model is smaller
@@ -353,7 +356,7 @@ class Search:
             if source is None:
                 return
             yield source
-            self._artifacts(source)
+            self.dispatch.artifacts(source)
             previous, before, done = source, absolute, level
 
     def _qat_fallback(self, within: list[Source]) -> None:
@@ -404,76 +407,6 @@ class Search:
         if float_tflite.exists():  # measured here: the float .tflite the baseline's plans quantize
             baseline.float_tflite = float_tflite
         return table
-
-    # ------------------------------------------------------------------ artifacts, here or in tasks
-    def _artifacts(self, source: Source) -> None:
-        """The source's quantized .tflite candidates: made here, or submitted as a task (`make_artifacts`) that
-        starts once the previous source's task is done, since its selective int8 starts where that one ended.
-        Every kept model gets at least its first plan, however late (its time was reserved before its fine-tune)."""
-        started = time.perf_counter()
-        if not self.workshop.float_tflite(source):
-            return
-        if self.tasks is None:
-            self.maker.quantized_artifacts(source)
-            self.workshop.converter_if_needed(source)
-            self.costs.learn_artifacts(time.perf_counter() - started)
-            return
-        state = replace(source, model=None, float_tflite=None)  # no Keras model travels
-        previous = self._pending[-1][1] if self._pending else None
-        remaining = None if self.deadline.budget_seconds is None else self.deadline.left()
-        float_tflite = source.float_tflite.read_bytes()
-        task = self.tasks.submit(make_artifacts, self.maker.for_task(), state, float_tflite, remaining, previous)
-        self._pending.append((source, task))
-        log.info("search: %s's artifacts submitted", source.name)
-
-    def _merge(self, source: Source, task: Task) -> None:
-        """A finished artifact task's candidates into the trace, in the order it made them, and its files into the
-        scratch folder; then what needs the Keras model (the converter's int8 weights)."""
-        try:
-            batch: ArtifactBatch = task.result()
-        except KeyboardInterrupt:
-            raise
-        except Exception as error:  # the task failed outright (its worker died past its retries): its plans did
-            self.tried.failed(f"{source.name}-artifacts", "artifact", source.name, {}, error, time.perf_counter())
-            return
-        for candidate in batch.candidates:
-            self.tried.record(candidate)
-            made = batch.made.get(candidate.name)
-            if made is None:
-                continue
-            fmt, quantization, steps, backend = made
-            path = self.scratch / f"{candidate.name}.{Format(fmt).value}"
-            path.write_bytes(batch.files[candidate.name])
-            self.artifacts[candidate.name] = Artifact(
-                candidate, path, source, Format(fmt), quantization, steps, backend
-            )
-        self.notes.extend(batch.notes)
-        self.costs.learn_artifacts(sum(c.seconds or 0.0 for c in batch.candidates))
-        self.task_workers.append(batch.worker)
-        self.maker.floats_needed = batch.floats_needed
-        self.maker.budget_spent = self.maker.budget_spent or batch.budget_spent
-        self.workshop.converter_if_needed(source)
-
-    def _merge_ready(self) -> None:
-        """Merge the tasks that are done, oldest first, up to the first still running (the trace keeps its order)."""
-        while self._pending and self._pending[0][1].done():
-            self._merge(*self._pending.pop(0))
-
-    def _collect(self) -> None:
-        """Wait for every artifact task, merge them, and time the candidates they made with nothing else running."""
-        while self._pending:
-            self._merge(*self._pending.pop(0))
-        for name, artifact in list(self.artifacts.items()):
-            if artifact.candidate.p50_ms is not None or artifact.candidate.decision == Decision.FAILED:
-                continue
-            try:
-                p50 = self.maker.quick_p50(artifact.path, artifact.fmt)
-            except KeyboardInterrupt:
-                raise
-            except Exception as error:
-                self.notes.append(f"search: could not time {name}: {one_line_reason(error)}")
-                continue
-            self.tried.update(self.tried.index(name), p50_ms=p50)
 
     def trace(self) -> dict[str, Any]:
         """The report's `search` section."""
