@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from .edge.manifest import sha256_file
 from .errors import one_line_reason
 from .isolation import Isolation
 from .load import keras_compat
-from .load.classifier import describe, model_input, own_labels
+from .load.classifier import ModelInfo, describe, model_input, own_labels
 from .load.data import (
     Dataset,
     Labeller,
@@ -116,22 +116,9 @@ def compress(
     out_dir = Path(out_dir) if out_dir is not None else fresh_dir(DEFAULT_OUT / name)
     check_out_dir(out_dir, overwrite=overwrite)
     recipes = plan(config)
-    loaded, model_path, dataset = _load(model, data, name=name, config=config, safe_mode=safe_mode)
-    working = loaded.model
-    facts = model_input(working, name=name)
-    if facts.sequence_length:
-        dataset = fit_sequences(dataset, facts.sequence_length)
-    check_fits(dataset, input_shape=facts.shape)  # before the model first runs on it
-    if facts.vocabulary is not None:
-        check_tokens(dataset, facts.vocabulary)
-    x_sample = dataset.x_train[:32].astype(facts.dtype)
-    info = describe(working, x_sample, name=name, labels=dataset.labels("train", list(facts.output_names)))
-    check_labels(dataset, info.heads)
-    dataset = dataset.astype(info.input_dtype)
+    inputs = _prepare(model, data, name=name, config=config, safe_mode=safe_mode)
+    working, dataset, info, model_path = inputs.working, inputs.dataset, inputs.info, inputs.model_path
     names = info.output_names
-    bridge_diff, prune_blocker = _verify_bridge(loaded, dataset)
-    if prune_blocker is not None:
-        working = loaded.original  # every variant that needs no pruning is made from the user's own model
     claim_out_dir(out_dir)  # inputs are valid: now the output folder may be created or cleared
     if model is None:
         model_path = keras_compat.save_model(working, out_dir / f"{name}.keras")
@@ -139,18 +126,6 @@ def compress(
     # The samples every latency figure was timed on, so that a later check (effkit bench) times the same input.
     _save_latency_input(out_dir / LATENCY_INPUT, dataset.x_test, max(config.latency.batches))
     _save_test_sample(out_dir / TEST_SAMPLE, dataset, info.primary.name, names)
-    log.info(
-        "model %s: %s parameters, input %s %s, outputs %s; data %s: %d train / %d val / %d test",
-        name,
-        f"{info.params:,}",
-        info.input_shape,
-        info.input_dtype,
-        ", ".join(f"{head.name} ({head.kind}, {head.units})" for head in info.heads),
-        dataset.name,
-        len(dataset.x_train),
-        len(dataset.x_val),
-        len(dataset.x_test),
-    )
 
     baseline_outputs = open_runner(working, Format.KERAS, outputs=names).predict(dataset.x_test)
     test_labels = dataset.labels("test", names)
@@ -173,9 +148,9 @@ def compress(
         # read now: the path is as the user gave it, relative to where they ran compress, which a bundle made later
         # from elsewhere cannot find again
         "sha256": sha256_file(model_path) if model_path and Path(model_path).is_file() else None,
-        "keras_generation": loaded.generation,
-        "bridge_max_abs_diff": bridge_diff,
-        "bridge_error": prune_blocker,
+        "keras_generation": inputs.generation,
+        "bridge_max_abs_diff": inputs.bridge_diff,
+        "bridge_error": inputs.prune_blocker,
     }
 
     variants: list[Variant] = []
@@ -200,7 +175,7 @@ def compress(
                 advance(1)
             per_variant = (time.perf_counter() - grid_started) / max(1, len(variants))
             for sparsity in () if config.search else config.sparsities:
-                for variant in run.pruned_variants(working, sparsity, blocked=prune_blocker):
+                for variant in run.pruned_variants(working, sparsity, blocked=inputs.prune_blocker):
                     finished(variant)
                     advance(1)
             for share in () if config.search else config.channels:
@@ -208,11 +183,11 @@ def compress(
                     finished(variant)
                     advance(1)
             if m_by_n is not None and not config.search:
-                for variant in run.pruned_variants(working, None, blocked=prune_blocker, m_by_n=m_by_n):
+                for variant in run.pruned_variants(working, None, blocked=inputs.prune_blocker, m_by_n=m_by_n):
                     finished(variant)
                     advance(1)
         if config.search is not None:
-            search = _new_search(run, working, out_dir, name=name, prune_blocker=prune_blocker, tasks=tasks,
+            search = _new_search(run, working, out_dir, name=name, prune_blocker=inputs.prune_blocker, tasks=tasks,
                                  started=started, per_variant=per_variant)  # fmt: skip
             _run_search(search, run, out_dir, finished)
         interrupt.check()
@@ -239,6 +214,57 @@ def _model_name(model: Any) -> str:
         path = Path(model)
         return path.stem if path.suffix else path.name
     return getattr(model, "name", None) or "model"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The inputs of one compress run, checked against each other: the model variants are made from, the data in
+    the model's own input form, and what the model is."""
+
+    working: Any  # the model every variant is made from: the tf_keras rebuild, or the user's own (see prune_blocker)
+    dataset: Dataset
+    info: ModelInfo
+    model_path: Path | None
+    generation: str  # the model file's Keras generation
+    bridge_diff: float | None  # the tf_keras rebuild's largest output difference from the user's Keras 3 model
+    prune_blocker: str | None  # why tfmot cannot prune it (no faithful rebuild); None when it can
+
+
+def _prepare(model, data, *, name: str, config: CompressConfig, safe_mode: bool) -> Inputs:
+    """Load the model and the data and check them against each other (shapes, token ids, labels per head), before
+    anything is written.
+
+    Raises:
+        EffkitError: one line saying what does not fit.
+    """
+    loaded, model_path, dataset = _load(model, data, name=name, config=config, safe_mode=safe_mode)
+    working = loaded.model
+    facts = model_input(working, name=name)
+    if facts.sequence_length:
+        dataset = fit_sequences(dataset, facts.sequence_length)
+    check_fits(dataset, input_shape=facts.shape)  # before the model first runs on it
+    if facts.vocabulary is not None:
+        check_tokens(dataset, facts.vocabulary)
+    x_sample = dataset.x_train[:32].astype(facts.dtype)
+    info = describe(working, x_sample, name=name, labels=dataset.labels("train", list(facts.output_names)))
+    check_labels(dataset, info.heads)
+    dataset = dataset.astype(info.input_dtype)
+    bridge_diff, prune_blocker = _verify_bridge(loaded, dataset)
+    if prune_blocker is not None:
+        working = loaded.original  # every variant that needs no pruning is made from the user's own model
+    log.info(
+        "model %s: %s parameters, input %s %s, outputs %s; data %s: %d train / %d val / %d test",
+        name,
+        f"{info.params:,}",
+        info.input_shape,
+        info.input_dtype,
+        ", ".join(f"{head.name} ({head.kind}, {head.units})" for head in info.heads),
+        dataset.name,
+        len(dataset.x_train),
+        len(dataset.x_val),
+        len(dataset.x_test),
+    )
+    return Inputs(working, dataset, info, model_path, loaded.generation, bridge_diff, prune_blocker)
 
 
 def _load(model, data, *, name: str, config: CompressConfig, safe_mode: bool):
