@@ -1,6 +1,6 @@
 """The `effkit` command: parse, call the library, print. Heavy imports happen inside each command.
 
-Exit codes: 0 all variants ok (bench: the gate passed); 1 the bench gate found regressions, or an internal error;
+Exit codes: 0 all variants ok (bench, gate: the gate passed); 1 an internal error; 4 the gate found regressions;
 2 bad input (one line on stderr); 3 some variants failed or mismatched; 130 interrupted. `--debug` shows tracebacks.
 """
 
@@ -341,6 +341,36 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--device", nargs="+", required=True, metavar="RESULT", help="device-result.json files")
     _common(report)
     report.set_defaults(command=_report)
+
+    gate = commands.add_parser(
+        "gate",
+        help="gate figures timed on devices (effkit-edge bench) against a device baseline; exit 4 on a slowdown",
+        description="Check each device result's signature, then compare its p50 with the baseline entry for the "
+        "same bundle, variant, runtime, threads and batch measured on a device with the same kernels "
+        "(architecture, vendor, CPU family and model, kernel-selecting features). A slowdown counts beyond "
+        "--latency-slowdown-pct and --latency-floor-ms, and when both keep per-run samples, only if a one-sided "
+        "Mann-Whitney test finds it (p < --latency-p-value). A result without a baseline from its device is listed "
+        "as not comparable, with the reason, and never fails. Exit 4 on a regression.",
+    )
+    gate.add_argument("results", nargs="+", metavar="RESULT", help="device-result.json files")
+    gate.add_argument("--baseline", required=True, help="the device baseline, e.g. bench/baselines/devices.json")
+    gate.add_argument(
+        "--update-baseline",
+        action="store_true",
+        help="write the results into --baseline instead of gating: each replaces the entry of its bundle, runtime "
+        "and device; other devices' entries are kept",
+    )
+    gate.add_argument("--latency-slowdown-pct", type=float, help="p50 growth that counts (default: effkit bench's, 30)")
+    gate.add_argument(
+        "--latency-floor-ms", type=float, help="and the p50 must grow by more than this (default: effkit bench's, 0.02)"
+    )
+    gate.add_argument(
+        "--latency-p-value",
+        type=float,
+        help="and the rank test must find it less likely (default: effkit bench's, 0.05)",
+    )
+    _common(gate)
+    gate.set_defaults(command=_gate)
     return parser
 
 
@@ -603,6 +633,48 @@ def _report(args: argparse.Namespace) -> int:
 
     report = add_devices(Path(args.run), [Path(p) for p in args.device])
     print(f"{args.run}: {len(report.devices)} device figure(s) in report.json and report.md")
+    return EXIT_OK
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .suites.devices import (
+        REGRESSION,
+        compare_devices,
+        read_device_baseline,
+        read_results,
+        rows_markdown,
+        updated_baseline,
+        write_device_baseline,
+    )
+    from .suites.gate import Thresholds
+
+    given = {
+        "latency_slowdown_pct": args.latency_slowdown_pct,
+        "latency_floor_ms": args.latency_floor_ms,
+        "latency_p_value": args.latency_p_value,
+    }
+    try:
+        thresholds = Thresholds(**{name: value for name, value in given.items() if value is not None})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    path = Path(args.baseline)
+    baseline = read_device_baseline(path, missing_ok=args.update_baseline)
+    results = read_results([Path(p) for p in args.results])
+    if args.update_baseline:
+        entries = updated_baseline(baseline, results)
+        write_device_baseline(path, entries)
+        print(f"{path}: {len(results)} result(s) written, {len(entries) - len(results)} other entries kept")
+        return EXIT_OK
+    rows = compare_devices(results, baseline, thresholds)
+    print(rows_markdown(rows))
+    regressions = [row for row in rows if row["verdict"] == REGRESSION]
+    compared = sum(row["baseline_p50_ms"] is not None for row in rows)
+    if regressions:
+        print(f"effkit: {len(regressions)} device regression(s) against {path}", file=sys.stderr)
+        return EXIT_REGRESSION
+    print(f"gate passed against {path}: {compared} compared, {len(rows) - compared} not comparable")
     return EXIT_OK
 
 

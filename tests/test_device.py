@@ -15,7 +15,7 @@ from effkit.cli import main as effkit_main
 from effkit.edge import BundleError
 from effkit.edge.cpu import fingerprint
 from effkit.edge.device import RESULT, bench, read_result, signature, write_result
-from effkit.edge.timing import DEFAULT, Protocol
+from effkit.edge.timing import DEFAULT, MAX_SAMPLES, Protocol, percentile, samples_ms
 from effkit.ship.bundle import make_bundle
 
 QUICK = Protocol(warmup_runs=2, warmup_seconds=0.0, min_runs=20, min_seconds=0.0)
@@ -47,6 +47,28 @@ def test_bench_times_the_bundle_under_effkits_protocol_and_signs_the_result(run)
     assert result["runtime"]["batch"] == 4 and result["runtime"]["engine"] == "litert"
     assert result["peak_rss_bytes"] > 10 * 2**20
     assert result["protocol"]["min_runs"] == 20 and result["signature"] == signature(result)
+    assert result["schema_version"] == 2 and len(result["samples_ms"]) == latency["runs"]  # 20-odd runs: all kept
+    assert min(result["samples_ms"]) == pytest.approx(latency["min"], rel=1e-3)
+    assert percentile(sorted(result["samples_ms"]), 50) == pytest.approx(latency["p50"], rel=1e-3)
+
+
+def test_samples_are_an_evenly_spaced_subset_of_the_runs_in_the_order_timed():
+    seconds = [(i + 1) * 1e-6 for i in range(2500)]  # 1 us, 2 us, ... 2.5 ms
+    kept = samples_ms(seconds)
+    assert len(kept) == 834 <= MAX_SAMPLES  # every third run
+    assert kept[:3] == [0.001, 0.004, 0.007] and kept[-1] == 2.5  # run 2,500
+    assert samples_ms([1.23456789e-3]) == [1.235]  # four significant digits
+    assert len(samples_ms(seconds[:MAX_SAMPLES])) == MAX_SAMPLES
+
+
+def test_a_version_1_result_without_samples_is_still_read(run, tmp_path):
+    _, bundle = run
+    result = bench(bundle, protocol=QUICK)
+    older = {key: value for key, value in result.items() if key not in ("samples_ms", "signature")}
+    older["schema_version"] = 1
+    older["signature"] = signature(older)
+    write_result(older, tmp_path / "v1.json")
+    assert read_result(tmp_path / "v1.json") == older
 
 
 def test_effkits_latency_defaults_are_the_devices_protocol():

@@ -2,9 +2,11 @@
 
 The artifact is timed under effkit's own protocol (`timing`), on the bundle's golden inputs, at the batch and thread
 count asked; the device describes itself with effkit's own fingerprint parser (`cpu`); the process's peak resident
-memory is read after loading and timing. The result names the bundle by the sha256 of its artifact and of its
-manifest, and carries a signature: the sha256 of its own canonical JSON, so that a figure edited by hand, or one
-that belongs to another bundle, is refused where it is read back (`read_result`).
+memory is read after loading and timing. `samples_ms` keeps the per-run milliseconds (an evenly spaced subset, see
+`timing.samples_ms`), so that the gate (`effkit gate`) can judge a slowdown against the spread of its baseline.
+The result names the bundle by the sha256 of its artifact and of its manifest, and carries a signature: the sha256
+of its own canonical JSON, so that a figure edited by hand, or one that belongs to another bundle, is refused where
+it is read back (`read_result`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import numpy as np
 
 from .cpu import fingerprint
 from .manifest import MANIFEST, BundleError, sha256_file
-from .timing import DEFAULT, Protocol, summarize, time_calls
+from .timing import DEFAULT, Protocol, samples_ms, summarize, time_calls
 from .verify import golden
 
 RESULT = "device-result.json"
 RESULT_SCHEMA = "effkit.device-result"
-RESULT_VERSION = 1
+RESULT_VERSION = 2  # 2 adds samples_ms; version 1 results (no samples) are still read
 
 
 def bench(bundle: str | Path, *, threads: int = 1, batch: int = 1, protocol: Protocol = DEFAULT) -> dict[str, Any]:
@@ -57,6 +59,7 @@ def bench(bundle: str | Path, *, threads: int = 1, batch: int = 1, protocol: Pro
         "runtime": {"engine": model.runtime, "threads": threads, "batch": batch, **_versions(model.runtime)},
         "protocol": {key: getattr(protocol, key) for key in Protocol.__dataclass_fields__},
         "latency_ms": summarize(timings, batch=batch),
+        "samples_ms": samples_ms(timings),
         "peak_rss_bytes": _peak_rss(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -92,16 +95,25 @@ def read_result(path: str | Path, *, source_sha256: str | None = None) -> dict[s
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"cannot read device result {path}: {error}") from None
+    return check_result(result, where=str(path), source_sha256=source_sha256)
+
+
+def check_result(result: Any, *, where: str, source_sha256: str | None = None) -> dict[str, Any]:
+    """`result` when it is a device result whose signature holds (see `read_result`); `where` names it in errors.
+
+    Raises:
+        BundleError: another schema or a newer version, changed since it was written, or for another artifact.
+    """
     if not isinstance(result, dict) or result.get("schema") != RESULT_SCHEMA:
-        raise BundleError(f'{path} is not a device result (no "schema": "{RESULT_SCHEMA}")')
+        raise BundleError(f'{where} is not a device result (no "schema": "{RESULT_SCHEMA}")')
     version = result.get("schema_version")
     if not isinstance(version, int) or version > RESULT_VERSION:
-        raise BundleError(f"{path} has schema version {version}; this reader reads up to {RESULT_VERSION}")
+        raise BundleError(f"{where} has schema version {version}; this reader reads up to {RESULT_VERSION}")
     if result.get("signature") != signature(result):
-        raise BundleError(f"{path} was changed after effkit-edge wrote it: its signature does not match")
+        raise BundleError(f"{where} was changed after effkit-edge wrote it: its signature does not match")
     found = (result.get("bundle") or {}).get("source_sha256")
     if source_sha256 is not None and found != source_sha256:
-        raise BundleError(f"{path} is for another artifact (sha256 {str(found)[:12]}..., not {source_sha256[:12]}...)")
+        raise BundleError(f"{where} is for another artifact (sha256 {str(found)[:12]}..., not {source_sha256[:12]}...)")
     return result
 
 
