@@ -38,7 +38,7 @@ from .load.data import (
 )
 from .measurer import failed_variant
 from .progress import bar as progress_bar
-from .recipes import plan
+from .recipes import recipes_for
 from .report.outdir import (
     ARTIFACTS,
     LATENCY_INPUT,
@@ -115,7 +115,7 @@ def compress(
     name = name or _model_name(model)
     out_dir = Path(out_dir) if out_dir is not None else fresh_dir(DEFAULT_OUT / name)
     check_out_dir(out_dir, overwrite=overwrite)
-    recipes = plan(config)
+    recipes = recipes_for(config)
     inputs = _prepare(model, data, name=name, config=config, safe_mode=safe_mode)
     working, dataset, info, model_path = inputs.working, inputs.dataset, inputs.info, inputs.model_path
     names = info.output_names
@@ -353,7 +353,7 @@ def planned_variants(config: CompressConfig) -> int:
     else:
         derived = len(config.sparsities) * (1 + len(config.clusters)) + (config.prune.m_by_n_pair is not None)
     channels = 0 if config.search else len(config.channels)
-    return (1 + derived + channels) * (1 + len(plan(config))) + derived * config.qat
+    return (1 + derived + channels) * (1 + len(recipes_for(config))) + derived * config.qat
 
 
 def _new_search(

@@ -2,7 +2,7 @@
 
 A producer writes one artifact file from `RecipeInputs` and returns the parameters its step records. Quantizers
 that work on a float32 artifact (LiteRT quantizer, ONNX Runtime) read it from `RecipeInputs.float_artifacts`,
-which `Recipe.make` fills when the float32 recipe of the same format runs (first, in `plan()`'s order). The
+which `Recipe.make` fills when the float32 recipe of the same format runs (first, in `recipes_for()`'s order). The
 pipeline only walks the plan.
 """
 
@@ -199,7 +199,7 @@ RECIPES: tuple[Recipe, ...] = (
 )
 
 
-def plan(config: CompressConfig) -> list[Recipe]:
+def recipes_for(config: CompressConfig) -> list[Recipe]:
     """The recipes a config asks for, float32 first in each format (the reference, and what quantizers start from).
 
     TFLite quantization recipes are kept for the backends in `config.tflite_backends`; the float32 export always

@@ -267,7 +267,7 @@ def test_a_newer_manifest_schema_is_refused(mobile, tmp_path):
     manifest = json.loads((copied / "manifest.json").read_text())
     manifest["schema_version"] = 2
     (copied / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="schema version 2; this loader reads up to 1: upgrade effkit-edge"):
+    with pytest.raises(BundleError, match="schema version 2; this reader reads up to 1: upgrade effkit-edge"):
         load(copied)
 
 

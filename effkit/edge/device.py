@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .cpu import fingerprint
-from .manifest import MANIFEST, BundleError, sha256_file
+from .manifest import MANIFEST, BundleError, check_schema, sha256_file
 from .timing import DEFAULT, Protocol, samples_ms, summarize, time_calls
 from .verify import golden
 
@@ -104,11 +104,7 @@ def check_result(result: Any, *, where: str, source_sha256: str | None = None) -
     Raises:
         BundleError: another schema or a newer version, changed since it was written, or for another artifact.
     """
-    if not isinstance(result, dict) or result.get("schema") != RESULT_SCHEMA:
-        raise BundleError(f'{where} is not a device result (no "schema": "{RESULT_SCHEMA}")')
-    version = result.get("schema_version")
-    if not isinstance(version, int) or version > RESULT_VERSION:
-        raise BundleError(f"{where} has schema version {version}; this reader reads up to {RESULT_VERSION}")
+    check_schema(result, where=where, schema=RESULT_SCHEMA, version=RESULT_VERSION, what="a device result")
     if result.get("signature") != signature(result):
         raise BundleError(f"{where} was changed after effkit-edge wrote it: its signature does not match")
     found = (result.get("bundle") or {}).get("source_sha256")

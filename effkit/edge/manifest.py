@@ -33,6 +33,22 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_schema(data: Any, *, where: str, schema: str, version: int, what: str, newer: str = "") -> dict[str, Any]:
+    """`data` when it is a JSON object of `schema` at `version` or older: every versioned file effkit writes (a
+    manifest, a device result, a device baseline) is read through this one check. `what` names the kind in the
+    error, `newer` says what to do about a newer version.
+
+    Raises:
+        BundleError: another schema, or a newer (or no) version; one line.
+    """
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        raise BundleError(f'{where} is not {what} (no "schema": "{schema}")')
+    found = data.get("schema_version")
+    if not isinstance(found, int) or found > version:
+        raise BundleError(f"{where} has schema version {found}; this reader reads up to {version}{newer}")
+    return data
+
+
 def read_manifest(bundle: Path) -> dict[str, Any]:
     """The manifest of the bundle folder `bundle`, checked for the fields a loader relies on.
 
@@ -49,13 +65,8 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise BundleError(f"{path} is not readable JSON: {error}") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA:
-        raise BundleError(f'{path} is not an effkit bundle manifest (no "schema": "{SCHEMA}")')
-    version = manifest.get("schema_version")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise BundleError(
-            f"{path} has schema version {version}; this loader reads up to {SCHEMA_VERSION}: upgrade effkit-edge"
-        )
+    what, newer = "an effkit bundle manifest", ": upgrade effkit-edge"
+    check_schema(manifest, where=str(path), schema=SCHEMA, version=SCHEMA_VERSION, what=what, newer=newer)
     missing = [key for key in _REQUIRED if key not in manifest]
     if missing:
         raise BundleError(f"{path} lacks {', '.join(missing)}")

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..edge.cpu import CpuFingerprint
 from ..edge.device import check_result
-from ..edge.manifest import BundleError
+from ..edge.manifest import BundleError, check_schema
 from ..errors import InputError, first_line
 from ..files import write_text
 from ..report.render import markdown_table
@@ -139,11 +139,10 @@ def read_device_baseline(path: Path, *, missing_ok: bool = False) -> list[Device
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"device baseline {path} is not JSON: {first_line(error)}") from None
-    if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA:
-        raise InputError(f'{path} is not a device baseline (no "schema": "{BASELINE_SCHEMA}")')
-    version = data.get("schema_version")
-    if not isinstance(version, int) or version > BASELINE_VERSION:
-        raise InputError(f"{path} has schema version {version}; this reader reads up to {BASELINE_VERSION}")
+    try:
+        check_schema(data, where=str(path), schema=BASELINE_SCHEMA, version=BASELINE_VERSION, what="a device baseline")
+    except BundleError as error:
+        raise InputError(str(error)) from None
     if not isinstance(data.get("entries"), list):
         raise InputError(f"{path} holds no list of entries")
     entries = [parse_result(entry, where=f"{path} entry {i}") for i, entry in enumerate(data["entries"])]
