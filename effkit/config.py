@@ -272,7 +272,7 @@ class Limits:
         if self.flash_bytes is not None and flash_bytes is not None and flash_bytes > self.flash_bytes:
             return f"{flash_bytes:,} raw bytes are over the {self.flash_bytes:,}-byte flash limit"
         if self.arena_bytes is not None and arena_bytes is not None and arena_bytes > self.arena_bytes:
-            return f"a {arena_bytes}-byte arena is over the {self.arena_bytes:,}-byte limit"
+            return f"a {arena_bytes:,}-byte arena is over the {self.arena_bytes:,}-byte limit"
         return None
 
     def validate(self) -> None:

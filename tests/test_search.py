@@ -534,6 +534,37 @@ def test_the_flash_goal_ranks_by_raw_bytes_and_prunes_channels_not_weights(tiny_
     assert front[0].parent == "ch50"  # half the channels: fewer raw bytes than any plan of the full model
 
 
+def test_the_mcu_flash_goal_counts_tflite_micros_lut_bytes_and_its_arena(tiny_model, digits):
+    """`--search flash --target mcu`: TFLite Micro reads LUT-compressed weights, so clustering saves flash there.
+    A clustered model's full-integer file counts its LUT copy's bytes, and the arena TFLite Micro measured for it
+    (the decoded weights live there), which a --max-arena below it keeps off the front."""
+    from effkit.config import Limits
+    from effkit.search.judge import Judge
+
+    info = describe(tiny_model, digits.x_train[:16], name="tiny")
+    config = replace(_search_config(goal="flash", channel_shares=(0.5,), target="mcu"), max_accuracy_drop=3.0)
+    search = Search(tiny_model, digits, info=info, config=config, calibration=digits.x_train[:64])
+    try:
+        search.run()
+    finally:
+        search.close()
+    candidates = {c.name: c for c in search.candidates}
+    assert [c.name for c in search.candidates if c.kind == "model"] == ["baseline", "ch50", "ch50-c16"]
+    plain, lut = candidates["ch50-a8"], candidates["ch50-c16-a8"]
+    assert plain.flash_bytes == plain.size_bytes and plain.arena_bytes > 0  # no clusters: its raw bytes
+    assert lut.size_bytes == plain.size_bytes  # clusters alone save no raw byte...
+    assert lut.flash_bytes < 0.95 * lut.size_bytes  # ...but 4-bit LUT indices do in TFLite Micro (9% on this tiny file)
+    assert lut.arena_bytes > plain.arena_bytes
+    front = search.front()
+    assert front[0].name == "ch50-c16-a8", [(c.name, c.flash_bytes) for c in front]  # the least flash first
+    for name in ("baseline-w8", "baseline-w4"):  # dynamic range: not for a microcontroller, and never measured so
+        assert candidates[name].flash_bytes is None
+    judge = Judge(info=info, x_val=digits.x_val, labels=None, budget_pp=3.0, goal="flash",
+                  quantized_agreement=97.0, limits=Limits(arena_bytes=plain.arena_bytes), target="mcu")  # fmt: skip
+    assert judge.beyond_limits(plain) is None
+    assert judge.beyond_limits(lut) == f"a {lut.arena_bytes:,}-byte arena is over the {plain.arena_bytes:,}-byte limit"
+
+
 def test_after_two_misses_on_test_the_rest_of_that_pruning_level_is_passed_over():
     """Validation was optimistic about a level when two of its candidates miss on test: its other candidates
     (clustered ones included) share that optimism, so they are rejected unmeasured and the next level's are

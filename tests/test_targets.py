@@ -148,7 +148,7 @@ def test_the_devices_limits_bound_every_pick():
     assert recommend_for(VARIANTS, MCU, max_accuracy_drop=1.0, limits=Limits(arena_bytes=4500)) == "int8"
     by_name = {v.name: v for v in VARIANTS}
     assert beyond(by_name["int8-bigger-arena"], MCU, Limits(arena_bytes=4500)) == (
-        "a 5000-byte arena is over the 4,500-byte limit"
+        "a 5,000-byte arena is over the 4,500-byte limit"
     )
     assert beyond(by_name["int8"], MCU, Limits()) is None
 

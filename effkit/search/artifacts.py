@@ -48,6 +48,7 @@ class ArtifactMaker:
     scratch: Path
     deadline: Deadline
     timed_here: bool = True  # False in an artifact task: its quick latency is timed by the driver
+    micro_flash: bool = False  # --target mcu: record each full-integer file's TFLite Micro flash (`flash_of`)
     floats_needed: int = 0  # float ops the last selective int8 plan needed: the next source starts there
     budget_spent: bool = False
     on_check: Callable[[], None] | None = field(default=None, repr=False)  # the driver's: merge finished tasks
@@ -210,6 +211,8 @@ class ArtifactMaker:
             agreement = self.judge.agreement(self.judge.primary(outputs), source.val_outputs)
             size, gzip = file_sizes(path)
             p50 = self.quick_p50(path, fmt, runner) if self.timed_here else None
+            integer = fmt == Format.TFLITE and quantization == "int8"
+            flash, arena = self.micro_figures(path, source, size) if integer else (None, None)
         except KeyboardInterrupt:
             raise
         except Exception as error:
@@ -232,9 +235,30 @@ class ArtifactMaker:
             p50,
             round(source.sparsity, 4),
             since(started),
+            flash_bytes=flash,
+            arena_bytes=arena,
         )
         self.trace.record(candidate)
         self.trace.artifacts[name] = Artifact(candidate, path, source, fmt, quantization, steps, backend)
+
+    def micro_figures(self, path: Path, source: Source, size: int) -> tuple[int | None, int | None]:
+        """For --target mcu: the TFLite Micro flash and arena of a full-integer file. A clustered source's file is
+        LUT-compressed (`ship.micro.lut_compress`: per-channel value tables and bit-packed indices that TFLite Micro
+        decodes at run time, into the arena); when that copy runs and is smaller, its figures count. (None, None)
+        without --target mcu; the arena is None where TFLite Micro does not run the file."""
+        if not self.micro_flash:
+            return None, None
+        from ..ship.micro import check, lut_compress
+
+        try:
+            plain = check(path)
+            lut = lut_compress(path, path.with_name(f"{path.stem}-lut{path.suffix}")) if source.clusters else None
+        except Exception as error:  # information only, as in the report: the raw file still counts
+            self.trace.notes.append(f"search: TFLite Micro could not check {path.stem}: {one_line_reason(error)}")
+            return size, None
+        if lut is not None and lut.get("runs") and lut.get("flash_bytes") and lut["flash_bytes"] < size:
+            return int(lut["flash_bytes"]), lut.get("arena_bytes")
+        return size, plain.arena_bytes if plain.runs else None
 
     def quick_p50(self, path: Path, fmt: Format, runner: Any = None) -> float:
         """The candidate's median latency under the short protocol, at the headline batch and thread count."""

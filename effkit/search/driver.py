@@ -117,6 +117,7 @@ class Search:
             scratch=self.scratch,
             deadline=self.deadline,
             on_check=lambda: self.dispatch.merge_ready(),
+            micro_flash=self.settings.target == "mcu",
         )
         self.workshop = Workshop(
             self.dataset,
@@ -197,6 +198,8 @@ class Search:
             within = [baseline]
             if self.settings.goal == SearchGoal.FLASH:  # zeros and shared values save no raw byte: fewer channels do
                 within.extend(self._channels(baseline))
+                if self.settings.target == "mcu":  # ...except in TFLite Micro, which reads LUT-compressed weights
+                    within.extend(list(self._clustered(within, smallest=True)))
             else:
                 for source in self._progressive(baseline):
                     within.append(source)
@@ -274,9 +277,11 @@ class Search:
                 return source
         return None
 
-    def _clustered(self, within: list[Source]) -> Iterator[Source]:
-        """Cluster the two sparsest models within budget, at decreasing cluster counts while within budget."""
-        for parent in sorted(within[1:], key=lambda s: -s.sparsity)[:2] or within[:1]:
+    def _clustered(self, within: list[Source], *, smallest: bool = False) -> Iterator[Source]:
+        """Cluster the two sparsest models within budget (`smallest`: the two kept last, the fewest channels), at
+        decreasing cluster counts while within budget."""
+        parents = within[1:][::-1] if smallest else sorted(within[1:], key=lambda s: -s.sparsity)
+        for parent in parents[:2] or within[:1]:
             for clusters in sorted(self.settings.clusters, reverse=True):
                 if self._out_of_time():
                     return

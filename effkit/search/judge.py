@@ -13,6 +13,7 @@ import numpy as np
 
 from ..config import SearchGoal
 from ..load.classifier import ModelInfo
+from ..report.targets import arena_bytes
 from ..runtime.measure import parity, primary_top1
 from ..types import Source
 from .records import Artifact, Candidate, Decision, Trace
@@ -78,7 +79,8 @@ class Judge:
         if self.goal == SearchGoal.LATENCY:
             return candidate.p50_ms if candidate.p50_ms is not None else float("inf")
         if self.goal == SearchGoal.FLASH:
-            return candidate.size_bytes if candidate.size_bytes is not None else float("inf")
+            flash = candidate.flash_bytes if candidate.flash_bytes is not None else candidate.size_bytes
+            return flash if flash is not None else float("inf")
         return candidate.gzip_bytes if candidate.gzip_bytes is not None else float("inf")
 
     def best_objective(self, artifacts: Iterable[Artifact], source: Source) -> float:
@@ -113,10 +115,12 @@ class Judge:
         return None
 
     def beyond_limits(self, candidate: Candidate) -> str | None:
-        """Which device limit a candidate exceeds (its quick p50, its raw bytes), or None."""
+        """Which device limit a candidate exceeds (its quick p50, its flash: raw bytes or TFLite Micro's, its
+        TFLite Micro arena with --target mcu), or None."""
         if self.limits is None:
             return None
-        return self.limits.exceeded(p50_ms=candidate.p50_ms, flash_bytes=candidate.size_bytes)
+        flash = candidate.flash_bytes if candidate.flash_bytes is not None else candidate.size_bytes
+        return self.limits.exceeded(p50_ms=candidate.p50_ms, flash_bytes=flash, arena_bytes=candidate.arena_bytes)
 
     def mark_front(self, trace: Trace) -> None:
         on_front = {c.name for c in self.front(trace.artifacts.values())}
@@ -188,7 +192,7 @@ class Judge:
         if not micro.get("runs"):
             return f"TFLite Micro does not run it: {micro.get('reason') or 'not checked'}"
         if limits := self.limits:
-            arena = micro.get("arena_bytes")
+            arena = arena_bytes(variant)  # the LUT copy's, when its flash is what counts
             if limits.arena_bytes is not None and (arena is None or arena > limits.arena_bytes):
                 return f"its TFLite Micro arena of {arena} bytes is over the {limits.arena_bytes:,}-byte limit"
         return None

@@ -48,6 +48,11 @@ class Candidate:
     seconds: float = 0.0
     variant: str | None = None  # the report variant it became, when measured on test
     fine_tune: dict[str, Any] | None = None  # models: the fine-tune's validation agreement at its start and end
+    # --target mcu, full-integer .tflite: TFLite Micro's flash, the LUT-compressed copy's bytes when a clustered
+    # file has one that runs (TFLite Micro decodes it at run time, into the arena), else its raw bytes; and the
+    # arena TFLite Micro measured for what the flash counts
+    flash_bytes: int | None = None
+    arena_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
