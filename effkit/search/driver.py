@@ -201,13 +201,13 @@ class Search:
                 if self.settings.target == "mcu":  # ...except in TFLite Micro, which reads LUT-compressed weights
                     within.extend(list(self._clustered(within, smallest=True)))
             else:
+                if self.settings.goal == SearchGoal.LATENCY:  # what runs faster in XNNPACK first: fewer channels
+                    within.extend(self._channels(baseline))
+                    within.extend(self._structured(baseline))
                 for source in self._progressive(baseline):
                     within.append(source)
                 for source in self._clustered(within):
                     within.append(source)
-            if self.settings.goal == SearchGoal.LATENCY:
-                within.extend(self._structured(baseline))
-                within.extend(self._channels(baseline))
             self.dispatch.collect()
             self._qat_fallback(within)
             self._onnx_of_best_integer()

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import SearchGoal
 from ..load.classifier import ModelInfo
-from ..report.targets import arena_bytes
+from ..report.targets import NOISE_MS, NOISE_SHARE, arena_bytes
 from ..runtime.measure import parity, primary_top1
 from ..types import Source
 from .records import Artifact, Candidate, Decision, Trace
@@ -94,6 +94,8 @@ class Judge:
         artifacts = [a for a in artifacts if self.target_refusal(a) is None]
         kept = [a.candidate for a in artifacts if a.candidate.decision in WITHIN and a.candidate.name not in without]
         kept = [c for c in kept if self.beyond_limits(c) is None]
+        if self.goal == SearchGoal.LATENCY:
+            return self._latency_front(kept)
         front = [
             c
             for c in kept
@@ -104,6 +106,39 @@ class Judge:
             )
         ]
         return sorted(front, key=lambda c: (self.objective(c), c.val_drop_pp))
+
+    def _latency_front(self, kept: list[Candidate]) -> list[Candidate]:
+        """The latency goal's front: p50 within timing noise (`report.targets.NOISE_SHARE` and `NOISE_MS`, the rule
+        that says a pick is not slower) is a tie, which raw bytes break, so that a file several times larger is never
+        chosen for a p50 no runtime can tell apart. First the candidates as fast as the fastest, smallest first; then
+        the others by p50."""
+
+        def as_fast(o: Candidate, c: Candidate) -> bool:  # o's p50 is not above c's beyond noise
+            return self.objective(o) <= self.objective(c) * (1 + NOISE_SHARE) + NOISE_MS
+
+        def faster(o: Candidate, c: Candidate) -> bool:
+            return self.objective(o) * (1 + NOISE_SHARE) + NOISE_MS < self.objective(c)
+
+        def size(c: Candidate) -> float:
+            return c.size_bytes if c.size_bytes is not None else float("inf")
+
+        front = [
+            c
+            for c in kept
+            if not any(
+                as_fast(o, c)
+                and o.val_drop_pp <= c.val_drop_pp
+                and size(o) <= size(c)
+                and (faster(o, c) or o.val_drop_pp < c.val_drop_pp or size(o) < size(c))
+                for o in kept
+            )
+        ]
+        if not front:
+            return []
+        fastest = min(front, key=self.objective)
+        ties = sorted((c for c in front if as_fast(c, fastest)), key=lambda c: (size(c), c.val_drop_pp))
+        rest = sorted((c for c in front if c not in ties), key=lambda c: (self.objective(c), c.val_drop_pp))
+        return ties + rest
 
     def target_refusal(self, artifact: Artifact) -> str | None:
         """Why the search's target cannot take the artifact, or None (`--target mcu`: full-integer TFLite only;
