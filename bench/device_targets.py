@@ -58,21 +58,23 @@ def compress(name: str, out: Path, folder: str, *options: str) -> dict | None:
 
 
 def figures(report: dict, variant: str | None) -> dict | None:
-    """What a device sees of one variant: raw and gzip bytes, p50, TFLite Micro flash and arena, test drop."""
-    chosen = next((v for v in report["variants"] if v["name"] == variant), None)
+    """What a device sees of one variant: raw and gzip bytes, p50, TFLite Micro flash and arena (as the mcu pick
+    counts them, `report.targets`; none where TFLite Micro does not run the file), test drop."""
+    from effkit.report import targets
+    from effkit.types import Variant
+
+    chosen = next((Variant.from_dict(v) for v in report["variants"] if v["name"] == variant), None)
     if chosen is None:
         return None
-    micro = chosen.get("micro") or {}
-    lut = micro.get("lut") or {}
-    use_lut = bool(lut.get("runs") and lut.get("flash_bytes"))
+    runs = bool((chosen.micro or {}).get("runs"))
     return {
         "variant": variant,
-        "raw_bytes": chosen.get("size_bytes"),
-        "gzip_bytes": chosen.get("gzip_bytes"),
-        "p50_ms": (chosen.get("latency_ms") or {}).get("p50"),
-        "flash_bytes": lut["flash_bytes"] if use_lut else (chosen.get("size_bytes") if micro.get("runs") else None),
-        "arena_bytes": lut.get("arena_bytes") if use_lut else micro.get("arena_bytes"),
-        "drop_pp": round(-chosen["top1_delta_pp"], 3) if chosen.get("top1_delta_pp") is not None else None,
+        "raw_bytes": chosen.size_bytes,
+        "gzip_bytes": chosen.gzip_bytes,
+        "p50_ms": chosen.latency_ms.p50 if chosen.latency_ms else None,
+        "flash_bytes": targets.flash_bytes(chosen) if runs else None,
+        "arena_bytes": targets.arena_bytes(chosen) if runs else None,
+        "drop_pp": round(-chosen.top1_delta_pp, 3) if chosen.top1_delta_pp is not None else None,
     }
 
 

@@ -28,6 +28,7 @@ from .report.outdir import (
 from .runtime.measure import (
     weight_sparsity,
 )
+from .techniques.made import Made
 from .types import Source, Status, Step, Variant, variant_name
 
 log = logging.getLogger("effkit")
@@ -74,25 +75,14 @@ class VariantMaker(Measurer):
             if blocked is not None:
                 log.info("%s: pruning the Keras 3 model itself, as tfmot cannot: %s", source_name, blocked)
                 pruner = prune_keras3
-            result, isolation = self.isolation.run(
-                f"{source_name} fine-tune",
-                pruner,
-                model,
-                self.dataset,
-                info=self.info,
-                config=self.config.prune,
-                seed=self.config.seed,
-                **target,
-            )
-            outputs = self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+            result, outputs = self.fine_tuned(source_name, pruner, model, **target)
         except Exception as error:
             reason = one_line_reason(error)
             log.warning("%s: pruning failed: %s", source_name, reason)
             for name in [source_name, *(clustered_source_name(source_name, k) for k in self.config.clusters)]:
                 yield from self.failed_source(name, reason)
             return
-        steps = (result.isolated(isolation).step(),)
-        pruned = Source(source_name, result.model, steps, result.sparsity, test_outputs=outputs)
+        pruned = Source(source_name, result.model, (result.step(),), result.sparsity, test_outputs=outputs)
         yield from self.variants_of(pruned)
         if self.config.qat:
             yield self.qat_variant(pruned, preserve="sparsity", blocked=blocked)
@@ -106,25 +96,15 @@ class VariantMaker(Measurer):
 
         source_name = channels_source_name(share)
         try:
-            result, isolation = self.isolation.run(
-                f"{source_name} fine-tune",
-                prune_channels,
-                model,
-                self.dataset,
-                info=self.info,
-                share=share,
-                config=self.config.prune,
-                seed=self.config.seed,
-            )
-            outputs = self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+            result, outputs = self.fine_tuned(source_name, prune_channels, model, share=share)
         except Exception as error:
             reason = one_line_reason(error)
             log.warning("%s: structured pruning failed: %s", source_name, reason)
             no_qat = qat_variant_name(source_name)  # a channels source gets no QAT variant
             yield from (v for v in self.failed_source(source_name, reason) if v.name != no_qat)
             return
-        steps = (result.isolated(isolation).step(),)
-        source = Source(source_name, result.model, steps, weight_sparsity(result.model)[0], test_outputs=outputs)
+        sparsity = weight_sparsity(result.model)[0]
+        source = Source(source_name, result.model, (result.step(),), sparsity, test_outputs=outputs)
         yield from self.variants_of(source)
 
     def clustered_variants(self, pruned: Source, clusters: int, *, blocked: str | None) -> Iterator[Variant]:
@@ -135,27 +115,32 @@ class VariantMaker(Measurer):
         try:
             if blocked is not None:
                 raise ModelError(f"tfmot cannot cluster a model it cannot prune: {blocked}")
-            result, isolation = self.isolation.run(
-                f"{source_name} fine-tune",
-                cluster,
-                pruned.model,
-                self.dataset,
-                info=self.info,
-                clusters=clusters,
-                config=self.config.prune,
-                seed=self.config.seed,
-            )
-            outputs = self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
+            result, outputs = self.fine_tuned(source_name, cluster, pruned.model, clusters=clusters)
         except Exception as error:
             reason = one_line_reason(error)
             log.warning("%s: clustering failed: %s", source_name, reason)
             yield from self.failed_source(source_name, reason)
             return
-        steps = (*pruned.steps, result.isolated(isolation).step())
+        steps = (*pruned.steps, result.step())
         source = Source(source_name, result.model, steps, result.sparsity, test_outputs=outputs)
         yield from self.variants_of(source)
         if self.config.qat:
             yield self.qat_variant(source, preserve="clusters", blocked=blocked)
+
+    def fine_tuned(self, name: str, technique: Any, model: Any, **options: Any) -> tuple[Made, np.ndarray]:
+        """A technique's model, made where fine-tunes run (`isolation`, which it records), and that model's outputs
+        on the test split (what the new source's artifacts must reproduce)."""
+        result, isolation = self.isolation.run(
+            f"{name} fine-tune",
+            technique,
+            model,
+            self.dataset,
+            info=self.info,
+            config=self.config.prune,
+            seed=self.config.seed,
+            **options,
+        )
+        return result.isolated(isolation), self.runner(result.model, Format.KERAS).predict(self.dataset.x_test)
 
     def qat_variant(self, source: Source, *, preserve: str, blocked: str | None = None) -> Variant:
         """Quantization-aware training of a source that keeps its zeros (or clusters), converted to int8 TFLite and

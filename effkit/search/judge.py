@@ -137,7 +137,8 @@ class Judge:
             return []
         fastest = min(front, key=self.objective)
         ties = sorted((c for c in front if as_fast(c, fastest)), key=lambda c: (size(c), c.val_drop_pp))
-        rest = sorted((c for c in front if c not in ties), key=lambda c: (self.objective(c), c.val_drop_pp))
+        tied = {c.name for c in ties}
+        rest = sorted((c for c in front if c.name not in tied), key=lambda c: (self.objective(c), c.val_drop_pp))
         return ties + rest
 
     def target_refusal(self, artifact: Artifact) -> str | None:
