@@ -151,13 +151,18 @@ def test_an_onnx_u8s8_bundle_says_it_needs_an_int8_dot_product(types, caveat, co
         assert portability == []
 
 
-def test_the_loader_classifies_raw_inputs(mobile, compressed):
+def test_the_loader_classifies_raw_inputs(mobile, mcu, compressed):
     clf = load(mobile.path)
     with np.load(mobile.path / "golden.npz") as golden:
         x, labels = golden["x"], golden["labels"]
     ranked = clf.classify(x[0], top=3)
     assert len(ranked) == 3 and ranked[0][1] >= ranked[1][1] >= ranked[2][1]
-    assert abs(sum(score for _, score in clf.classify(x[0], top=10)) - 1.0) < 1e-3
+    # the scores sum to 1 within the output's own rounding: half a quantization step per class for an int8 file
+    # (the mobile pick's kind depends on this CPU's timings; the mcu bundle is always full integer)
+    for bundle in (clf, load(mcu.path)):
+        step = bundle.outputs[0]["tensor"].get("scale", 0.0)
+        assert abs(sum(score for _, score in bundle.classify(x[0], top=10)) - 1.0) <= 10 * step / 2 + 1e-4
+    assert load(mcu.path).outputs[0]["tensor"]["scale"] > 0
     predicted = np.array([int(row[0][0]) for row in clf.classify(x, top=1)])
     assert np.mean(predicted == labels) > 0.9
     assert clf.predict(x[:5]).shape == (5, 10) and clf.predict(x[0]).shape == (10,)

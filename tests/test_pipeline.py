@@ -12,6 +12,7 @@ from effkit.cpu import fingerprint
 from effkit.errors import DataError
 from effkit.pipeline import compress
 from effkit.report.outdir import fresh_dir
+from effkit.report.targets import int8_reference, not_slower
 from effkit.types import Report, Status
 
 from .conftest import FAST_LATENCY, FAST_PRUNE
@@ -138,8 +139,12 @@ def test_compression_ratios_and_the_recommendation(compressed):
     assert int8.compression_raw > 3.0
     chosen = report.variant(report.recommended)
     assert chosen.format != "keras" and chosen.top1_delta_pp >= -1.0
-    eligible = [v for v in report.variants if v.format != "keras" and v.top1_delta_pp >= -1.0]
-    assert chosen.gzip_bytes == min(v.gzip_bytes for v in eligible)
+    # the smallest download among those no slower than the baseline int8 file beyond timing noise (which files
+    # those are depends on this CPU's kernels), or the smallest when none is that fast
+    reference = int8_reference(report.variants)
+    eligible = [v for v in report.variants if v.ok and v.format != "keras" and v.top1_delta_pp >= -1.0]
+    fast = [v for v in eligible if not_slower(v, reference)]
+    assert chosen.gzip_bytes == min(v.gzip_bytes for v in fast or eligible)
 
 
 def test_report_files_on_disk_match_the_returned_report(compressed):
