@@ -8,7 +8,7 @@ import pytest
 
 from effkit.errors import ModelError
 from effkit.load import keras_compat
-from effkit.techniques.channels import channel_graph, mask_channels, remove_channels
+from effkit.techniques.channels import channel_graph, channel_weights, mask_channels, remove_channels
 
 
 def _residual(k):
@@ -148,3 +148,27 @@ def test_a_layer_the_surgery_cannot_follow_keeps_its_inputs_channels():
     group = graph.prunable()[0]
     smaller = remove_channels(model, {group.index: [0, 2]}, graph)
     assert smaller.get_layer("conv1d").get_config()["filters"] == 2
+
+
+@pytest.mark.parametrize("generation", [keras_compat.KERAS_2, keras_compat.KERAS_3], ids=["tf_keras", "keras3"])
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+def test_what_a_channel_carries_is_what_removing_it_saves(pattern, generation):
+    """`channel_weights`'s parameters per channel are the rebuilt model's: Keras counts them on the model with one
+    channel of that group removed, on every pattern."""
+    model = PATTERNS[pattern][0](keras_compat.keras_module(generation))
+    graph = channel_graph(model)
+    carried = channel_weights(model, graph)
+    for group in graph.prunable():
+        smaller = remove_channels(model, {group.index: range(group.size - 1)}, graph)
+        assert carried[group.index][0] == model.count_params() - smaller.count_params(), group.producers
+
+
+def test_a_channel_before_a_flatten_carries_its_every_position():
+    """The flatten pattern by hand: conv (3x3, 1 -> 4) at 6x6 positions, pooled to 3x3, flattened into hidden (12
+    units). One conv channel: 9 kernel weights + 1 bias + 9 positions x 12 rows of hidden; its MACs: 9 x 36
+    positions + 108. One hidden unit: 36 inputs + 1 bias + 10 weights of the head."""
+    model = _flatten(keras_compat.tf_keras())
+    graph = channel_graph(model)
+    carried = {tuple(g.producers): carried for g in graph.prunable() for carried in [channel_weights(model)[g.index]]}
+    assert carried[("conv",)] == (9 + 1 + 9 * 12, 9 * 36 + 9 * 12)
+    assert carried[("hidden",)] == (36 + 1 + 10, 36 + 10)

@@ -52,6 +52,7 @@ def test_the_weakest_channels_go_first(tiny_model):
 
 def test_group_costs_measure_each_group_alone_on_validation(tiny_model, digits, tiny_info):
     curves = group_costs(tiny_model, digits, tiny_info)
+    assert curves["conv2d"]["params"] > curves["dense"]["params"] > 0  # a conv channel feeds every flattened position
     assert set(curves) == {"conv2d", "dense"}
     assert curves["conv2d"]["channels"] == 16 and curves["dense"]["channels"] == 64
     for curve in curves.values():
@@ -75,6 +76,29 @@ def test_channel_shares_go_where_they_cost_least_per_channel():
     assert shares["conv2d"] == 0.0 and shares["dense"] == pytest.approx(0.3125, abs=0.05)
     flat = {name: {"channels": 10, "costs": {0.5: 1.0}} for name in ("a", "b")}
     assert sum(channel_shares(0.9, flat, most=0.9).values()) == pytest.approx(1.8)
+
+
+def test_a_flash_level_counts_parameters_and_spends_the_channels_that_carry_most():
+    """Two groups whose curves cost the same agreement at each share, one carrying ten times the parameters per
+    channel (a convolution before a Flatten, the Dense after it): counted in channels, the wider Dense gives its
+    units first (more channels for the same cost); counted in parameters, the convolution does, and the level is met
+    in parameters."""
+    from effkit.search.plans import channel_shares
+
+    costs = {0.25: 0.5, 0.5: 1.0, 0.75: 1.5}
+    curves = {
+        "conv": {"channels": 64, "params": 1440, "macs": 11520, "costs": costs},
+        "dense": {"channels": 128, "params": 144, "macs": 144, "costs": costs},
+    }
+    by_channel = channel_shares(0.3, curves, most=0.9)
+    assert by_channel["dense"] > by_channel["conv"]
+    shares = channel_shares(0.3, curves, most=0.9, per="params")
+    assert shares["conv"] > shares["dense"]
+    total = sum(c["channels"] * c["params"] for c in curves.values())
+    removed = sum(shares[n] * c["channels"] * c["params"] for n, c in curves.items())
+    assert 0.3 * total <= removed <= 0.3 * total + 0.05 * 64 * 1440
+    with pytest.raises(ValueError, match="params or macs"):
+        channel_shares(0.3, curves, most=0.9, per="bytes")
 
 
 def test_a_keras3_model_is_pruned_in_keras3(tiny_keras3_model, digits):

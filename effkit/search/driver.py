@@ -324,11 +324,15 @@ class Search:
 
     def _channels(self, baseline: Source) -> Iterator[Source]:
         """For the latency and flash goals: structured pruning, whole channels removed, so that the model is smaller
-        and faster where it runs. Each level is that share of the user's model's channels, taken where removing
-        them alone cost least on validation (`plans.channel_shares`, from each group's measured curve), and goes on
-        from the previous level's model. A level that misses gets one more try with twice the fine-tune; the
-        levels stop at the first that misses twice."""
+        and faster where it runs. Each level is that share of what the goal counts in the probed groups' channels:
+        for flash the parameters they carry (a channel of a convolution before a Flatten carries far more than a
+        unit of the Dense after it), for latency their multiply-accumulates. It is taken where removing them alone
+        cost least on validation (`plans.channel_shares`, from each group's measured curve), and goes on from the
+        previous level's model. A level that misses gets one more try with twice
+        the fine-tune; the levels stop at the first that misses twice."""
         from ..techniques.structured import MAX_SHARE
+
+        per = "params" if self.settings.goal == SearchGoal.FLASH else "macs"
 
         costs = None
         previous, before, done = baseline, {}, 0.0
@@ -345,7 +349,7 @@ class Search:
                 if not costs:
                     self.notes.append("search: no structured pruning: no channel group can shrink")
                     return
-            absolute = channel_shares(level, costs, most=MAX_SHARE)
+            absolute = channel_shares(level, costs, most=MAX_SHARE, per=per)
             shares = {g: round(max(0.0, 1 - (1 - a) / (1 - before.get(g, 0.0))), 4) for g, a in absolute.items()}
             share = round(1 - (1 - level) / (1 - done), 4)  # of the previous model's channels, for unprobed groups
             source = self._level(
@@ -356,7 +360,7 @@ class Search:
                 make=lambda epochs, prev=previous, share=share, shares=shares: self.workshop.prune_channels(
                     prev, share, shares, epochs=epochs
                 ),
-                settings={"channels": level, "group_shares": absolute},
+                settings={"channels": level, "counted": per, "group_shares": absolute},
             )
             if source is None:
                 return

@@ -21,15 +21,19 @@ MAX_FLOAT_LAYERS = 32  # selective int8 gives up beyond this many float ops
 CHANNEL_STEP = 0.05  # the greedy allocation of channel shares moves one group by this much at a time
 
 
-def channel_shares(level: float, curves: dict[str, dict], *, most: float) -> dict[str, float]:
+def channel_shares(level: float, curves: dict[str, dict], *, most: float, per: str = "channels") -> dict[str, float]:
     """Per probed channel group (named by a producer), the share of its channels to remove so that `level` of
-    their channels go in all, where they cost the least: step by step, the group whose next `CHANNEL_STEP` costs
-    the least validation agreement per channel removed gives it up. A group's cost at a share is read from its
-    curve (`structured.group_costs`, linear between the probes from 0 at 0, and beyond the last probe at twice its
-    last slope), so a group whose curve turns steep stops giving channels where it turns."""
+    what `per` counts goes in all, where it costs the least: step by step, the group whose next `CHANNEL_STEP`
+    costs the least validation agreement per unit removed gives it up. `per` is "channels", or what a channel
+    carries (`structured.group_costs`): "params" (raw bytes, the flash goal) or "macs" (the work, the latency
+    goal). A group's cost at a share is read from its curve (linear between the probes from 0 at 0, and beyond
+    the last probe at twice its last slope), so a group whose curve turns steep stops giving channels where it
+    turns."""
     if not curves:
         return {}
-    sizes = {name: curve["channels"] for name, curve in curves.items()}
+    if per not in ("channels", "params", "macs"):
+        raise ValueError(f"channel shares count channels, params or macs, not {per!r}")
+    sizes = {name: c["channels"] * (1 if per == "channels" else max(1, c[per])) for name, c in curves.items()}
     wanted = level * sum(sizes.values())
     shares = dict.fromkeys(curves, 0.0)
 

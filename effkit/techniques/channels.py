@@ -243,6 +243,40 @@ def mask_channels(model: Any, keep: Mapping[int, Sequence[int]], graph: ChannelG
     return masked
 
 
+def channel_weights(model: Any, graph: ChannelGraph | None = None) -> dict[int, tuple[int, int]]:
+    """What one channel of each prunable group carries: `{group: (parameters, multiply-accumulates)}`, counted by
+    slicing every weight as `remove_channels` would with one channel of that group gone. A kernel's elements count
+    their MACs once per output position (a convolution's spatial positions, a Dense layer's time steps); biases
+    and per-channel values count as parameters only. A flash goal spends channels by the first, a latency goal by
+    the second."""
+    graph = graph or channel_graph(model)
+    layers = []
+    for layer in model.layers:
+        values = [np.asarray(v) for v in layer.get_weights()]
+        if not values:
+            continue
+        touched = {g for m in [*(graph.inputs.get(layer.name) or ()), graph.outputs.get(layer.name)] if m
+                   for g, _ in m}  # fmt: skip
+        try:
+            shape = tuple(layer.output.shape)
+        except (AttributeError, ValueError):  # a layer not called in a graph: one position
+            shape = ()
+        positions = int(np.prod([d for d in shape[1:-1] if d])) if len(shape) > 2 else 1
+        layers.append((layer, values, touched, positions))
+    weights = {}
+    for group in graph.prunable():
+        kept = {group.index: set(range(group.size - 1))}
+        params = macs = 0
+        for layer, values, touched, positions in layers:
+            if group.index not in touched:
+                continue
+            for before, after in zip(values, _sliced(layer, values, graph, kept), strict=True):
+                params += before.size - after.size
+                macs += (before.size - after.size) * positions if before.ndim >= 2 else 0
+        weights[group.index] = (int(params), int(macs))
+    return weights
+
+
 # --------------------------------------------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from ..errors import ModelError
 from ..load import keras_compat
 from ..load.classifier import ModelInfo
 from ..load.data import Dataset
-from .channels import ChannelGraph, ChannelGroup, channel_graph, mask_channels, remove_channels
+from .channels import ChannelGraph, ChannelGroup, channel_graph, channel_weights, mask_channels, remove_channels
 from .made import Made
 from .prune import validation_top1
 from .train import agreement_with, fine_tune_from, teacher_of
@@ -104,12 +104,14 @@ def group_costs(
     max_groups: int = MAX_PROBED_GROUPS,
     out_of_time: Callable[[], bool] = lambda: False,
 ) -> dict[str, dict[str, Any]]:
-    """Each prunable group's cost curve, by the name of its first producer: `{"channels": n, "costs": {share:
-    pp}}`, the validation top-1 agreement lost when its `share` least important channels alone are masked to zero.
+    """Each prunable group's cost curve, by the name of its first producer: `{"channels": n, "params": p, "macs":
+    m, "costs": {share: pp}}`, the validation top-1 agreement lost when its `share` least important channels alone
+    are masked to zero, and what one of its channels carries (`channels.channel_weights`).
     The `max_groups` groups with the most channels are probed, while not `out_of_time()`. Reads only the validation
     split."""
     graph = channel_graph(model)
     teacher = teacher_of(model, dataset, info.heads)
+    carried = channel_weights(model, graph)
     curves = {}
     for group in sorted(graph.prunable(), key=lambda g: -g.size)[:max_groups]:
         costs = {}
@@ -121,7 +123,8 @@ def group_costs(
                 masked = mask_channels(model, plan, graph)
                 costs[share] = round((1.0 - agreement_with(masked, dataset.x_val, teacher, info.heads)) * 100, 3)
         if costs:
-            curves[group.producers[0]] = {"channels": group.size, "costs": costs}
+            params, macs = carried[group.index]
+            curves[group.producers[0]] = {"channels": group.size, "params": params, "macs": macs, "costs": costs}
     return curves
 
 
