@@ -41,6 +41,7 @@ def plans(tiny_model):
         "int4-dense-float": LayerPlan(weights=Precision.INT4, layers=((dense, Precision.FLOAT),)),
         "int4-conv-int8": LayerPlan(weights=Precision.INT4, layers=((conv, Precision.INT8),)),
         "static-int8": LayerPlan(activations="int8"),
+        "static-int8-octav": LayerPlan(activations="int8", weight_algorithm="octav"),
         "static-int4-dense-float": LayerPlan(
             weights=Precision.INT4, activations="int8", layers=((dense, Precision.FLOAT),)
         ),
@@ -129,6 +130,34 @@ def test_every_plan_runs_in_litert_and_agrees_with_float(made, float_tflite, dig
         assert agreement >= 98.0, f"{name}: {agreement:.1f}% top-1 agreement with float"
 
 
+def weight_scales(path: Path) -> dict[str, np.ndarray]:
+    """{layer: per-channel weight scales} of each weighted op, from the flatbuffer."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    graph, ops = model.subgraphs[0], read_graph(path)
+    return {
+        scope_layer(ops.scope(op)): np.asarray(graph.tensors[ops.weight(op).index].quantization.scale)
+        for op in ops.ops
+        if op.op in WEIGHTED and ops.weight(op) is not None
+    }
+
+
+def test_octav_clips_the_weights_of_the_ops_with_weights_only(made):
+    """OCTAV chooses each channel's clip: never wider than its full range (min-max's), narrower where an outlier
+    weight would widen the step for the rest; the recipe gives it to the weighted ops and min-max to the others."""
+    path, params = made["static-int8-octav"]
+    plain, clipped = weight_scales(made["static-int8"][0]), weight_scales(path)
+    assert plain.keys() == clipped.keys() and len(plain) == 3
+    for layer in plain:
+        assert np.all(clipped[layer] <= plain[layer] * (1 + 1e-6)), layer
+    assert any(np.any(clipped[layer] < plain[layer] * 0.999) for layer in plain)
+    algorithms = {(e["operation"], e["algorithm"]) for e in params["recipe_entries"]}
+    assert ("*", "min_max_uniform_quantize") in algorithms
+    assert {op for op, algorithm in algorithms if algorithm == "OCTAV"} == {"CONV_2D", "FULLY_CONNECTED"}
+    assert params["plan"]["weight_algorithm"] == "octav" and "weight_algorithm" not in made["static-int8"][1]["plan"]
+
+
 def depthwise_tflite(folder: Path) -> Path:
     keras = keras_compat.tf_keras()
     keras.utils.set_random_seed(0)
@@ -176,6 +205,7 @@ def test_a_plan_naming_an_unknown_layer_fails_and_lists_the_layers(float_tflite,
         (LayerPlan(activations="int4"), "unknown activations"),
         (LayerPlan(blockwise=128), "blockwise"),
         (LayerPlan(layers=(("a", Precision.FLOAT), ("a", Precision.INT8))), "more than once"),
+        (LayerPlan(weight_algorithm="gptq"), "unknown weight algorithm"),
     ],
 )
 def test_invalid_plans_are_refused(plan, message):
@@ -190,6 +220,8 @@ def test_plans_round_trip_through_dicts():
     assert data == {"weights": "int4", "activations": "int16", "layers": {"dense": "float", "conv": "int8"},
                     "blockwise": 64}  # fmt: skip
     assert LayerPlan.from_dict(data) == plan
+    octav = LayerPlan(activations="int8", weight_algorithm="octav")
+    assert LayerPlan.from_dict(octav.to_dict()) == octav
     with pytest.raises(ConfigError, match="unknown layer plan keys"):
         LayerPlan.from_dict({"weight": "int4"})
 

@@ -264,6 +264,11 @@ def test_int8_that_misses_leaves_the_noisiest_ops_float(bottleneck, digits):
                                 search.dataset.x_val[:64])  # fmt: skip
     finally:
         search.close()
+    # Before any float op, the same plan with OCTAV weight clipping: the same bytes, and it missed too, so the
+    # ladder ran
+    octav = next(c for c in search.candidates if c.name == "baseline-a8o")
+    assert octav.settings["weight_algorithm"] == "octav" and octav.size_bytes == uniform.candidate.size_bytes
+    assert octav.decision == Decision.DROPPED, octav
     selective = [c for c in search.candidates if c.name.startswith("baseline-a8-f")]
     assert selective, [c.name for c in search.candidates]
     first = selective[0]

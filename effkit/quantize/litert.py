@@ -38,6 +38,7 @@ RECIPES = {
 ACTIVATIONS = {"float": None, "int8": 8, "int16": 16}  # activation bits; None: dynamic (weights only in the file)
 BLOCK_SIZES = (32, 64)
 BITS = {Precision.INT8: 8, Precision.INT4: 4}
+WEIGHT_ALGORITHMS = {"min_max": "min_max_uniform_quantize", "octav": "OCTAV"}  # plan name: the quantizer's key
 # The op types whose weights the quantizer handles (its dynamic int8 policy); the int4 subset is asked per mode.
 WEIGHTED_OPS = (
     "FULLY_CONNECTED",
@@ -62,12 +63,17 @@ class LayerPlan:
         layers: Keras layer name -> override; `Precision.FLOAT` leaves that layer's ops in float.
         blockwise: 32 or 64: blockwise int4 where the op supports it (FULLY_CONNECTED, EMBEDDING_LOOKUP in dynamic
             mode), channelwise elsewhere.
+        weight_algorithm: how the weights' ranges are chosen (`WEIGHT_ALGORITHMS`): "min_max", each channel's
+            full range, or "octav", the quantizer's OCTAV clipping (Sakr et al. 2022: the clip that minimises the
+            expected squared error of each channel, so that an outlier weight does not widen the step for all the
+            others). It applies to the ops with weights; activations are calibrated by min and max either way.
     """
 
     weights: Precision = Precision.INT8
     activations: str = "float"
     layers: tuple[tuple[str, Precision], ...] = ()
     blockwise: int | None = None
+    weight_algorithm: str = "min_max"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", Precision(self.weights))
@@ -77,6 +83,9 @@ class LayerPlan:
         if self.activations not in ACTIVATIONS:
             known = ", ".join(ACTIVATIONS)
             raise ConfigError(f"unknown activations {self.activations!r} in a layer plan; known: {known}")
+        if self.weight_algorithm not in WEIGHT_ALGORITHMS:
+            known = ", ".join(WEIGHT_ALGORITHMS)
+            raise ConfigError(f"unknown weight algorithm {self.weight_algorithm!r} in a layer plan; known: {known}")
         if self.blockwise is not None and self.blockwise not in BLOCK_SIZES:
             raise ConfigError(
                 f"blockwise must be one of {', '.join(map(str, BLOCK_SIZES))} or None, got {self.blockwise}"
@@ -91,16 +100,19 @@ class LayerPlan:
         return dict(self.layers).get(layer, self.weights)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "weights": str(self.weights),
             "activations": self.activations,
             "layers": {name: str(precision) for name, precision in self.layers},
             "blockwise": self.blockwise,
         }
+        if self.weight_algorithm != "min_max":  # the records of min-max plans read as they always have
+            data["weight_algorithm"] = self.weight_algorithm
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LayerPlan:
-        known = {"weights", "activations", "layers", "blockwise"}
+        known = {"weights", "activations", "layers", "blockwise", "weight_algorithm"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown layer plan keys {unknown}; known: {sorted(known)}")
@@ -111,6 +123,7 @@ class LayerPlan:
             activations=data.get("activations", "float"),
             layers=tuple((name, Precision(precision)) for name, precision in pairs),
             blockwise=data.get("blockwise"),
+            weight_algorithm=data.get("weight_algorithm", "min_max"),
         )
 
 
@@ -317,17 +330,22 @@ def _weighted_ops(graph) -> list[tuple[Any, str]]:
     return found
 
 
-def _config(manager, regex: str, op: str, *, weight_bits: int, activation_bits: int | None, block: int | None):
+def _config(manager, regex: str, op: str, *, weight_bits: int, activation_bits: int | None, block: int | None,
+            algorithm: str = "min_max"):  # fmt: skip
     """Add one entry: dynamic (activation_bits None) or static, channelwise or blockwise."""
     from litert_quantizer import qtyping
 
     granularity = qtyping.QuantGranularity[f"BLOCKWISE_{block}"] if block else qtyping.QuantGranularity.CHANNELWISE
+    key = WEIGHT_ALGORITHMS[algorithm]
     if activation_bits is None:
-        manager.add_dynamic_config(regex, qtyping.TFLOperationName(op), weight_bits, granularity=granularity)
+        manager.add_dynamic_config(
+            regex, qtyping.TFLOperationName(op), weight_bits, granularity=granularity, algorithm_key=key
+        )
     else:
         manager.add_static_config(
-            regex, qtyping.TFLOperationName(op), activation_bits, weight_bits, weight_granularity=granularity
-        )
+            regex, qtyping.TFLOperationName(op), activation_bits, weight_bits, weight_granularity=granularity,
+            algorithm_key=key,
+        )  # fmt: skip
 
 
 def _supports(op: str, *, weight_bits: int, activation_bits: int | None, block: int | None = None) -> bool:
@@ -354,7 +372,7 @@ def _recipe(plan: LayerPlan, graph, names: dict[str, str], scopes_of: dict[str, 
     weighted = _weighted_ops(graph)
     op_types = list(dict.fromkeys(_QUANTIZER_OP.get(op.op, op.op) for op, _ in weighted))
 
-    def add(regex: str, op: str, precision: Precision) -> None:
+    def add(regex: str, op: str, precision: Precision, algorithm: str = plan.weight_algorithm) -> None:
         if precision == Precision.FLOAT:
             manager.add_quantization_config(regex, op, algorithm_key=no_quantize)
             return
@@ -363,14 +381,14 @@ def _recipe(plan: LayerPlan, graph, names: dict[str, str], scopes_of: dict[str, 
             if not _supports(op, weight_bits=4, activation_bits=activation_bits):
                 bits = 8  # recorded as a fallback when the file is read back
             elif plan.blockwise and _supports(op, weight_bits=4, activation_bits=activation_bits, block=plan.blockwise):
-                block = plan.blockwise
-        _config(manager, regex, op, weight_bits=bits, activation_bits=activation_bits, block=block)
+                block, algorithm = plan.blockwise, "min_max"  # OCTAV's clip is per channel, not per block
+        _config(manager, regex, op, weight_bits=bits, activation_bits=activation_bits, block=block,
+                algorithm=algorithm)  # fmt: skip
 
     default_bits = Precision.INT8 if plan.weights == Precision.INT4 else plan.weights
-    add(".*", every, default_bits)
-    if plan.weights == Precision.INT4:
-        for op in op_types:
-            add(".*", op, Precision.INT4)
+    add(".*", every, default_bits, "min_max")  # every op; the ops with weights then take the plan's algorithm
+    for op in op_types:
+        add(".*", op, plan.weights if plan.weights == Precision.INT4 else default_bits)
     for layer, precision in plan.layers:
         regex = scope_regex(scopes_of[layer])
         if precision == Precision.FLOAT:
