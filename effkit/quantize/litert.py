@@ -386,9 +386,10 @@ def _recipe(plan: LayerPlan, graph, names: dict[str, str], scopes_of: dict[str, 
                 algorithm=algorithm)  # fmt: skip
 
     default_bits = Precision.INT8 if plan.weights == Precision.INT4 else plan.weights
-    add(".*", every, default_bits, "min_max")  # every op; the ops with weights then take the plan's algorithm
-    for op in op_types:
-        add(".*", op, plan.weights if plan.weights == Precision.INT4 else default_bits)
+    add(".*", every, default_bits, "min_max")  # every op; the ops with weights then take int4 or the algorithm
+    if plan.weights == Precision.INT4 or plan.weight_algorithm != "min_max":
+        for op in op_types:
+            add(".*", op, plan.weights)
     for layer, precision in plan.layers:
         regex = scope_regex(scopes_of[layer])
         if precision == Precision.FLOAT:

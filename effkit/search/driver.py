@@ -328,8 +328,8 @@ class Search:
         for flash the parameters they carry (a channel of a convolution before a Flatten carries far more than a
         unit of the Dense after it), for latency their multiply-accumulates. It is taken where removing them alone
         cost least on validation (`plans.channel_shares`, from each group's measured curve), and goes on from the
-        previous level's model. A level that misses gets one more try with twice
-        the fine-tune; the levels stop at the first that misses twice."""
+        previous level's model. A level that misses gets one more try with twice the fine-tune; the levels stop
+        at the first that misses twice."""
         from ..techniques.structured import MAX_SHARE
 
         per = "params" if self.settings.goal == SearchGoal.FLASH else "macs"
